@@ -1,0 +1,389 @@
+//! `ricochet-core` as a `ricochet:retry` component.
+//!
+//! A thin adapter: it converts WIT records to core values and back, and does no math of its own —
+//! every delay, decision and slot comes from `ricochet-core`, so the component and the native
+//! host agree bit for bit. `schedule` is the one export that uses the imports: it reads the host's
+//! clock, asks the host's coordinator for a slot (falling back to the core's local slot when the
+//! coordinator is unavailable, counted by a metric) and writes the seed's log line.
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
+extern crate alloc;
+
+use alloc::string::ToString;
+use alloc::vec::Vec;
+
+use ricochet_core as rc;
+
+wit_bindgen::generate!({ path: "../../wit", world: "policy" });
+
+use exports::ricochet::retry::retry_policy::Guest;
+use ricochet::retry::types as wit;
+use ricochet::retry::{clock, coordination, logging, metrics};
+
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
+#[cfg(target_arch = "wasm32")]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    core::arch::wasm32::unreachable()
+}
+
+struct Component;
+
+// Exported only for wasm: a native cdylib cannot carry the component's `ns:pkg/iface#func`
+// symbol names, and natively the crate is only type-checked (clippy) and unit-tested.
+#[cfg(target_arch = "wasm32")]
+export!(Component);
+
+const CATEGORIES: [(wit::CategorySet, rc::ErrorCategory); 10] = [
+    (
+        wit::CategorySet::CONNECTION_ERROR,
+        rc::ErrorCategory::Connection,
+    ),
+    (wit::CategorySet::TIMEOUT_ERROR, rc::ErrorCategory::Timeout),
+    (
+        wit::CategorySet::SERVICE_UNAVAILABLE_ERROR,
+        rc::ErrorCategory::ServiceUnavailable,
+    ),
+    (
+        wit::CategorySet::RATE_LIMIT_EXCEEDED_ERROR,
+        rc::ErrorCategory::RateLimitExceeded,
+    ),
+    (
+        wit::CategorySet::AUTHENTICATION_ERROR,
+        rc::ErrorCategory::Authentication,
+    ),
+    (
+        wit::CategorySet::VALIDATION_ERROR,
+        rc::ErrorCategory::Validation,
+    ),
+    (
+        wit::CategorySet::RESOURCE_NOT_FOUND_ERROR,
+        rc::ErrorCategory::ResourceNotFound,
+    ),
+    (
+        wit::CategorySet::BUSINESS_LOGIC_ERROR,
+        rc::ErrorCategory::BusinessLogic,
+    ),
+    (
+        wit::CategorySet::RATE_LIMITED,
+        rc::ErrorCategory::RateLimited,
+    ),
+    (
+        wit::CategorySet::AUTH_EXPIRED,
+        rc::ErrorCategory::AuthExpired,
+    ),
+];
+
+fn category(c: wit::ErrorCategory) -> rc::ErrorCategory {
+    use wit::ErrorCategory as W;
+    match c {
+        W::ConnectionError => rc::ErrorCategory::Connection,
+        W::TimeoutError => rc::ErrorCategory::Timeout,
+        W::ServiceUnavailableError => rc::ErrorCategory::ServiceUnavailable,
+        W::RateLimitExceededError => rc::ErrorCategory::RateLimitExceeded,
+        W::AuthenticationError => rc::ErrorCategory::Authentication,
+        W::ValidationError => rc::ErrorCategory::Validation,
+        W::ResourceNotFoundError => rc::ErrorCategory::ResourceNotFound,
+        W::BusinessLogicError => rc::ErrorCategory::BusinessLogic,
+        W::RateLimited => rc::ErrorCategory::RateLimited,
+        W::AuthExpired => rc::ErrorCategory::AuthExpired,
+    }
+}
+
+fn config(c: &wit::RetryConfig) -> rc::RetryConfig {
+    let retry_on = CATEGORIES
+        .iter()
+        .filter(|(flag, _)| c.retry_on.bits() & flag.bits() != 0)
+        .fold(rc::CategorySet::EMPTY, |set, (_, cat)| set.with(*cat));
+    rc::RetryConfig {
+        max_attempts: c.max_attempts,
+        initial_delay: c.initial_delay,
+        max_delay: c.max_delay,
+        exponential_base: c.exponential_base,
+        jitter: c.jitter,
+        jitter_factor: c.jitter_factor,
+        slot_count: c.slot_count,
+        slot_width: c.slot_width,
+        coordination_enabled: c.coordination_enabled,
+        idempotency_ttl: c.idempotency_ttl,
+        strategy: match c.strategy {
+            wit::JitterStrategy::None => rc::JitterStrategy::None,
+            wit::JitterStrategy::Proportional => rc::JitterStrategy::Proportional,
+            wit::JitterStrategy::Full => rc::JitterStrategy::Full,
+            wit::JitterStrategy::Equal => rc::JitterStrategy::Equal,
+            wit::JitterStrategy::Decorrelated => rc::JitterStrategy::Decorrelated,
+        },
+        max_elapsed: c.max_elapsed,
+        max_retry_after: c.max_retry_after,
+        slot_capacity: c.slot_capacity,
+        retry_on,
+        circuit_breaker: c.circuit_breaker.map(|b| rc::breaker::BreakerConfig {
+            failure_threshold: b.failure_threshold,
+            failure_rate: b.failure_rate,
+            minimum_calls: b.minimum_calls,
+            window: b.window,
+            cool_down: b.cool_down,
+            half_open_probes: b.half_open_probes,
+        }),
+        retry_budget: c.retry_budget.map(|b| rc::budget::BudgetConfig {
+            max_tokens: b.max_tokens,
+            token_ratio: b.token_ratio,
+        }),
+    }
+}
+
+fn validate(c: &wit::RetryConfig) -> Result<rc::Policy, wit::ConfigError> {
+    config(c).validate().map_err(|e| wit::ConfigError {
+        field: e.field().to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn failure(f: wit::Failure) -> rc::Failure {
+    rc::Failure {
+        category: category(f.category),
+        server_delay_us: f.server_delay_us,
+        token_refreshed: f.token_refreshed,
+    }
+}
+
+fn state_in(s: wit::RetryState) -> rc::RetryState {
+    rc::RetryState::from_parts(rc::RetryStateParts {
+        seed: s.seed,
+        started_us: s.started_us,
+        prev_delay_us: s.prev_delay_us,
+        calls: s.calls,
+        auth_retried: s.auth_retried,
+    })
+}
+
+fn state_out(s: &rc::RetryState) -> wit::RetryState {
+    let p = s.to_parts();
+    wit::RetryState {
+        seed: p.seed,
+        started_us: p.started_us,
+        prev_delay_us: p.prev_delay_us,
+        calls: p.calls,
+        auth_retried: p.auth_retried,
+    }
+}
+
+fn reason(r: rc::GiveUpReason) -> wit::GiveUpReason {
+    use rc::GiveUpReason as R;
+    match r {
+        R::Exhausted => wit::GiveUpReason::Exhausted,
+        R::NonRetryable => wit::GiveUpReason::NonRetryable,
+        R::Deadline => wit::GiveUpReason::Deadline,
+        R::CircuitOpen => wit::GiveUpReason::CircuitOpen,
+        R::RetryAfterTooLong => wit::GiveUpReason::RetryAfterTooLong,
+        // `Budget` and any reason a newer core adds.
+        _ => wit::GiveUpReason::Budget,
+    }
+}
+
+fn request_in(r: wit::SlotRequest) -> rc::SlotRequest {
+    rc::SlotRequest {
+        earliest_us: r.earliest_us,
+        window: r.window,
+        retry: r.retry,
+        moves: r.moves,
+    }
+}
+
+fn request_out(r: rc::SlotRequest) -> wit::SlotRequest {
+    wit::SlotRequest {
+        earliest_us: r.earliest_us,
+        window: r.window,
+        retry: r.retry,
+        moves: r.moves,
+    }
+}
+
+impl Guest for Component {
+    fn validate(c: wit::RetryConfig) -> Result<(), wit::ConfigError> {
+        validate(&c).map(|_| ())
+    }
+
+    fn next_delay(
+        c: wit::RetryConfig,
+        retry: u32,
+        seed: u64,
+        prev_delay_us: u64,
+    ) -> Result<u64, wit::ConfigError> {
+        Ok(validate(&c)?
+            .next_delay(retry, seed, prev_delay_us)
+            .delay_us)
+    }
+
+    fn plan(c: wit::RetryConfig, seed: u64) -> Result<Vec<wit::PlannedRetry>, wit::ConfigError> {
+        Ok(validate(&c)?
+            .plan(seed)
+            .map(|r| wit::PlannedRetry {
+                retry: r.retry,
+                base_delay_us: r.base_delay_us,
+                delay_us: r.delay_us,
+            })
+            .collect())
+    }
+
+    fn decide(
+        c: wit::RetryConfig,
+        state: wit::RetryState,
+        f: wit::Failure,
+        now_us: u64,
+        guards: wit::Guards,
+    ) -> Result<(wit::RetryState, wit::Guards, wit::Decision), wit::ConfigError> {
+        let policy = validate(&c)?;
+        let mut breaker = policy.breaker().map(|p| {
+            guards
+                .breaker
+                .as_deref()
+                .and_then(rc::breaker::CircuitBreaker::from_bytes)
+                .unwrap_or_else(|| rc::breaker::CircuitBreaker::new(p))
+        });
+        let mut budget = policy.budget().and_then(|b| {
+            guards
+                .budget
+                .as_deref()
+                .and_then(rc::budget::RetryBudget::from_bytes)
+                .or_else(|| rc::budget::RetryBudget::new(b).ok())
+        });
+        let mut st = state_in(state);
+        let decision = st.on_failure(
+            &policy,
+            failure(f),
+            now_us,
+            rc::Guards {
+                breaker: breaker.as_mut(),
+                budget: budget.as_mut(),
+            },
+        );
+        let guards = wit::Guards {
+            breaker: breaker.map(|b| b.to_bytes().to_vec()),
+            budget: budget.map(|b| b.to_bytes().to_vec()),
+        };
+        let decision = match decision {
+            rc::Decision::Retry {
+                delay_us,
+                slot_request,
+            } => wit::Decision::Retry(wit::RetryDecision {
+                delay_us,
+                slot_request: slot_request.map(request_out),
+            }),
+            rc::Decision::GiveUp { reason: r } => wit::Decision::GiveUp(reason(r)),
+        };
+        Ok((state_out(&st), guards, decision))
+    }
+
+    fn resolve_ticket(
+        c: wit::RetryConfig,
+        request: wit::SlotRequest,
+        ticket: u64,
+        seed: u64,
+    ) -> Result<Option<u64>, wit::ConfigError> {
+        let policy = validate(&c)?;
+        Ok(
+            match policy.resolve_ticket(&request_in(request), ticket, seed) {
+                rc::SlotResolution::FireAt { fire_at_us, .. } => Some(fire_at_us),
+                _ => None,
+            },
+        )
+    }
+
+    fn schedule(
+        c: wit::RetryConfig,
+        service: alloc::string::String,
+        operation: alloc::string::String,
+        state: wit::RetryState,
+        f: wit::Failure,
+    ) -> Result<(wit::RetryState, wit::ScheduleOutcome), wit::ConfigError> {
+        let policy = validate(&c)?;
+        let now_us = clock::now_us();
+        let mut st = state_in(state);
+        let failed = failure(f);
+        let attempt = st.calls() + 1;
+        let decision = st.on_failure(&policy, failed, now_us, rc::Guards::none());
+        let log = |level, delay_us: u64| {
+            logging::log(&wit::LogRecord {
+                level,
+                service: service.clone(),
+                operation: operation.clone(),
+                attempt,
+                delay: delay_us as f64 / 1e6,
+                error: Some(failed.category.name().to_string()),
+                trace_id: None,
+            })
+        };
+        let outcome = match decision {
+            rc::Decision::GiveUp { reason: r } => {
+                log(wit::LogLevel::Error, 0);
+                wit::ScheduleOutcome::GiveUp(reason(r))
+            }
+            rc::Decision::Retry {
+                delay_us,
+                slot_request: None,
+            } => {
+                log(wit::LogLevel::Info, delay_us);
+                wit::ScheduleOutcome::Retry(wit::ScheduledRetry {
+                    delay_us,
+                    slot: 0,
+                    fallback: false,
+                })
+            }
+            rc::Decision::Retry {
+                slot_request: Some(mut request),
+                ..
+            } => loop {
+                let (ticket, fallback) =
+                    match coordination::acquire_slot(&service, &operation, request_out(request)) {
+                        Ok(t) => (t.ticket, false),
+                        Err(e) => {
+                            let why = match e {
+                                wit::CoordinationError::Timeout => "timeout",
+                                wit::CoordinationError::Unavailable(_) => "unavailable",
+                            };
+                            metrics::counter_add(
+                                "retry_coordination_fallback_total",
+                                &[
+                                    wit::Label {
+                                        name: "service".to_string(),
+                                        value: service.clone(),
+                                    },
+                                    wit::Label {
+                                        name: "operation".to_string(),
+                                        value: operation.clone(),
+                                    },
+                                    wit::Label {
+                                        name: "reason".to_string(),
+                                        value: why.to_string(),
+                                    },
+                                ],
+                                1,
+                            );
+                            (policy.fallback_ticket(st.seed(), request.retry), true)
+                        }
+                    };
+                match policy.resolve_ticket(&request, ticket, st.seed()) {
+                    rc::SlotResolution::FireAt { fire_at_us, slot } => {
+                        let delay_us = fire_at_us.saturating_sub(now_us);
+                        log(wit::LogLevel::Info, delay_us);
+                        break wit::ScheduleOutcome::Retry(wit::ScheduledRetry {
+                            delay_us,
+                            slot,
+                            fallback,
+                        });
+                    }
+                    rc::SlotResolution::NextWindow(next) => request = next,
+                    rc::SlotResolution::GiveUp(r) => {
+                        log(wit::LogLevel::Error, 0);
+                        break wit::ScheduleOutcome::GiveUp(reason(r));
+                    }
+                }
+            },
+        };
+        Ok((state_out(&st), outcome))
+    }
+}

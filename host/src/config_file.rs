@@ -1,0 +1,339 @@
+//! Policy files: the seed's own YAML format (or the same shape in JSON).
+//!
+//! ```yaml
+//! retry_policies:
+//!   default:
+//!     max_attempts: 3
+//!     initial_delay: 0.1
+//!   critical:
+//!     extends: aggressive
+//!     max_attempts: 7
+//! ```
+//!
+//! An entry starts from the policy it `extends` (a preset or another entry of the file); without
+//! `extends`, an entry named after a preset starts from that preset, any other from `default`.
+//! Fields left out keep the base's value. Every policy is resolved and validated when the file is
+//! loaded, and every error is reported — not just the first — as `file:line:col: policy `name`:
+//! message`, where the message names the field and the value.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use ricochet_core::{PartialRetryConfig, RetryConfig};
+use serde::Deserialize;
+
+/// The file's top level.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    retry_policies: BTreeMap<String, PartialRetryConfig>,
+}
+
+/// One problem in a policy file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileError {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line and column, when known.
+    pub location: Option<(usize, usize)>,
+    /// The policy the error is in, when known.
+    pub policy: Option<String>,
+    /// The offending field, when known.
+    pub field: Option<String>,
+    /// What is wrong, naming the value.
+    pub message: String,
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some((line, col)) = self.location {
+            write!(f, ":{line}:{col}")?;
+        }
+        f.write_str(": ")?;
+        if let Some(p) = &self.policy {
+            write!(f, "policy `{p}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in one file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileErrors(pub Vec<FileError>);
+
+impl fmt::Display for FileErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            e.fmt(f)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for FileErrors {}
+
+/// A loaded file: every policy resolved (`extends` applied) and valid.
+#[derive(Debug, Clone)]
+pub struct PolicyFile {
+    path: PathBuf,
+    policies: BTreeMap<String, RetryConfig>,
+}
+
+impl PolicyFile {
+    /// Reads, parses, resolves and validates a file.
+    pub fn load(path: &Path) -> Result<Self, FileErrors> {
+        let text = std::fs::read(path).map_err(|e| {
+            FileErrors(vec![FileError {
+                path: path.to_path_buf(),
+                location: None,
+                policy: None,
+                field: None,
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        let text = String::from_utf8(text).map_err(|e| {
+            FileErrors(vec![FileError {
+                path: path.to_path_buf(),
+                location: None,
+                policy: None,
+                field: None,
+                message: format!(
+                    "not UTF-8 text (invalid byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                ),
+            }])
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses, resolves and validates `text` (`path` is used in messages and picks JSON for `.json`).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, FileErrors> {
+        let err =
+            |location, policy: Option<&str>, field: Option<&str>, message: String| FileError {
+                path: path.to_path_buf(),
+                location,
+                policy: policy.map(str::to_string),
+                field: field.map(str::to_string),
+                message,
+            };
+        if text.trim().is_empty() {
+            return Err(FileErrors(vec![err(
+                None,
+                None,
+                None,
+                "empty file: expected a `retry_policies:` map".into(),
+            )]));
+        }
+        let is_json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let raw: RawFile = if is_json {
+            serde_json::from_str(text).map_err(|e| {
+                FileErrors(vec![err(
+                    Some((e.line(), e.column())),
+                    None,
+                    None,
+                    e.to_string(),
+                )])
+            })?
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|e| {
+                let location = e.location().map(|l| (l.line(), l.column()));
+                FileErrors(vec![err(
+                    location,
+                    None,
+                    None,
+                    strip_location(&e.to_string()),
+                )])
+            })?
+        };
+        let mut errors = Vec::new();
+        let mut policies = BTreeMap::new();
+        for name in raw.retry_policies.keys() {
+            match resolve(&raw.retry_policies, name, &mut Vec::new()) {
+                Ok(config) => match config.validate() {
+                    Ok(_) => {
+                        policies.insert(name.clone(), config);
+                    }
+                    Err(e) => errors.push(err(
+                        locate(text, name, e.field()),
+                        Some(name),
+                        Some(e.field()),
+                        e.to_string(),
+                    )),
+                },
+                Err(message) => errors.push(err(
+                    locate(text, name, "extends"),
+                    Some(name),
+                    Some("extends"),
+                    message,
+                )),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self {
+                path: path.to_path_buf(),
+                policies,
+            })
+        } else {
+            Err(FileErrors(errors))
+        }
+    }
+
+    /// The file this was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A policy by name: an entry of the file, else a preset.
+    pub fn get(&self, name: &str) -> Option<RetryConfig> {
+        self.policies
+            .get(name)
+            .copied()
+            .or_else(|| RetryConfig::preset(name))
+    }
+
+    /// The file's policies, by name.
+    pub fn policies(&self) -> &BTreeMap<String, RetryConfig> {
+        &self.policies
+    }
+}
+
+/// The config of entry `name`, with its `extends` chain applied.
+fn resolve(
+    entries: &BTreeMap<String, PartialRetryConfig>,
+    name: &str,
+    chain: &mut Vec<String>,
+) -> Result<RetryConfig, String> {
+    if chain.iter().any(|n| n == name) {
+        chain.push(name.to_string());
+        return Err(format!("extends: cycle {}", chain.join(" -> ")));
+    }
+    let Some(entry) = entries.get(name) else {
+        return RetryConfig::preset(name).ok_or_else(|| {
+            format!(
+                "extends: unknown policy `{name}` (not in this file, and not one of {})",
+                RetryConfig::PRESET_NAMES.join(", ")
+            )
+        });
+    };
+    chain.push(name.to_string());
+    let base = match &entry.extends {
+        Some(parent) => resolve(entries, parent.as_str(), chain)?,
+        None => RetryConfig::preset(name).unwrap_or_default(),
+    };
+    chain.pop();
+    Ok(entry.apply(base))
+}
+
+/// serde_yaml_ng appends " at line L column C"; the location is reported separately.
+fn strip_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// Best-effort position of `field` inside policy `policy` (YAML or JSON text), 1-based.
+fn locate(text: &str, policy: &str, field: &str) -> Option<(usize, usize)> {
+    let leaf = field.rsplit('.').next().unwrap_or(field);
+    let key_at = |line: &str, key: &str| -> Option<usize> {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        let rest = trimmed.strip_prefix('"').unwrap_or(trimmed);
+        let rest = rest.strip_prefix(key)?;
+        let rest = rest.strip_prefix('"').unwrap_or(rest);
+        rest.trim_start().starts_with(':').then_some(indent)
+    };
+    let mut lines = text.lines().enumerate();
+    let (policy_line, policy_indent) = lines
+        .by_ref()
+        .find_map(|(i, l)| key_at(l, policy).map(|ind| (i, ind)))?;
+    for (i, line) in lines {
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        if indent <= policy_indent && !line.trim_start().starts_with('}') {
+            break;
+        }
+        if let Some(ind) = key_at(line, leaf) {
+            return Some((i + 1, ind + 1));
+        }
+    }
+    Some((policy_line + 1, policy_indent + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const SEED: &str = include_str!("../../tests/data/seed-policies.yaml");
+
+    #[test]
+    fn the_seed_file_loads_with_the_seed_values() {
+        let f = PolicyFile::parse(Path::new("seed.yaml"), SEED).unwrap();
+        assert_eq!(f.get("default"), Some(RetryConfig::DEFAULT));
+        assert_eq!(f.get("aggressive"), Some(RetryConfig::AGGRESSIVE));
+        assert_eq!(f.get("conservative"), Some(RetryConfig::CONSERVATIVE));
+    }
+
+    #[test]
+    fn extends_and_presets_fill_what_is_left_out() {
+        let text = "retry_policies:\n  aggressive:\n    max_attempts: 9\n  critical:\n    extends: aggressive\n    initial_delay: 0.2\n";
+        let f = PolicyFile::parse(Path::new("x.yaml"), text).unwrap();
+        let critical = f.get("critical").unwrap();
+        assert_eq!(
+            (
+                critical.max_attempts,
+                critical.initial_delay,
+                critical.max_delay
+            ),
+            (9, 0.2, 5.0)
+        );
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_line() {
+        let text = "retry_policies:\n  default:\n    jitter_factor: 1.5\n  aggressive:\n    max_attempts: 0\n  loop_a:\n    extends: loop_b\n  loop_b:\n    extends: loop_a\n";
+        let errs = PolicyFile::parse(Path::new("bad.yaml"), text).unwrap_err();
+        let all = errs.to_string();
+        assert!(
+            all.contains(
+                "bad.yaml:3:5: policy `default`: jitter_factor must be within [0.0, 1.0], got 1.5"
+            ),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                "bad.yaml:5:5: policy `aggressive`: max_attempts must be at least 1, got 0"
+            ),
+            "{all}"
+        );
+        assert!(all.contains("cycle"), "{all}");
+    }
+
+    #[test]
+    fn unknown_fields_and_types_are_parse_errors_with_position() {
+        let errs = PolicyFile::parse(
+            Path::new("u.yaml"),
+            "retry_policies:\n  default:\n    max_atempts: 3\n",
+        )
+        .unwrap_err();
+        let e = &errs.0[0];
+        assert_eq!(e.location.map(|l| l.0), Some(3), "{e}");
+        assert!(e.message.contains("max_atempts"), "{e}");
+        let errs = PolicyFile::parse(
+            Path::new("t.json"),
+            "{\"retry_policies\": {\"default\": {\"max_delay\": \"ten\"}}}",
+        )
+        .unwrap_err();
+        assert!(errs.to_string().contains("t.json:1:"), "{errs}");
+    }
+}
