@@ -25,7 +25,14 @@ fn main() {
         .expect("host/ lives in the workspace")
         .to_path_buf();
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
-    for watched in ["core/src", "core/Cargo.toml", "guests", "wit", "Cargo.lock"] {
+    for watched in [
+        "core/src",
+        "core/Cargo.toml",
+        "guests/policy",
+        "wit",
+        "Cargo.lock",
+        "Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     println!("cargo:rerun-if-env-changed=RICOCHET_REQUIRE_GUESTS");

@@ -6,9 +6,10 @@
 //! [`LOG_CAPACITY`] lines.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use wasmtime::StoreLimits;
+
+use crate::coordination::wall_clock_us;
 
 use super::bindings::{clock, coordination, logging, metrics, types};
 use types::{BeginOutcome, CoordinationError, Label, LogLevel, LogRecord, SlotRequest, SlotTicket};
@@ -39,13 +40,6 @@ pub struct HostState {
     counters: HashMap<(String, Vec<(String, String)>), u64>,
     histograms: HashMap<(String, Vec<(String, String)>), Vec<f64>>,
     log: VecDeque<String>,
-}
-
-fn wall_clock_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 fn label_key(labels: Vec<Label>) -> Vec<(String, String)> {
@@ -220,7 +214,7 @@ impl logging::Host for HostState {
             LogLevel::Error => "ERROR",
         };
         let json = serde_json::json!({
-            "timestamp": rfc3339_now(),
+            "timestamp": crate::logging::rfc3339_now(),
             "level": level,
             "service": line.service,
             "operation": line.operation,
@@ -234,28 +228,4 @@ impl logging::Host for HostState {
         }
         self.log.push_back(json.to_string());
     }
-}
-
-/// The current UTC time in RFC 3339 with microseconds, e.g. `2026-11-28T23:05:08.123456Z`.
-pub fn rfc3339_now() -> String {
-    let us = wall_clock_us();
-    let secs = us / 1_000_000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        us % 1_000_000
-    )
 }

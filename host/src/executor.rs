@@ -1,0 +1,503 @@
+//! The executor: `RetryPolicy::execute_with_retry`, the seed's direct usage.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use ricochet_host::{RetryConfig, RetryPolicy};
+//! let policy = RetryPolicy::new(RetryConfig { max_attempts: 3, ..RetryConfig::default() })?;
+//! let body = policy
+//!     .execute_with_retry(|| async { Ok::<_, std::io::Error>("data") }, "stream", "data_fetch")
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Every decision comes from `ricochet-core` (the executor never computes a delay): after a
+//! failed attempt the error is classified, the core decides, a coordinated retry asks the
+//! coordinator for a slot (falling back locally within its deadline), and the executor sleeps.
+//! Dropping the returned future cancels any sleep. On the first-try-success path nothing is
+//! allocated beyond what the operation's own future needs: the trace id, log fields and
+//! coordinator calls only happen once an attempt fails.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ricochet_core::breaker::{Admission, CircuitBreaker};
+use ricochet_core::budget::RetryBudget;
+use ricochet_core::{
+    ConfigError, Decision, ErrorCategory, Failure, GiveUpReason, Guards, Policy, RetryConfig,
+    RetryState,
+};
+
+use crate::classify::{Classification, Classify};
+use crate::clock::{Clock, SharedClock, SystemClock};
+use crate::coordination::BoxFuture;
+use crate::coordination::{
+    schedule_retry, Coordinator, InMemoryCoordinator, Scheduled, DEFAULT_COORDINATION_DEADLINE,
+};
+use crate::idempotency::{IdempotencyStore, InMemoryIdempotencyStore};
+use crate::logging::{current_trace_id, TARGET};
+use crate::metrics::RetryMetrics;
+
+/// What one attempt ended in, when it did not succeed.
+#[derive(Debug)]
+pub enum AttemptError<E> {
+    /// The operation returned this error.
+    Failed(E),
+    /// The attempt ran past the per-attempt timeout (a `TimeoutError`).
+    TimedOut(Duration),
+}
+
+impl<E> AttemptError<E> {
+    /// The operation's error, if the attempt did not time out.
+    pub fn into_error(self) -> Option<E> {
+        match self {
+            Self::Failed(e) => Some(e),
+            Self::TimedOut(_) => None,
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for AttemptError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Failed(e) => e.fmt(f),
+            Self::TimedOut(d) => write!(f, "attempt timed out after {d:?}"),
+        }
+    }
+}
+
+/// The operation did not succeed and will not be retried.
+#[derive(Debug)]
+pub struct MaxRetriesExceeded<E> {
+    /// Calls made.
+    pub attempts: u32,
+    /// What the last call ended in.
+    pub last_error: AttemptError<E>,
+    /// Time from the first call to giving up.
+    pub elapsed: Duration,
+    /// Why no further retry was made (`exhausted`, `deadline`, `budget`, …).
+    pub reason: GiveUpReason,
+}
+
+/// Why `execute_with_retry` returned no value.
+#[derive(Debug)]
+pub enum RetryError<E> {
+    /// The seed's `MaxRetriesExceeded`: retries ran out (or a deadline, budget, breaker or
+    /// Retry-After cap stopped them).
+    MaxRetriesExceeded(MaxRetriesExceeded<E>),
+    /// A non-retryable error, returned at once (after one attempt, or two for an expired token).
+    NonRetryable(E),
+    /// The circuit breaker is open: no call was made.
+    CircuitOpen {
+        /// How long until the breaker lets a probe through.
+        retry_after: Duration,
+    },
+}
+
+impl<E> RetryError<E> {
+    /// The operation's last error, if there is one.
+    pub fn into_last_error(self) -> Option<E> {
+        match self {
+            Self::MaxRetriesExceeded(m) => m.last_error.into_error(),
+            Self::NonRetryable(e) => Some(e),
+            Self::CircuitOpen { .. } => None,
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for RetryError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MaxRetriesExceeded(m) => write!(
+                f,
+                "max retries exceeded after {} attempt(s) in {:.3}s ({}): {}",
+                m.attempts,
+                m.elapsed.as_secs_f64(),
+                m.reason,
+                m.last_error
+            ),
+            Self::NonRetryable(e) => write!(f, "non-retryable error: {e}"),
+            Self::CircuitOpen { retry_after } => {
+                write!(
+                    f,
+                    "circuit open: no call made, retry after {:.3}s",
+                    retry_after.as_secs_f64()
+                )
+            }
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> std::error::Error for RetryError<E> {}
+
+/// A token refresh hook: called on `AuthExpired`; returns whether it refreshed the token.
+pub type TokenRefresh = Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
+
+#[derive(Default)]
+struct ServiceGuards {
+    breaker: Option<CircuitBreaker>,
+    budget: Option<RetryBudget>,
+}
+
+/// A retry policy with its backends: the seed's `RetryPolicy`.
+///
+/// # Default
+///
+/// Coordination and idempotency in memory (process-local), metrics on prometheus's default
+/// registry, the wall clock, a random seed per call, no per-attempt timeout, a 25 ms
+/// coordination deadline, no token refresh.
+#[derive(Clone)]
+pub struct RetryPolicy {
+    config: RetryConfig,
+    policy: Policy,
+    coordinator: Arc<dyn Coordinator>,
+    idempotency: Arc<dyn IdempotencyStore>,
+    metrics: Option<RetryMetrics>,
+    clock: SharedClock,
+    seed: Option<u64>,
+    attempt_timeout: Option<Duration>,
+    coordination_deadline: Duration,
+    token_refresh: Option<TokenRefresh>,
+    guards: Arc<Mutex<HashMap<String, ServiceGuards>>>,
+}
+
+impl fmt::Debug for RetryPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryPolicy")
+            .field("config", &self.config)
+            .field("coordinator", &self.coordinator.name())
+            .field("idempotency", &self.idempotency.name())
+            .field("seed", &self.seed)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RetryPolicy {
+    /// A policy for `config` with the embedded defaults (see [`RetryPolicy`]).
+    pub fn new(config: RetryConfig) -> Result<Self, ConfigError> {
+        let policy = config.validate()?;
+        Ok(Self {
+            config,
+            policy,
+            coordinator: Arc::new(InMemoryCoordinator::new()),
+            idempotency: Arc::new(InMemoryIdempotencyStore::new()),
+            metrics: Some(RetryMetrics::global().clone()),
+            clock: Arc::new(SystemClock),
+            seed: None,
+            attempt_timeout: None,
+            coordination_deadline: DEFAULT_COORDINATION_DEADLINE,
+            token_refresh: None,
+            guards: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    /// Uses `coordinator` for slot tickets (e.g. a `RedisCoordinator`).
+    #[must_use]
+    pub fn with_coordinator(mut self, coordinator: Arc<dyn Coordinator>) -> Self {
+        self.coordinator = coordinator;
+        self
+    }
+
+    /// Uses `store` for idempotency.
+    #[must_use]
+    pub fn with_idempotency_store(mut self, store: Arc<dyn IdempotencyStore>) -> Self {
+        self.idempotency = store;
+        self
+    }
+
+    /// Records metrics in `metrics` (registered on the caller's registry).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: RetryMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Records no metrics.
+    #[must_use]
+    pub fn without_metrics(mut self) -> Self {
+        self.metrics = None;
+        self
+    }
+
+    /// Reads "now" from `clock` (deadlines, breaker, budget).
+    #[must_use]
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Uses a fixed jitter seed for every call (tests, reproducible runs).
+    #[must_use]
+    pub const fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Bounds each attempt; a timed-out attempt counts as a `TimeoutError`.
+    #[must_use]
+    pub const fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// How long a coordination call may take before the local fallback slot is used.
+    #[must_use]
+    pub const fn with_coordination_deadline(mut self, deadline: Duration) -> Self {
+        self.coordination_deadline = deadline;
+        self
+    }
+
+    /// Calls `refresh` on `AuthExpired`; the attempt is retried once, only if it returns true.
+    #[must_use]
+    pub fn with_token_refresh<F, Fut>(mut self, refresh: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        self.token_refresh = Some(Arc::new(move || Box::pin(refresh())));
+        self
+    }
+
+    /// The config this policy was made from.
+    pub fn config(&self) -> &RetryConfig {
+        &self.config
+    }
+
+    /// The validated policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The coordinator.
+    pub fn coordinator(&self) -> &Arc<dyn Coordinator> {
+        &self.coordinator
+    }
+
+    /// The idempotency store.
+    pub fn idempotency_store(&self) -> &Arc<dyn IdempotencyStore> {
+        &self.idempotency
+    }
+
+    /// The metrics, if recorded.
+    pub fn metrics(&self) -> Option<&RetryMetrics> {
+        self.metrics.as_ref()
+    }
+
+    fn seed_for_call(&self) -> u64 {
+        self.seed.unwrap_or_else(|| {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(self.clock.now_us());
+            h.finish()
+        })
+    }
+
+    /// Runs `op` until it succeeds or the policy gives up, classifying errors with [`Classify`].
+    pub async fn execute_with_retry<T, E, F, Fut>(
+        &self,
+        op: F,
+        service: &str,
+        operation: &str,
+    ) -> Result<T, RetryError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Classify + fmt::Display,
+    {
+        self.execute_classified(op, service, operation, |e: &E| e.classify())
+            .await
+    }
+
+    /// Runs `op` until it succeeds or the policy gives up, classifying errors with `classify`.
+    pub async fn execute_classified<T, E, F, Fut, C>(
+        &self,
+        mut op: F,
+        service: &str,
+        operation: &str,
+        classify: C,
+    ) -> Result<T, RetryError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: fmt::Display,
+        C: Fn(&E) -> Classification,
+    {
+        let started = Instant::now();
+        let mut state = RetryState::new(self.seed_for_call(), self.clock.now_us());
+        let guarded = self.policy.breaker().is_some() || self.policy.budget().is_some();
+        let mut trace_id: Option<String> = None;
+        loop {
+            if guarded {
+                if let Some(retry_after) = self.admit(service) {
+                    return Err(RetryError::CircuitOpen { retry_after });
+                }
+            }
+            let attempt = state.calls() + 1;
+            if let Some(m) = &self.metrics {
+                m.attempts
+                    .with_label_values(&[service, operation, attempt_label(attempt)])
+                    .inc();
+            }
+            let outcome = match self.attempt_timeout {
+                Some(limit) => match tokio::time::timeout(limit, op()).await {
+                    Ok(r) => r.map_err(AttemptError::Failed),
+                    Err(_) => Err(AttemptError::TimedOut(limit)),
+                },
+                None => op().await.map_err(AttemptError::Failed),
+            };
+            let error = match outcome {
+                Ok(value) => {
+                    let now_us = self.clock.now_us();
+                    self.with_guards(service, guarded, |g| state.on_success(now_us, g));
+                    if let Some(m) = &self.metrics {
+                        m.success
+                            .with_label_values(&[service, operation, attempt_label(attempt)])
+                            .inc();
+                        m.duration
+                            .with_label_values(&[service, operation])
+                            .observe(started.elapsed().as_secs_f64());
+                    }
+                    return Ok(value);
+                }
+                Err(e) => e,
+            };
+            let class = match &error {
+                AttemptError::Failed(e) => classify(e),
+                AttemptError::TimedOut(_) => Classification::new(ErrorCategory::Timeout),
+            };
+            let mut failure = Failure::new(class.category);
+            failure.server_delay_us = class.server_delay.map(|d| d.as_micros() as u64);
+            if class.category == ErrorCategory::AuthExpired {
+                if let Some(refresh) = &self.token_refresh {
+                    failure.token_refreshed = refresh().await;
+                }
+            }
+            let trace = trace_id.get_or_insert_with(current_trace_id).as_str();
+            let message = error.to_string();
+            tracing::warn!(target: TARGET, service, operation, attempt, delay = 0.0_f64, error = message.as_str(), trace_id = trace);
+            let now_us = self.clock.now_us();
+            let decision = self.with_guards(service, guarded, |g| {
+                state.on_failure(&self.policy, failure, now_us, g)
+            });
+            let give_up = |reason: GiveUpReason, error: AttemptError<E>| {
+                tracing::error!(target: TARGET, service, operation, attempt, delay = 0.0_f64, error = message.as_str(), trace_id = trace);
+                if let Some(m) = &self.metrics {
+                    let error_type = match reason {
+                        GiveUpReason::Exhausted | GiveUpReason::NonRetryable => {
+                            class.category.name()
+                        }
+                        other => other.name(),
+                    };
+                    m.failure
+                        .with_label_values(&[service, operation, error_type])
+                        .inc();
+                    m.duration
+                        .with_label_values(&[service, operation])
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                match (reason, error) {
+                    (GiveUpReason::NonRetryable, AttemptError::Failed(e)) => {
+                        RetryError::NonRetryable(e)
+                    }
+                    (reason, last_error) => RetryError::MaxRetriesExceeded(MaxRetriesExceeded {
+                        attempts: attempt,
+                        last_error,
+                        elapsed: started.elapsed(),
+                        reason,
+                    }),
+                }
+            };
+            let sleep_us = match decision {
+                Decision::GiveUp { reason } => return Err(give_up(reason, error)),
+                Decision::Retry {
+                    delay_us,
+                    slot_request: None,
+                } => delay_us,
+                Decision::Retry {
+                    delay_us,
+                    slot_request: Some(_),
+                } => {
+                    let scheduled = schedule_retry(
+                        self.coordinator.as_ref(),
+                        &self.policy,
+                        state.seed(),
+                        attempt,
+                        delay_us,
+                        service,
+                        operation,
+                        self.coordination_deadline,
+                        self.metrics.as_ref(),
+                    )
+                    .await;
+                    match scheduled {
+                        Scheduled::FireIn { delay_us, .. } => delay_us,
+                        Scheduled::GiveUp(reason) => return Err(give_up(reason, error)),
+                    }
+                }
+            };
+            tracing::info!(target: TARGET, service, operation, attempt, delay = sleep_us as f64 / 1e6, error = message.as_str(), trace_id = trace);
+            tokio::time::sleep(Duration::from_micros(sleep_us)).await;
+        }
+    }
+
+    /// Asks the service's breaker for admission; `Some(wait)` when it is open.
+    fn admit(&self, service: &str) -> Option<Duration> {
+        let now_us = self.clock.now_us();
+        let mut map = self.guards.lock().unwrap_or_else(|p| p.into_inner());
+        let g = map
+            .entry(service.to_string())
+            .or_insert_with(|| self.new_guards());
+        match g.breaker.as_mut()?.admit(now_us) {
+            Admission::Allowed | Admission::Probe => None,
+            Admission::Rejected { retry_after_us } => Some(Duration::from_micros(retry_after_us)),
+        }
+    }
+
+    fn new_guards(&self) -> ServiceGuards {
+        ServiceGuards {
+            breaker: self.policy.breaker().map(CircuitBreaker::new),
+            budget: self.policy.budget().and_then(|b| RetryBudget::new(b).ok()),
+        }
+    }
+
+    fn with_guards<R>(&self, service: &str, guarded: bool, f: impl FnOnce(Guards<'_>) -> R) -> R {
+        if !guarded {
+            return f(Guards::none());
+        }
+        let mut map = self.guards.lock().unwrap_or_else(|p| p.into_inner());
+        let g = map
+            .entry(service.to_string())
+            .or_insert_with(|| self.new_guards());
+        f(Guards {
+            breaker: g.breaker.as_mut(),
+            budget: g.budget.as_mut(),
+        })
+    }
+}
+
+/// `attempt` as a label value without allocating for the usual range.
+fn attempt_label(attempt: u32) -> &'static str {
+    const LABELS: [&str; 21] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+        "17", "18", "19", "20",
+    ];
+    match LABELS.get(attempt as usize) {
+        Some(l) => l,
+        // Beyond 20 attempts: leak one string per distinct number (bounded by MAX_ATTEMPTS).
+        None => leaked_label(attempt),
+    }
+}
+
+fn leaked_label(attempt: u32) -> &'static str {
+    static MORE: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut more = MORE.lock().unwrap_or_else(|p| p.into_inner());
+    let index = attempt as usize - 21;
+    while more.len() <= index {
+        let n = 21 + more.len();
+        more.push(Box::leak(n.to_string().into_boxed_str()));
+    }
+    more[index]
+}

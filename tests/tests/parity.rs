@@ -1,0 +1,270 @@
+//! Native core vs the policy component: the same numbers, integer for integer.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use ricochet_core::breaker::BreakerConfig;
+use ricochet_core::budget::BudgetConfig;
+use ricochet_core::{
+    CategorySet, Decision, ErrorCategory, Failure, Guards, JitterStrategy, RetryConfig, RetryState,
+};
+use ricochet_host::component::{category_to_wit, reason_from_wit, wit, PolicyComponent, Sandbox};
+
+fn component() -> PolicyComponent {
+    let bytes = ricochet_host::guests::POLICY_COMPONENT.expect(
+        "the policy component was not built: install a wasm32 toolchain (see README) and rebuild",
+    );
+    PolicyComponent::from_bytes(bytes, Sandbox::default()).unwrap()
+}
+
+/// A small deterministic generator for test inputs (SplitMix64).
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[test]
+fn plans_match_for_every_preset_and_1000_seeds() {
+    let mut wasm = component();
+    let mut compared = 0;
+    for name in RetryConfig::PRESET_NAMES {
+        for strategy in JitterStrategy::ALL {
+            let config = RetryConfig {
+                strategy,
+                ..RetryConfig::preset(name).unwrap()
+            };
+            let policy = config.validate().unwrap();
+            let seeds: Box<dyn Iterator<Item = u64>> = if strategy == JitterStrategy::Proportional {
+                Box::new((0..1000).chain([u64::MAX, 1 << 63, 0xDEAD_BEEF]))
+            } else {
+                Box::new((0..200).map(|s| s * 7919))
+            };
+            for seed in seeds {
+                let native: Vec<_> = policy
+                    .plan(seed)
+                    .map(|r| (r.retry, r.base_delay_us, r.delay_us))
+                    .collect();
+                let component: Vec<_> = wasm
+                    .plan(&config, seed)
+                    .unwrap()
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| (r.retry, r.base_delay_us, r.delay_us))
+                    .collect();
+                assert_eq!(native, component, "{name} {strategy:?} seed {seed}");
+                assert_eq!(native.len() as u32, config.max_attempts - 1);
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 3 * 1000);
+}
+
+#[test]
+fn validation_errors_match() {
+    let mut wasm = component();
+    let bad = [
+        RetryConfig {
+            jitter_factor: 1.5,
+            ..RetryConfig::DEFAULT
+        },
+        RetryConfig {
+            max_attempts: 0,
+            ..RetryConfig::DEFAULT
+        },
+        RetryConfig {
+            initial_delay: f64::NAN,
+            ..RetryConfig::DEFAULT
+        },
+        RetryConfig {
+            exponential_base: 0.5,
+            ..RetryConfig::DEFAULT
+        },
+        RetryConfig {
+            initial_delay: 11.0,
+            ..RetryConfig::DEFAULT
+        },
+        RetryConfig {
+            slot_count: 0,
+            ..RetryConfig::DEFAULT
+        },
+        RetryConfig {
+            max_delay: -1.0,
+            ..RetryConfig::DEFAULT
+        },
+    ];
+    for config in bad {
+        let native = config.validate().unwrap_err();
+        let component = wasm.validate(&config).unwrap().unwrap_err();
+        assert_eq!(component.field, native.field());
+        assert_eq!(component.message, native.to_string());
+    }
+    assert!(wasm.validate(&RetryConfig::AGGRESSIVE).unwrap().is_ok());
+}
+
+fn random_config(g: &mut Gen) -> RetryConfig {
+    let base = RetryConfig::preset(RetryConfig::PRESET_NAMES[g.below(3) as usize]).unwrap();
+    let mut retry_on = CategorySet::EMPTY;
+    for c in ErrorCategory::ALL {
+        if g.below(3) > 0 {
+            retry_on = retry_on.with(c);
+        }
+    }
+    RetryConfig {
+        max_attempts: 1 + g.below(8) as u32,
+        strategy: JitterStrategy::ALL[g.below(5) as usize],
+        jitter: g.below(5) > 0,
+        exponential_base: 1.0 + g.unit() * 2.0,
+        max_elapsed: (g.below(2) == 0).then(|| 0.2 + g.unit() * 5.0),
+        max_retry_after: 1.0 + g.unit() * 30.0,
+        coordination_enabled: g.below(2) == 0,
+        retry_on,
+        circuit_breaker: (g.below(2) == 0).then(|| BreakerConfig {
+            failure_threshold: 1 + g.below(5) as u32,
+            failure_rate: 0.5,
+            minimum_calls: 4,
+            window: 1.0,
+            cool_down: 0.5 + g.unit(),
+            half_open_probes: 1,
+        }),
+        retry_budget: (g.below(2) == 0).then(|| BudgetConfig {
+            max_tokens: 1 + g.below(10) as u32,
+            token_ratio: 0.1,
+        }),
+        ..base
+    }
+}
+
+fn decision_to_tuple(
+    d: Decision,
+) -> (
+    u8,
+    u64,
+    Option<(u64, u64, u32)>,
+    Option<ricochet_core::GiveUpReason>,
+) {
+    match d {
+        Decision::Retry {
+            delay_us,
+            slot_request,
+        } => (
+            0,
+            delay_us,
+            slot_request.map(|r| (r.earliest_us, r.window, r.retry)),
+            None,
+        ),
+        Decision::GiveUp { reason } => (1, 0, None, Some(reason)),
+    }
+}
+
+fn wit_decision_to_tuple(
+    d: wit::Decision,
+) -> (
+    u8,
+    u64,
+    Option<(u64, u64, u32)>,
+    Option<ricochet_core::GiveUpReason>,
+) {
+    match d {
+        wit::Decision::Retry(r) => (
+            0,
+            r.delay_us,
+            r.slot_request.map(|s| (s.earliest_us, s.window, s.retry)),
+            None,
+        ),
+        wit::Decision::GiveUp(reason) => (1, 0, None, Some(reason_from_wit(reason))),
+    }
+}
+
+#[test]
+fn decisions_match_over_10_000_random_outcome_sequences() {
+    let mut wasm = component();
+    let mut g = Gen(2026);
+    let mut decisions = 0;
+    for case in 0..10_000u64 {
+        let config = random_config(&mut g);
+        let policy = config.validate().unwrap();
+        let seed = g.next();
+        let mut now_us = 1_700_000_000_000_000 + g.below(1_000_000_000);
+        let mut native = RetryState::new(seed, now_us);
+        let mut breaker = policy
+            .breaker()
+            .map(ricochet_core::breaker::CircuitBreaker::new);
+        let mut budget = policy
+            .budget()
+            .map(|b| ricochet_core::budget::RetryBudget::new(b).unwrap());
+        let mut state = wit::RetryState {
+            seed,
+            started_us: now_us,
+            prev_delay_us: 0,
+            calls: 0,
+            auth_retried: false,
+        };
+        let mut guards = wit::Guards {
+            breaker: None,
+            budget: None,
+        };
+        loop {
+            let category = ErrorCategory::ALL[g.below(10) as usize];
+            let mut failure = Failure::new(category);
+            if g.below(3) == 0 {
+                failure = failure.with_server_delay_us(g.below(40_000_000));
+            }
+            if g.below(2) == 0 {
+                failure = failure.with_token_refreshed();
+            }
+            let expected = native.on_failure(
+                &policy,
+                failure,
+                now_us,
+                Guards {
+                    breaker: breaker.as_mut(),
+                    budget: budget.as_mut(),
+                },
+            );
+            let wit_failure = wit::Failure {
+                category: category_to_wit(category),
+                server_delay_us: failure.server_delay_us,
+                token_refreshed: failure.token_refreshed,
+            };
+            let (next_state, next_guards, got) = wasm
+                .decide(&config, state, wit_failure, now_us, &guards)
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                decision_to_tuple(expected),
+                wit_decision_to_tuple(got),
+                "case {case}, {config:?}"
+            );
+            assert_eq!(
+                next_guards.breaker,
+                breaker.map(|b| b.to_bytes().to_vec()),
+                "case {case}"
+            );
+            assert_eq!(
+                next_guards.budget,
+                budget.map(|b| b.to_bytes().to_vec()),
+                "case {case}"
+            );
+            state = next_state;
+            guards = next_guards;
+            decisions += 1;
+            match expected {
+                Decision::Retry { delay_us, .. } => now_us += delay_us + g.below(50_000),
+                Decision::GiveUp { .. } => break,
+            }
+        }
+    }
+    assert!(decisions >= 10_000);
+}
