@@ -156,17 +156,20 @@ impl PolicyFile {
         let mut policies = BTreeMap::new();
         for name in raw.retry_policies.keys() {
             match resolve(&raw.retry_policies, name, &mut Vec::new()) {
-                Ok(config) => match config.validate() {
-                    Ok(_) => {
+                Ok(config) => {
+                    let problems = every_error(config);
+                    if problems.is_empty() {
                         policies.insert(name.clone(), config);
                     }
-                    Err(e) => errors.push(err(
-                        locate(text, name, e.field()),
-                        Some(name),
-                        Some(e.field()),
-                        e.to_string(),
-                    )),
-                },
+                    for e in problems {
+                        errors.push(err(
+                            locate(text, name, e.field()),
+                            Some(name),
+                            Some(e.field()),
+                            e.to_string(),
+                        ));
+                    }
+                }
                 Err(message) => errors.push(err(
                     locate(text, name, "extends"),
                     Some(name),
@@ -202,6 +205,191 @@ impl PolicyFile {
     pub fn policies(&self) -> &BTreeMap<String, RetryConfig> {
         &self.policies
     }
+}
+
+/// The seed's environment variables: `RETRY_<FIELD>` for every field (`RETRY_MAX_ATTEMPTS`,
+/// `RETRY_INITIAL_DELAY`, `RETRY_MAX_DELAY`, …).
+pub const ENV_VARS: [&str; 14] = [
+    "RETRY_MAX_ATTEMPTS",
+    "RETRY_INITIAL_DELAY",
+    "RETRY_MAX_DELAY",
+    "RETRY_EXPONENTIAL_BASE",
+    "RETRY_JITTER",
+    "RETRY_JITTER_FACTOR",
+    "RETRY_SLOT_COUNT",
+    "RETRY_SLOT_WIDTH",
+    "RETRY_COORDINATION_ENABLED",
+    "RETRY_IDEMPOTENCY_TTL",
+    "RETRY_STRATEGY",
+    "RETRY_MAX_ELAPSED",
+    "RETRY_MAX_RETRY_AFTER",
+    "RETRY_SLOT_CAPACITY",
+];
+
+/// A `RETRY_*` variable with a value that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvError {
+    /// The variable.
+    pub var: String,
+    /// Its value.
+    pub value: String,
+    /// What was expected.
+    pub expected: &'static str,
+}
+
+impl fmt::Display for EnvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "environment variable {}={:?}: expected {}",
+            self.var, self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for EnvError {}
+
+/// `config` with every `RETRY_*` variable that `lookup` finds laid over it (env beats file beats
+/// preset). Validation is left to the caller; a value that does not parse is an error naming the
+/// variable.
+pub fn apply_env(
+    mut config: RetryConfig,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<RetryConfig, EnvError> {
+    fn parse<T: std::str::FromStr>(
+        var: &str,
+        value: &str,
+        expected: &'static str,
+    ) -> Result<T, EnvError> {
+        value.trim().parse().map_err(|_| EnvError {
+            var: var.to_string(),
+            value: value.to_string(),
+            expected,
+        })
+    }
+    fn parse_bool(var: &str, value: &str) -> Result<bool, EnvError> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(EnvError {
+                var: var.to_string(),
+                value: value.to_string(),
+                expected: "true or false",
+            }),
+        }
+    }
+    const SECONDS: &str = "a number of seconds";
+    for var in ENV_VARS {
+        let Some(value) = lookup(var) else { continue };
+        let v = value.as_str();
+        match var {
+            "RETRY_MAX_ATTEMPTS" => config.max_attempts = parse(var, v, "a whole number")?,
+            "RETRY_INITIAL_DELAY" => config.initial_delay = parse(var, v, SECONDS)?,
+            "RETRY_MAX_DELAY" => config.max_delay = parse(var, v, SECONDS)?,
+            "RETRY_EXPONENTIAL_BASE" => config.exponential_base = parse(var, v, "a number")?,
+            "RETRY_JITTER" => config.jitter = parse_bool(var, v)?,
+            "RETRY_JITTER_FACTOR" => {
+                config.jitter_factor = parse(var, v, "a number within [0, 1]")?
+            }
+            "RETRY_SLOT_COUNT" => config.slot_count = parse(var, v, "a whole number")?,
+            "RETRY_SLOT_WIDTH" => config.slot_width = parse(var, v, SECONDS)?,
+            "RETRY_COORDINATION_ENABLED" => config.coordination_enabled = parse_bool(var, v)?,
+            "RETRY_IDEMPOTENCY_TTL" => config.idempotency_ttl = parse(var, v, SECONDS)?,
+            "RETRY_STRATEGY" => {
+                config.strategy =
+                    ricochet_core::JitterStrategy::from_name(v.trim()).ok_or(EnvError {
+                        var: var.to_string(),
+                        value: value.clone(),
+                        expected: "none, proportional, full, equal or decorrelated",
+                    })?
+            }
+            "RETRY_MAX_ELAPSED" => config.max_elapsed = Some(parse(var, v, SECONDS)?),
+            "RETRY_MAX_RETRY_AFTER" => config.max_retry_after = parse(var, v, SECONDS)?,
+            "RETRY_SLOT_CAPACITY" => config.slot_capacity = Some(parse(var, v, "a whole number")?),
+            _ => {}
+        }
+    }
+    Ok(config)
+}
+
+/// Why a policy could not be loaded.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The file has errors.
+    File(FileErrors),
+    /// A `RETRY_*` variable does not parse.
+    Env(EnvError),
+    /// The policy is neither in the file nor a preset.
+    UnknownPolicy(String),
+    /// The final config (after env) is invalid.
+    Invalid(ricochet_core::ConfigError),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(e) => e.fmt(f),
+            Self::Env(e) => e.fmt(f),
+            Self::UnknownPolicy(name) => write!(
+                f,
+                "unknown policy `{name}`: not in the file and not one of {}",
+                RetryConfig::PRESET_NAMES.join(", ")
+            ),
+            Self::Invalid(e) => write!(f, "after RETRY_* environment variables: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Policy `name` with the seed's precedence: environment > file > preset.
+pub fn load_policy(
+    name: &str,
+    file: Option<&Path>,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<RetryConfig, LoadError> {
+    let base = match file {
+        Some(path) => PolicyFile::load(path).map_err(LoadError::File)?.get(name),
+        None => RetryConfig::preset(name),
+    }
+    .ok_or_else(|| LoadError::UnknownPolicy(name.to_string()))?;
+    let config = apply_env(base, lookup).map_err(LoadError::Env)?;
+    config.validate().map_err(LoadError::Invalid)?;
+    Ok(config)
+}
+
+/// Every validation error of `config`, not just the first: after each error the offending field
+/// is reset to the `default` preset's value and validation runs again.
+fn every_error(mut config: RetryConfig) -> Vec<ricochet_core::ConfigError> {
+    let d = RetryConfig::DEFAULT;
+    let mut errors = Vec::new();
+    while let Err(e) = config.validate() {
+        let before = config;
+        match e.field() {
+            "max_attempts" => config.max_attempts = d.max_attempts,
+            "initial_delay" => {
+                config.initial_delay = d.initial_delay.min(config.max_delay.max(0.0))
+            }
+            "max_delay" => config.max_delay = d.max_delay,
+            "exponential_base" => config.exponential_base = d.exponential_base,
+            "jitter_factor" => config.jitter_factor = d.jitter_factor,
+            "slot_count" => config.slot_count = d.slot_count,
+            "slot_width" => config.slot_width = d.slot_width,
+            "idempotency_ttl" => config.idempotency_ttl = d.idempotency_ttl,
+            "max_elapsed" => config.max_elapsed = None,
+            "max_retry_after" => config.max_retry_after = d.max_retry_after,
+            "slot_capacity" => config.slot_capacity = None,
+            f if f.starts_with("circuit_breaker") => config.circuit_breaker = None,
+            f if f.starts_with("retry_budget") => config.retry_budget = None,
+            _ => {}
+        }
+        errors.push(e);
+        if config == before || errors.len() > 32 {
+            break;
+        }
+    }
+    errors
 }
 
 /// The config of entry `name`, with its `extends` chain applied.
@@ -301,7 +489,7 @@ mod tests {
 
     #[test]
     fn every_error_is_reported_with_its_line() {
-        let text = "retry_policies:\n  default:\n    jitter_factor: 1.5\n  aggressive:\n    max_attempts: 0\n  loop_a:\n    extends: loop_b\n  loop_b:\n    extends: loop_a\n";
+        let text = "retry_policies:\n  default:\n    jitter_factor: 1.5\n    max_delay: -2\n  aggressive:\n    max_attempts: 0\n  loop_a:\n    extends: loop_b\n  loop_b:\n    extends: loop_a\n";
         let errs = PolicyFile::parse(Path::new("bad.yaml"), text).unwrap_err();
         let all = errs.to_string();
         assert!(
@@ -312,11 +500,49 @@ mod tests {
         );
         assert!(
             all.contains(
-                "bad.yaml:5:5: policy `aggressive`: max_attempts must be at least 1, got 0"
+                "bad.yaml:6:5: policy `aggressive`: max_attempts must be at least 1, got 0"
+            ),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                "bad.yaml:4:5: policy `default`: max_delay must not be negative, got -2.0"
             ),
             "{all}"
         );
         assert!(all.contains("cycle"), "{all}");
+    }
+
+    #[test]
+    fn environment_beats_file_beats_preset() {
+        let dir = std::env::temp_dir().join(format!("ricochet-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.yaml");
+        std::fs::write(
+            &path,
+            "retry_policies:\n  default:\n    max_attempts: 5\n    initial_delay: 0.2\n",
+        )
+        .unwrap();
+        let env = |var: &str| (var == "RETRY_MAX_ATTEMPTS").then(|| "7".to_string());
+        let c = load_policy("default", Some(&path), env).unwrap();
+        assert_eq!(
+            (c.max_attempts, c.initial_delay, c.max_delay),
+            (7, 0.2, 10.0)
+        );
+        let bad = |var: &str| (var == "RETRY_INITIAL_DELAY").then(|| "fast".to_string());
+        let e = load_policy("default", Some(&path), bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("RETRY_INITIAL_DELAY") && e.contains("fast"),
+            "{e}"
+        );
+        let invalid = |var: &str| (var == "RETRY_JITTER_FACTOR").then(|| "1.5".to_string());
+        let e = load_policy("default", None, invalid)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("jitter_factor") && e.contains("1.5"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

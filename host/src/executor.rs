@@ -132,6 +132,24 @@ impl<E: fmt::Display> fmt::Display for RetryError<E> {
 
 impl<E: fmt::Debug + fmt::Display> std::error::Error for RetryError<E> {}
 
+/// A retry about to sleep, as passed to a [`RetryPolicy::with_notify`] hook.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryEvent<'a> {
+    /// The service.
+    pub service: &'a str,
+    /// The operation.
+    pub operation: &'a str,
+    /// The attempt that failed (1 = the first call).
+    pub attempt: u32,
+    /// How long the executor will sleep before the next attempt.
+    pub delay: Duration,
+    /// The failed attempt's error, rendered.
+    pub error: &'a str,
+}
+
+/// A hook called before every retry sleep (like backon's `notify` or tenacity's `before_sleep`).
+pub type Notify = Arc<dyn Fn(&RetryEvent<'_>) + Send + Sync>;
+
 /// A token refresh hook: called on `AuthExpired`; returns whether it refreshed the token.
 pub type TokenRefresh = Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
 
@@ -160,6 +178,7 @@ pub struct RetryPolicy {
     attempt_timeout: Option<Duration>,
     coordination_deadline: Duration,
     token_refresh: Option<TokenRefresh>,
+    notify: Option<Notify>,
     guards: Arc<Mutex<HashMap<String, ServiceGuards>>>,
 }
 
@@ -190,7 +209,20 @@ impl RetryPolicy {
             attempt_timeout: None,
             coordination_deadline: DEFAULT_COORDINATION_DEADLINE,
             token_refresh: None,
+            notify: None,
             guards: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    /// The same backends (coordinator, store, metrics, clock, hooks) with another config; the
+    /// breaker and budget start fresh.
+    pub fn with_config(&self, config: RetryConfig) -> Result<Self, ConfigError> {
+        let policy = config.validate()?;
+        Ok(Self {
+            config,
+            policy,
+            guards: Arc::new(Mutex::new(HashMap::new())),
+            ..self.clone()
         })
     }
 
@@ -258,6 +290,13 @@ impl RetryPolicy {
         Fut: Future<Output = bool> + Send + 'static,
     {
         self.token_refresh = Some(Arc::new(move || Box::pin(refresh())));
+        self
+    }
+
+    /// Calls `notify` before every retry sleep.
+    #[must_use]
+    pub fn with_notify(mut self, notify: impl Fn(&RetryEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.notify = Some(Arc::new(notify));
         self
     }
 
@@ -439,6 +478,15 @@ impl RetryPolicy {
                 }
             };
             tracing::info!(target: TARGET, service, operation, attempt, delay = sleep_us as f64 / 1e6, error = message.as_str(), trace_id = trace);
+            if let Some(notify) = &self.notify {
+                notify(&RetryEvent {
+                    service,
+                    operation,
+                    attempt,
+                    delay: Duration::from_micros(sleep_us),
+                    error: &message,
+                });
+            }
             tokio::time::sleep(Duration::from_micros(sleep_us)).await;
         }
     }

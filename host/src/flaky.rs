@@ -1,0 +1,209 @@
+//! A flaky HTTP service on loopback, and a minimal client for it: the demo's target and the
+//! integration tests' real server.
+//!
+//! The server answers each request with whatever its script says for that request number —
+//! 200, an error status, 429/503 with a `Retry-After`, or a slow answer that trips a client
+//! timeout — and counts what it served, so a test or the demo can check the numbers.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::classify::HttpError;
+
+/// What the server answers to one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// 200 with this body.
+    Ok(String),
+    /// This status, empty body.
+    Status(u16),
+    /// This status with a `Retry-After` header (seconds or an HTTP-date).
+    RetryAfter(u16, String),
+    /// Wait, then 200 with this body (a client with a shorter timeout sees a timeout).
+    Slow(Duration, String),
+}
+
+/// What the server has seen.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Requests received.
+    pub requests: AtomicU64,
+    /// 2xx answers sent.
+    pub ok: AtomicU64,
+    /// Request arrival times, µs since the server started, with the path (for the demo's slot
+    /// histogram and the timing tests). Bounded by the caller's test size.
+    pub arrivals: Mutex<Vec<(u64, String)>>,
+}
+
+/// A running flaky server; stops when dropped.
+pub struct FlakyServer {
+    addr: SocketAddr,
+    stats: Arc<ServerStats>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+type Script = dyn Fn(u64, &str) -> Reply + Send + Sync;
+
+impl FlakyServer {
+    /// Starts a server on 127.0.0.1 (a free port); `script(n, path)` decides the reply to the
+    /// n-th request (0-based, counted across paths).
+    pub async fn start(
+        script: impl Fn(u64, &str) -> Reply + Send + Sync + 'static,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let stats = Arc::new(ServerStats::default());
+        let script: Arc<Script> = Arc::new(script);
+        let started = tokio::time::Instant::now();
+        let task_stats = stats.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (stats, script) = (task_stats.clone(), script.clone());
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                            let (stats, script) = (stats.clone(), script.clone());
+                            async move {
+                                let n = stats.requests.fetch_add(1, Ordering::Relaxed);
+                                let path = req.uri().path().to_string();
+                                if let Ok(mut a) = stats.arrivals.lock() {
+                                    a.push((started.elapsed().as_micros() as u64, path.clone()));
+                                }
+                                let reply = script(n, &path);
+                                Ok::<_, Infallible>(respond(reply, &stats).await)
+                            }
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Self { addr, stats, task })
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What the server has seen.
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+}
+
+impl Drop for FlakyServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn respond(reply: Reply, stats: &ServerStats) -> Response<Full<Bytes>> {
+    let mut builder = Response::builder();
+    let (status, body) = match reply {
+        Reply::Ok(body) => (200, body),
+        Reply::Status(s) => (s, String::new()),
+        Reply::RetryAfter(s, value) => {
+            builder = builder.header("retry-after", value);
+            (s, String::new())
+        }
+        Reply::Slow(wait, body) => {
+            tokio::time::sleep(wait).await;
+            (200, body)
+        }
+    };
+    if (200..300).contains(&status) {
+        stats.ok.fetch_add(1, Ordering::Relaxed);
+    }
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    builder
+        .status(status)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+/// Why a GET failed: the connection, or a non-2xx answer (classified like any [`HttpError`]).
+#[derive(Debug)]
+pub enum GetError {
+    /// Connecting, sending or reading failed.
+    Io(std::io::Error),
+    /// The server answered with an error status.
+    Http(HttpError),
+}
+
+impl std::fmt::Display for GetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "{e}"),
+            Self::Http(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for GetError {}
+
+impl crate::classify::Classify for GetError {
+    fn classify(&self) -> crate::classify::Classification {
+        match self {
+            Self::Io(e) => e.classify(),
+            Self::Http(e) => e.classify(),
+        }
+    }
+}
+
+fn io_err(e: impl std::fmt::Display) -> GetError {
+    GetError::Io(std::io::Error::new(
+        std::io::ErrorKind::ConnectionReset,
+        e.to_string(),
+    ))
+}
+
+/// GETs `path` from `addr` over a fresh HTTP/1.1 connection; the body of a 2xx answer.
+pub fn get(
+    addr: SocketAddr,
+    path: &str,
+) -> impl Future<Output = Result<String, GetError>> + Send + 'static {
+    let path = path.to_string();
+    async move {
+        let stream = TcpStream::connect(addr).await.map_err(GetError::Io)?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(io_err)?;
+        let conn = tokio::spawn(conn);
+        let req = Request::get(path.as_str())
+            .header("host", addr.to_string())
+            .body(Full::new(Bytes::new()))
+            .map_err(io_err)?;
+        let res = sender.send_request(req).await.map_err(io_err)?;
+        let status = res.status().as_u16();
+        let headers: Vec<(String, String)> = res
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let body = res.into_body().collect().await.map_err(io_err)?.to_bytes();
+        conn.abort();
+        if (200..300).contains(&status) {
+            Ok(String::from_utf8_lossy(&body).into_owned())
+        } else {
+            Err(GetError::Http(HttpError::from_headers(
+                status,
+                headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )))
+        }
+    }
+}

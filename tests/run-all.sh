@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The test command: what a person runs and what CI runs (.ci/run calls exactly this).
+#
+# On a fresh machine it first installs what the tests need and is missing: a wasm32 toolchain
+# (the rustup target where it can be added, else Debian's rustc-web route), redis-server and
+# promtool. Then: rustfmt, clippy (warnings are errors), every test in the workspace (guests
+# must build: RICOCHET_REQUIRE_GUESTS=1), the no-alloc build of core, the Envoy filter in a
+# proxy-wasm host, and the Prometheus alert-rule unit tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n== %s\n' "$*"; }
+
+apt_ready=0
+apt_install() {
+    if [ "$apt_ready" = 0 ]; then
+        apt-get update -qq
+        apt_ready=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+say "toolchains and services"
+sysroot=$(rustc --print sysroot)
+if [ -d "$sysroot/lib/rustlib/wasm32-unknown-unknown/lib" ]; then
+    echo "wasm32: rustup target"
+elif [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library ] && [ -x /usr/bin/cargo ]; then
+    echo "wasm32: Debian rustc-web route"
+elif rustup target add wasm32-unknown-unknown >/dev/null 2>&1; then
+    echo "wasm32: rustup target (just added)"
+else
+    echo "wasm32: installing Debian's rustc-web, cargo-web, rust-web-src (rustup cannot download targets here)"
+    apt_install rustc-web cargo-web rust-web-src
+fi
+command -v redis-server >/dev/null || { echo "installing redis-server"; apt_install redis-server; }
+command -v promtool >/dev/null || { echo "installing promtool (Debian's prometheus package)"; apt_install prometheus; }
+
+say "cargo fmt --check"
+cargo fmt --all --check
+
+say "cargo clippy"
+export RICOCHET_REQUIRE_GUESTS=1
+cargo clippy --workspace --all-targets -- -D warnings
+
+say "cargo test"
+cargo test --workspace
+
+if [ -x core/check-no-std.sh ]; then
+    say "core builds without std and alloc"
+    core/check-no-std.sh
+fi
+
+if [ -x guests/envoy-filter/test.sh ]; then
+    say "Envoy filter in a proxy-wasm host"
+    guests/envoy-filter/test.sh
+fi
+
+if [ -d host/alerts ]; then
+    say "promtool test rules"
+    promtool check rules host/alerts/*.rules.yaml
+    promtool test rules host/alerts/*.test.yaml
+fi
+
+say "all tests passed"
