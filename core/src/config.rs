@@ -436,6 +436,8 @@ impl fmt::Display for ConfigError {
     }
 }
 
+impl core::error::Error for ConfigError {}
+
 /// A validated configuration: durations in integer microseconds, every field in range.
 ///
 /// Made only by [`RetryConfig::validate`]; everything that computes a delay takes one.

@@ -1,111 +1,23 @@
-//! `ricochet`: plan and check retry policies, natively or through a policy component.
+//! `ricochet`: demo, run, simulate, plan and check retry policies.
 
-use std::path::PathBuf;
+mod cli;
+
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
-use ricochet_core::{JitterStrategy, RetryConfig};
-use ricochet_host::component::{PolicyComponent, Sandbox};
-use ricochet_host::config_file::PolicyFile;
-use ricochet_host::engine::{EngineError, NativeEngine, PolicyEngine};
-
-#[derive(Parser)]
-#[command(
-    name = "ricochet",
-    version,
-    about = "One retry policy that runs everywhere"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Print the retry schedule of a policy.
-    ///
-    /// Example: ricochet plan --policy aggressive --seed 7 --format json
-    #[command(
-        after_help = "Example:\n  ricochet plan --policy aggressive --seed 7\n  ricochet plan --config retry.yaml --policy critical --engine wasm --format json"
-    )]
-    Plan(PlanArgs),
-    /// Validate a policy file: one line per policy, or every error (exit 2).
-    ///
-    /// Example: ricochet check retry.yaml
-    #[command(after_help = "Example:\n  ricochet check retry.yaml")]
-    Check {
-        /// The policy file (YAML, or JSON for *.json).
-        file: PathBuf,
-    },
-}
-
-#[derive(clap::Args)]
-struct PlanArgs {
-    /// Policy name: a preset (default, aggressive, conservative) or an entry of --config.
-    #[arg(long, default_value = "default")]
-    policy: String,
-    /// Policy file in the seed's format (`retry_policies:` map), YAML or JSON.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Jitter seed (default: random); the same seed gives the same schedule everywhere.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Override the jitter strategy.
-    #[arg(long, value_enum)]
-    strategy: Option<StrategyArg>,
-    /// Which engine computes the plan.
-    #[arg(long, value_enum, default_value_t = EngineArg::Native)]
-    engine: EngineArg,
-    /// A policy component to run (implies --engine wasm); default: the one built into this binary.
-    #[arg(long)]
-    component: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum EngineArg {
-    Native,
-    Wasm,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
-    Table,
-    Json,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum StrategyArg {
-    None,
-    Proportional,
-    Full,
-    Equal,
-    Decorrelated,
-}
-
-impl From<StrategyArg> for JitterStrategy {
-    fn from(s: StrategyArg) -> Self {
-        match s {
-            StrategyArg::None => JitterStrategy::None,
-            StrategyArg::Proportional => JitterStrategy::Proportional,
-            StrategyArg::Full => JitterStrategy::Full,
-            StrategyArg::Equal => JitterStrategy::Equal,
-            StrategyArg::Decorrelated => JitterStrategy::Decorrelated,
-        }
-    }
-}
+use clap::Parser;
+use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Plan(args) => plan(args),
-        Command::Check { file } => return check(&file),
+        Command::Plan(args) => cli::plan::plan(args).map(|()| ExitCode::SUCCESS),
+        Command::Check { file } => Ok(cli::plan::check(&file)),
+        Command::Simulate(args) => cli::sim::simulate(args),
+        Command::Run(args) => runtime().and_then(|rt| rt.block_on(run(args))),
+        Command::Demo(args) => runtime().and_then(|rt| rt.block_on(cli::demo::demo(args))),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -113,139 +25,32 @@ fn main() -> ExitCode {
     }
 }
 
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
-fn policy_config(name: &str, file: Option<&PathBuf>) -> Result<RetryConfig> {
-    match file {
-        Some(path) => {
-            let f = PolicyFile::load(path)?;
-            match f.get(name) {
-                Some(c) => Ok(c),
-                None => bail!(
-                    "--policy {name}: no such policy in {} (it has: {})",
-                    path.display(),
-                    f.policies().keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            }
-        }
-        None => RetryConfig::preset(name).with_context(|| {
-            format!(
-                "--policy {name}: unknown preset (expected one of {}, or pass --config FILE)",
-                RetryConfig::PRESET_NAMES.join(", ")
-            )
-        }),
+async fn run(args: cli::RunArgs) -> anyhow::Result<ExitCode> {
+    if !args.quiet {
+        ricochet_host::logging::init_stderr();
     }
-}
-
-fn load_component(path: Option<&PathBuf>) -> Result<PolicyComponent> {
-    match path {
-        Some(p) => Ok(PolicyComponent::from_file(p, Sandbox::default())?),
-        None => match ricochet_host::guests::POLICY_COMPONENT {
-            Some(bytes) => Ok(PolicyComponent::from_bytes(bytes, Sandbox::default())?),
-            None => bail!(
-                "--engine wasm: this binary was built without the policy component. Install a wasm32 toolchain \
-                 (`rustup target add wasm32-unknown-unknown`, or `apt-get install rustc-web cargo-web rust-web-src`) \
-                 and rebuild, or pass --component PATH"
-            ),
-        },
-    }
-}
-
-fn plan(args: PlanArgs) -> Result<()> {
-    let mut config = policy_config(&args.policy, args.config.as_ref())?;
-    if let Some(s) = args.strategy {
-        config.strategy = s.into();
-        config.jitter = s != StrategyArg::None;
-    }
-    let seed = args.seed.unwrap_or_else(random_seed);
-    let mut engine: Box<dyn PolicyEngine> =
-        if args.engine == EngineArg::Wasm || args.component.is_some() {
-            Box::new(load_component(args.component.as_ref())?)
-        } else {
-            Box::new(NativeEngine)
-        };
-    let plan = engine.plan(&config, seed).map_err(|e| match e {
-        EngineError::Config { message, .. } => {
-            anyhow::anyhow!("policy `{}`: {message}", args.policy)
-        }
-        other => anyhow::Error::new(other),
-    })?;
-    let strategy = if config.jitter {
-        config.strategy
-    } else {
-        JitterStrategy::None
+    let backends = cli::Backends::from_args(&args.policy)?;
+    let operation = args.operation.clone().unwrap_or_else(|| {
+        let cmd = args
+            .command
+            .first()
+            .map(String::as_str)
+            .unwrap_or("command");
+        cmd.rsplit('/').next().unwrap_or(cmd).to_string()
+    });
+    let options = cli::run::RunOptions {
+        service: args.service,
+        operation,
+        retry_on_exit: args.retry_on_exit,
+        attempt_timeout: args.attempt_timeout,
+        idempotency_key: args.idempotency_key,
+        command: args.command,
     };
-    match args.format {
-        Format::Json => {
-            let line = serde_json::json!({
-                "policy": args.policy,
-                "seed": seed,
-                "engine": engine.name(),
-                "strategy": strategy.name(),
-                "max_attempts": config.max_attempts,
-                "delays_us": plan.iter().map(|r| r.delay_us).collect::<Vec<_>>(),
-                "base_delays_us": plan.iter().map(|r| r.base_delay_us).collect::<Vec<_>>(),
-            });
-            println!("{line}");
-        }
-        Format::Table => {
-            println!(
-                "policy {} · engine {} · strategy {} · seed {seed} · max_attempts {}",
-                args.policy,
-                engine.name(),
-                strategy.name(),
-                config.max_attempts
-            );
-            println!(
-                "{:>7}  {:>12}  {:>12}",
-                "attempt", "base (s)", "jittered (s)"
-            );
-            for r in &plan {
-                println!(
-                    "{:>7}  {:>12.6}  {:>12.6}",
-                    r.retry + 1,
-                    r.base_delay_us as f64 / 1e6,
-                    r.delay_us as f64 / 1e6
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-fn check(file: &PathBuf) -> ExitCode {
-    match PolicyFile::load(file) {
-        Ok(f) => {
-            for (name, c) in f.policies() {
-                println!(
-                    "{name}: ok (max_attempts {}, initial_delay {}s, max_delay {}s, base {}, jitter {}, slots {}×{}s)",
-                    c.max_attempts,
-                    c.initial_delay,
-                    c.max_delay,
-                    c.exponential_base,
-                    if c.jitter { c.strategy.name() } else { "none" },
-                    c.slot_count,
-                    c.slot_width
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("{e}");
-            }
-            eprintln!("{}: {} error(s)", file.display(), errors.0.len());
-            ExitCode::from(2)
-        }
-    }
+    cli::run::run(options, backends).await
 }

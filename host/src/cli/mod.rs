@@ -1,0 +1,181 @@
+//! The `ricochet` command line: argument definitions, shared backends, dispatch.
+
+pub mod demo;
+pub mod plan;
+pub mod run;
+pub mod sim;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ricochet_core::RetryConfig;
+use ricochet_host::config_file::load_policy;
+use ricochet_host::coordination::{RedisConnection, RedisCoordinator, RedisSettings};
+use ricochet_host::idempotency::{IdempotencyError, RedisIdempotencyStore};
+use ricochet_host::{Classify, RetryError, RetryPolicy};
+
+#[derive(Parser)]
+#[command(
+    name = "ricochet",
+    version,
+    about = "One retry policy that runs everywhere",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a herd of clients against a flaky local service and show what coordinated retries do.
+    #[command(
+        after_help = "Examples:\n  ricochet demo\n  ricochet demo --clients 50 --duration 3s\n  ricochet demo --redis redis://127.0.0.1:6379 --engine wasm"
+    )]
+    Demo(demo::DemoArgs),
+    /// Retry a command by a policy: `ricochet run -- CMD ARGS…`.
+    #[command(
+        after_help = "Examples:\n  ricochet run -- curl -fsS http://127.0.0.1:8080/health\n  ricochet run --policy aggressive --retry-on-exit 75,111 --attempt-timeout 2s -- ./sync.sh\n\nExit status: the last attempt's; 124 when it timed out; 127 when the command cannot be started."
+    )]
+    Run(RunArgs),
+    /// Simulate a herd of retrying clients (deterministic, no sleeping) and compare strategies.
+    #[command(
+        after_help = "Examples:\n  ricochet simulate --clients 1000 --strategy all --plot herd.svg\n  ricochet simulate --clients 10000 --model occ --format json"
+    )]
+    Simulate(sim::SimulateArgs),
+    /// Print the retry schedule of a policy.
+    #[command(
+        after_help = "Examples:\n  ricochet plan --policy aggressive --seed 7\n  ricochet plan --config retry.yaml --policy critical --engine wasm --format json\n  ricochet plan --strategy decorrelated --seed 1"
+    )]
+    Plan(plan::PlanArgs),
+    /// Validate a policy file: one line per policy (exit 0), or every error (exit 2).
+    #[command(after_help = "Example:\n  ricochet check retry.yaml")]
+    Check {
+        /// The policy file (YAML, or JSON for *.json).
+        file: PathBuf,
+    },
+}
+
+/// Where a policy comes from and which backends it uses (shared by `run` and `demo`).
+#[derive(Args, Clone)]
+pub struct PolicyArgs {
+    /// Policy name: a preset (default, aggressive, conservative) or an entry of --config.
+    #[arg(long, default_value = "default")]
+    pub policy: String,
+    /// Policy file in the seed's format (`retry_policies:` map), YAML or JSON.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Redis (or `cluster:` + comma-separated node URLs) for coordination and idempotency;
+    /// default: $REDIS_URL, else in memory.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis: Option<String>,
+    /// Key prefix in Redis (separates deployments sharing one server).
+    #[arg(long, default_value = "ricochet")]
+    pub redis_prefix: String,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Service name (metrics and log lines).
+    #[arg(long, default_value = "cli")]
+    pub service: String,
+    /// Operation name (default: the command's name).
+    #[arg(long)]
+    pub operation: Option<String>,
+    /// Exit codes that are retried, e.g. `1,75-78` (default: every non-zero code).
+    #[arg(long, value_parser = run::parse_exit_codes)]
+    pub retry_on_exit: Option<run::ExitCodes>,
+    /// Bound on each attempt, e.g. `500ms`, `2s`; a timed-out attempt is killed.
+    #[arg(long, value_parser = run::parse_duration)]
+    pub attempt_timeout: Option<std::time::Duration>,
+    /// Run at most once per key (a completed key exits with the stored status).
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Do not write ricochet's JSON log lines to stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineArg {
+    Native,
+    Wasm,
+}
+
+/// The resolved config and backends for a command.
+pub struct Backends {
+    pub config: RetryConfig,
+    pub redis: Option<RedisConnection>,
+}
+
+impl Backends {
+    /// Loads the policy (environment > file > preset) and opens Redis when asked.
+    pub fn from_args(args: &PolicyArgs) -> Result<Self> {
+        let config = load_policy(&args.policy, args.config.as_deref(), |v| {
+            std::env::var(v).ok()
+        })
+        .map_err(|e| anyhow::anyhow!("--policy {}: {e}", args.policy))?;
+        let redis = match &args.redis {
+            Some(spec) => {
+                let settings =
+                    RedisSettings::parse(spec).with_key_prefix(args.redis_prefix.clone());
+                Some(
+                    RedisConnection::open(&settings)
+                        .with_context(|| "--redis: cannot use this Redis URL")?,
+                )
+            }
+            None => None,
+        };
+        Ok(Self { config, redis })
+    }
+}
+
+/// A `RetryPolicy` on the chosen backends (Redis when given, memory otherwise).
+pub fn build_policy(backends: &Backends) -> Result<RetryPolicy> {
+    let mut policy = RetryPolicy::new(backends.config)?;
+    if let Some(conn) = &backends.redis {
+        let metrics = policy
+            .metrics()
+            .cloned()
+            .unwrap_or_else(|| ricochet_host::metrics::RetryMetrics::global().clone());
+        policy = policy
+            .with_coordinator(Arc::new(
+                RedisCoordinator::new(conn.clone()).with_metrics(metrics),
+            ))
+            .with_idempotency_store(Arc::new(RedisIdempotencyStore::new(conn.clone())));
+    }
+    Ok(policy)
+}
+
+/// `execute_idempotent` for the CLI: folds the idempotency outcomes into a `RetryError`-shaped
+/// result (mismatch and in-progress are errors the user must see).
+pub async fn run_idempotent<T, E, F, Fut>(
+    policy: &RetryPolicy,
+    key: &str,
+    fingerprint: &str,
+    op: F,
+    service: &str,
+    operation: &str,
+) -> Result<Result<T, RetryError<E>>>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: Classify + std::fmt::Display,
+{
+    match policy
+        .execute_idempotent(key, fingerprint, op, service, operation)
+        .await
+    {
+        Ok(outcome) => Ok(Ok(outcome.value)),
+        Err(IdempotencyError::Operation(e)) => Ok(Err(e)),
+        Err(other) => Err(anyhow::anyhow!("--idempotency-key {key}: {other}")),
+    }
+}
