@@ -24,13 +24,24 @@ fn powi(mut b: f64, mut e: u32) -> f64 {
     acc
 }
 
-/// `x` as whole microseconds within `[0, cap]` (truncating; NaN and negatives give 0).
+/// A duration of a [`Policy`] (at most 2⁵³ µs, see `config::MAX_SECONDS`) as `f64`, exactly.
+/// Through `i64` because x86-64 converts a signed integer in one instruction and an unsigned one
+/// in six; for these values the result is the same.
+#[inline]
+fn us_to_f64(us: u64) -> f64 {
+    debug_assert!(us <= 1 << 53);
+    us as i64 as f64
+}
+
+/// `x` as whole microseconds within `[0, cap]` (truncating; NaN and negatives give 0). `cap` is a
+/// duration of a [`Policy`] (at most 2⁵³ µs).
 #[inline]
 fn clamp_us(x: f64, cap: u64) -> u64 {
-    if x >= cap as f64 {
+    if x >= us_to_f64(cap) {
         cap
     } else if x > 0.0 {
-        x as u64
+        // 0 < x < 2⁵³: truncating through i64 is exact, and cheaper than through u64.
+        x as i64 as u64
     } else {
         0
     }
@@ -49,23 +60,66 @@ impl Policy {
     /// The base delay before retry `retry` (1 = the first retry), before jitter.
     #[inline]
     pub fn base_delay_us(&self, retry: u32) -> u64 {
-        let exponent = retry.saturating_sub(1);
-        clamp_us(
-            self.initial_delay_us as f64 * powi(self.exponential_base, exponent),
-            self.max_delay_us,
-        )
+        Curve::of(self).base_delay_us(retry)
     }
 
     /// The delay before retry `retry` for `seed`. `prev_delay_us` is the previous delay (only
     /// the decorrelated strategy uses it; pass 0 before the first retry).
     #[inline]
     pub fn next_delay(&self, retry: u32, seed: u64, prev_delay_us: u64) -> Delay {
+        Curve::of(self).next_delay(retry, seed, prev_delay_us)
+    }
+
+    /// The whole schedule for `seed`: one entry per retry (`max_attempts - 1` of them).
+    #[inline]
+    pub fn plan(&self, seed: u64) -> Plan {
+        plan(self, seed)
+    }
+}
+
+/// The fields of a [`Policy`] that a schedule reads. A [`Plan`] carries these 40 bytes rather
+/// than a copy of the whole 160-byte policy, which took longer to copy than a delay takes to
+/// compute.
+#[derive(Debug, Clone, Copy)]
+struct Curve {
+    initial_delay_us: u64,
+    max_delay_us: u64,
+    exponential_base: f64,
+    jitter_factor: f64,
+    max_attempts: u32,
+    strategy: JitterStrategy,
+}
+
+impl Curve {
+    #[inline]
+    fn of(policy: &Policy) -> Self {
+        Self {
+            initial_delay_us: policy.initial_delay_us,
+            max_delay_us: policy.max_delay_us,
+            exponential_base: policy.exponential_base,
+            jitter_factor: policy.jitter_factor,
+            max_attempts: policy.max_attempts,
+            strategy: policy.strategy,
+        }
+    }
+
+    #[inline]
+    fn base_delay_us(&self, retry: u32) -> u64 {
+        let exponent = retry.saturating_sub(1);
+        clamp_us(
+            us_to_f64(self.initial_delay_us) * powi(self.exponential_base, exponent),
+            self.max_delay_us,
+        )
+    }
+
+    #[inline]
+    fn next_delay(&self, retry: u32, seed: u64, prev_delay_us: u64) -> Delay {
         let base_us = self.base_delay_us(retry);
         let delay_us = match self.strategy {
             JitterStrategy::None => base_us,
             strategy => {
                 let u = unit_interval(seed, stream::JITTER + u64::from(retry));
-                let b = base_us as f64;
+                let b = us_to_f64(base_us);
                 let x = match strategy {
                     JitterStrategy::Proportional => {
                         b * (1.0 + self.jitter_factor * (2.0 * u - 1.0))
@@ -74,7 +128,7 @@ impl Policy {
                     JitterStrategy::Equal => 0.5 * b * (1.0 + u),
                     // AWS decorrelated: sleep = min(cap, random_between(base, sleep * 3)).
                     _ => {
-                        let lo = self.initial_delay_us as f64;
+                        let lo = us_to_f64(self.initial_delay_us);
                         let prev = if prev_delay_us == 0 {
                             self.initial_delay_us
                         } else {
@@ -89,17 +143,13 @@ impl Policy {
         };
         Delay { base_us, delay_us }
     }
-
-    /// The whole schedule for `seed`: one entry per retry (`max_attempts - 1` of them).
-    pub fn plan(&self, seed: u64) -> Plan {
-        plan(self, seed)
-    }
 }
 
 /// The whole schedule of `policy` for `seed`.
+#[inline]
 pub fn plan(policy: &Policy, seed: u64) -> Plan {
     Plan {
-        policy: *policy,
+        curve: Curve::of(policy),
         seed,
         next_retry: 1,
         prev_delay_us: 0,
@@ -120,7 +170,7 @@ pub struct PlannedRetry {
 /// Iterator over a schedule, made by [`plan`].
 #[derive(Debug, Clone)]
 pub struct Plan {
-    policy: Policy,
+    curve: Curve,
     seed: u64,
     next_retry: u32,
     prev_delay_us: u64,
@@ -129,12 +179,13 @@ pub struct Plan {
 impl Iterator for Plan {
     type Item = PlannedRetry;
 
+    #[inline]
     fn next(&mut self) -> Option<PlannedRetry> {
-        if self.next_retry >= self.policy.max_attempts {
+        if self.next_retry >= self.curve.max_attempts {
             return None;
         }
         let retry = self.next_retry;
-        let d = self.policy.next_delay(retry, self.seed, self.prev_delay_us);
+        let d = self.curve.next_delay(retry, self.seed, self.prev_delay_us);
         self.next_retry += 1;
         self.prev_delay_us = d.delay_us;
         Some(PlannedRetry {
@@ -144,8 +195,9 @@ impl Iterator for Plan {
         })
     }
 
+    #[inline]
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = self.policy.max_attempts.saturating_sub(self.next_retry) as usize;
+        let n = self.curve.max_attempts.saturating_sub(self.next_retry) as usize;
         (n, Some(n))
     }
 }
@@ -154,7 +206,6 @@ impl ExactSizeIterator for Plan {}
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::RetryConfig;
 
     fn delays(config: RetryConfig, seed: u64) -> ([u64; 16], usize) {

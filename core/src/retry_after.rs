@@ -163,6 +163,14 @@ pub fn parse_http_date(value: &str, now_unix_us: u64) -> Option<u64> {
         .to_unix()
 }
 
+/// The `delay-seconds` to send in a `Retry-After` that asks a client to wait at least `delay_us`:
+/// whole seconds rounded up, so a client that obeys never comes back early (RFC 9110 §10.2.3 has
+/// no fractions). The inverse of [`parse_retry_after`] on its `delay-seconds` form.
+#[must_use]
+pub const fn retry_after_seconds(delay_us: u64) -> u64 {
+    delay_us.div_ceil(US_PER_SEC)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Small helpers shared by every parser.
 
@@ -1017,6 +1025,20 @@ mod tests {
             parse_retry_after("18446744073", 0),
             Some(18_446_744_073 * US_PER_SEC)
         );
+    }
+
+    #[test]
+    fn retry_after_seconds_rounds_up_and_round_trips() {
+        assert_eq!(retry_after_seconds(0), 0);
+        assert_eq!(retry_after_seconds(1), 1);
+        assert_eq!(retry_after_seconds(999_999), 1);
+        assert_eq!(retry_after_seconds(1_000_000), 1);
+        assert_eq!(retry_after_seconds(1_000_001), 2);
+        assert_eq!(retry_after_seconds(u64::MAX), u64::MAX / US_PER_SEC + 1);
+        for secs in [0u64, 1, 7, 3_600, 1 << 40] {
+            let header = format!("{}", retry_after_seconds(secs * US_PER_SEC));
+            assert_eq!(parse_retry_after(&header, NOW), Some(secs * US_PER_SEC));
+        }
     }
 
     #[test]

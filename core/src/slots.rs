@@ -49,7 +49,11 @@ impl Policy {
     /// Length of one coordination window (at least 1 µs).
     #[inline]
     pub fn window_us(&self) -> u64 {
-        (u64::from(self.slot_count) * self.slot_width_us).max(1)
+        // Saturating: validation bounds each factor, not their product (u32::MAX slots of up to
+        // 2^53 µs).
+        u64::from(self.slot_count)
+            .saturating_mul(self.slot_width_us)
+            .max(1)
     }
 
     /// The window that holds time `t_us`.
@@ -93,7 +97,7 @@ impl Policy {
         let inside = (u * self.slot_width_us as f64) as u64;
         let fire_at_us = request
             .earliest_us
-            .saturating_add(slot * self.slot_width_us)
+            .saturating_add(slot.saturating_mul(self.slot_width_us))
             .saturating_add(inside);
         SlotResolution::FireAt {
             fire_at_us,

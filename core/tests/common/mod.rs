@@ -53,7 +53,11 @@ pub fn delay_us(
         // AWS decorrelated jitter: U(initial, 3 * previous), the first "previous" being initial.
         JitterStrategy::Decorrelated => {
             let initial = us(config.initial_delay) as f64;
-            let prev = if prev_us == 0 { initial } else { prev_us as f64 };
+            let prev = if prev_us == 0 {
+                initial
+            } else {
+                prev_us as f64
+            };
             let hi = (3.0 * prev).max(initial);
             initial + u * (hi - initial)
         }
