@@ -21,9 +21,12 @@ pub mod config_file;
 pub mod coordination;
 pub mod engine;
 pub mod executor;
+pub mod flaky;
 pub mod idempotency;
 pub mod logging;
 pub mod metrics;
+pub mod reload;
+pub mod simulate;
 
 /// Components built by `build.rs` and embedded in this crate.
 pub mod guests {
@@ -31,5 +34,6 @@ pub mod guests {
 }
 
 pub use classify::{Classification, Classify, HttpError};
-pub use executor::{AttemptError, MaxRetriesExceeded, RetryError, RetryPolicy};
+pub use executor::{AttemptError, MaxRetriesExceeded, RetryError, RetryEvent, RetryPolicy};
 pub use ricochet_core::{ErrorCategory, GiveUpReason, JitterStrategy, RetryConfig};
+pub use ricochet_macros::with_retry;

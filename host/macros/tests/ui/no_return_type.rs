@@ -1,0 +1,6 @@
+use ricochet_host::with_retry;
+
+#[with_retry(service_name = "lake")]
+async fn fetch() {}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use ricochet_host::with_retry;
+
+#[with_retry(service_name = "lake")]
+struct Client {
+    url: String,
+}
+
+fn main() {}

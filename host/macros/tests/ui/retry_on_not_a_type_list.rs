@@ -1,0 +1,8 @@
+use ricochet_host::with_retry;
+
+#[with_retry(service_name = "lake", retry_on = [std::io::Error])]
+async fn fetch() -> Result<String, std::io::Error> {
+    Ok(String::new())
+}
+
+fn main() {}
