@@ -5,9 +5,9 @@
 //! `redis::RedisError` (by its own retry hints) and [`HttpError`] (status and headers); users
 //! implement it for their own errors.
 //!
-//! HTTP follows the usual conventions: 429 and 503 are throttling (`RateLimited`, with the
-//! server's `Retry-After`, `RateLimit` or `X-RateLimit-Reset` delay); 500, 502 and 504 are
-//! `ServiceUnavailable`; 408 is `Timeout`; 401 is `AuthExpired` (retried once after a token
+//! HTTP follows the usual conventions: 429, and 503 with a delay header, are throttling
+//! (`RateLimited`, with the server's `Retry-After`, `RateLimit` or `X-RateLimit-Reset` delay);
+//! 500, 502, 504 and a bare 503 are `ServiceUnavailable`; 408 is `Timeout`; 401 is `AuthExpired` (retried once after a token
 //! refresh); 403 `Authentication`; 404 and 410 `ResourceNotFound`; 400 and 422 `Validation`;
 //! 409 and other 4xx `BusinessLogic`.
 
@@ -288,7 +288,7 @@ mod tests {
     fn http_statuses_map_to_the_documented_categories() {
         let table = [
             (429, ErrorCategory::RateLimited),
-            (503, ErrorCategory::RateLimited),
+            (503, ErrorCategory::ServiceUnavailable),
             (500, ErrorCategory::ServiceUnavailable),
             (502, ErrorCategory::ServiceUnavailable),
             (504, ErrorCategory::ServiceUnavailable),

@@ -143,6 +143,8 @@ pub struct RetryEvent<'a> {
     pub attempt: u32,
     /// How long the executor will sleep before the next attempt.
     pub delay: Duration,
+    /// The core's backoff delay (or the server's, when longer) before the retry slot was added.
+    pub backoff: Duration,
     /// The failed attempt's error, rendered.
     pub error: &'a str,
 }
@@ -449,12 +451,12 @@ impl RetryPolicy {
                     }),
                 }
             };
-            let sleep_us = match decision {
+            let (sleep_us, backoff_us) = match decision {
                 Decision::GiveUp { reason } => return Err(give_up(reason, error)),
                 Decision::Retry {
                     delay_us,
                     slot_request: None,
-                } => delay_us,
+                } => (delay_us, delay_us),
                 Decision::Retry {
                     delay_us,
                     slot_request: Some(_),
@@ -472,7 +474,7 @@ impl RetryPolicy {
                     )
                     .await;
                     match scheduled {
-                        Scheduled::FireIn { delay_us, .. } => delay_us,
+                        Scheduled::FireIn { delay_us: slotted_us, .. } => (slotted_us, delay_us),
                         Scheduled::GiveUp(reason) => return Err(give_up(reason, error)),
                     }
                 }
@@ -484,6 +486,7 @@ impl RetryPolicy {
                     operation,
                     attempt,
                     delay: Duration::from_micros(sleep_us),
+                    backoff: Duration::from_micros(backoff_us),
                     error: &message,
                 });
             }

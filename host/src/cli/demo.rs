@@ -124,14 +124,16 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode> {
     }
     let started = Instant::now();
     // When each retry will hit the service (µs since start): the herd the slots spread out.
-    let retry_fires: Arc<Mutex<Vec<u64>>> = Arc::default();
+    // (with the slot, backoff only): the latter is where the same retries would land unslotted.
+    let retry_fires: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
     let fires = retry_fires.clone();
     let policy = build_policy(&backends)?
         .with_metrics(metrics)
         .with_attempt_timeout(args.attempt_timeout)
         .with_notify(move |e| {
             if let Ok(mut f) = fires.lock() {
-                f.push((started.elapsed() + e.delay).as_micros() as u64);
+                let now = started.elapsed();
+                f.push(((now + e.delay).as_micros() as u64, (now + e.backoff).as_micros() as u64));
             }
         });
     let options = ricochet_host::idempotency::IdempotencyOptions {
@@ -280,16 +282,18 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode> {
     // Retries landing per slot window: what coordination spreads out.
     let slot_us = backends.config.validate()?.slot_width_us().max(1);
     let fires = retry_fires.lock().map(|f| f.clone()).unwrap_or_default();
-    let mut per_slot: BTreeMap<u64, u64> = BTreeMap::new();
-    for t in &fires {
-        *per_slot.entry(t / slot_us).or_insert(0) += 1;
-    }
-    let peak = per_slot.values().copied().max().unwrap_or(0);
-    let mean = if per_slot.is_empty() {
-        0.0
-    } else {
-        fires.len() as f64 / per_slot.len() as f64
+    let peak_of = |times: &mut dyn Iterator<Item = u64>| -> (u64, f64) {
+        let mut per_slot: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut n = 0u64;
+        for t in times {
+            *per_slot.entry(t / slot_us).or_insert(0) += 1;
+            n += 1;
+        }
+        let peak = per_slot.values().copied().max().unwrap_or(0);
+        (peak, if per_slot.is_empty() { 0.0 } else { n as f64 / per_slot.len() as f64 })
     };
+    let (peak, mean) = peak_of(&mut fires.iter().map(|f| f.0));
+    let (peak_unslotted, _) = peak_of(&mut fires.iter().map(|f| f.1));
     let mut latencies = tally
         .latencies_us
         .lock()

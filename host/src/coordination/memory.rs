@@ -12,10 +12,13 @@ use super::{wall_clock_us, BoxFuture, CoordinationError, Coordinator, SlotGrant}
 /// Windows kept per operation (older ones are long past).
 const WINDOWS_KEPT: usize = 16;
 
+/// Open windows of one `(service, operation)`: `(window index, next ticket)`, oldest first.
+type Windows = VecDeque<(u64, u64)>;
+
 /// Process-local slot coordinator.
 #[derive(Debug, Default)]
 pub struct InMemoryCoordinator {
-    windows: Mutex<HashMap<(String, String), VecDeque<(u64, u64)>>>,
+    windows: Mutex<HashMap<(String, String), Windows>>,
     offset_us: i64,
 }
 
