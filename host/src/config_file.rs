@@ -23,6 +23,10 @@ use std::path::{Path, PathBuf};
 use ricochet_core::{PartialRetryConfig, RetryConfig};
 use serde::Deserialize;
 
+/// Largest policy file accepted: a policy file is a few hundred bytes; anything this large is a
+/// mistake (or an attack) and is refused before it is parsed.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
 /// The file's top level.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,8 +89,22 @@ pub struct PolicyFile {
 }
 
 impl PolicyFile {
-    /// Reads, parses, resolves and validates a file.
+    /// Reads, parses, resolves and validates a file (at most [`MAX_FILE_BYTES`]).
     pub fn load(path: &Path) -> Result<Self, FileErrors> {
+        let too_big = |size: u64| {
+            FileErrors(vec![FileError {
+                path: path.to_path_buf(),
+                location: None,
+                policy: None,
+                field: None,
+                message: format!("file too large: {size} bytes (a policy file may hold at most {MAX_FILE_BYTES})"),
+            }])
+        };
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.len() > MAX_FILE_BYTES {
+                return Err(too_big(meta.len()));
+            }
+        }
         let text = std::fs::read(path).map_err(|e| {
             FileErrors(vec![FileError {
                 path: path.to_path_buf(),

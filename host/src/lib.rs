@@ -37,3 +37,8 @@ pub use classify::{Classification, Classify, HttpError};
 pub use executor::{AttemptError, MaxRetriesExceeded, RetryError, RetryEvent, RetryPolicy};
 pub use ricochet_core::{ErrorCategory, GiveUpReason, JitterStrategy, RetryConfig};
 pub use ricochet_macros::with_retry;
+
+/// The README's Rust examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -355,21 +355,14 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode> {
         format!("peak retries in one {} ms slot", slot_us / 1000),
         peak
     );
+    println!("  {:<34} {:>10}", "  same retries without slots", peak_unslotted);
     println!(
         "  {:<34} {:>10.1}",
         format!("mean retries per busy {} ms slot", slot_us / 1000),
         mean
     );
-    println!(
-        "  {:<34} {:>9.3}s",
-        "p50 end-to-end latency",
-        percentile(&latencies, 0.50)
-    );
-    println!(
-        "  {:<34} {:>9.3}s",
-        "p99 end-to-end latency",
-        percentile(&latencies, 0.99)
-    );
+    println!("  {:<34} {:>7.1} ms", "p50 end-to-end latency", percentile(&latencies, 0.50) * 1e3);
+    println!("  {:<34} {:>7.1} ms", "p99 end-to-end latency", percentile(&latencies, 0.99) * 1e3);
     let lines = logs.lines();
     println!(
         "  {:<34} {:>10}",
