@@ -201,6 +201,7 @@ pub async fn run(options: RunOptions, backends: Backends) -> Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
