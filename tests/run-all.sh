@@ -33,6 +33,7 @@ else
     apt_install rustc-web cargo-web rust-web-src
 fi
 command -v redis-server >/dev/null || { echo "installing redis-server"; apt_install redis-server; }
+command -v openssl >/dev/null || { echo "installing openssl (TLS test certificates)"; apt_install openssl; }
 command -v promtool >/dev/null || { echo "installing promtool (Debian's prometheus package)"; apt_install prometheus; }
 
 say "cargo fmt --check"

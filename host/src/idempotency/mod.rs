@@ -12,17 +12,18 @@
 //! partition) cannot overwrite or release the claim of the caller that took over. If its lease
 //! expired and nobody took over, its result is still stored — nobody else ran the operation.
 //!
-//! [`execute_idempotent`] ties a store to the executor: it claims the key, runs the operation
-//! with retries while renewing the lease, and stores the serialized result.
+//! [`RetryPolicy::execute_idempotent`](crate::RetryPolicy::execute_idempotent) ties a store to
+//! the executor: it claims the key, runs the operation with retries while renewing the lease,
+//! and stores the serialized result; an unreachable store never fails a call.
 
 use std::fmt;
 
 use crate::coordination::BoxFuture;
 
-// mod execute;
+mod execute;
 mod memory;
 mod redis;
-// pub use execute::{execute_idempotent, execute_idempotent_with, IdempotencyError, IdempotencyOptions, Origin, Outcome};
+pub use execute::{IdempotencyError, IdempotencyMetrics, IdempotencyOptions, Origin, Outcome};
 pub use memory::InMemoryIdempotencyStore;
 pub use redis::RedisIdempotencyStore;
 
@@ -37,9 +38,17 @@ pub struct HolderToken {
 }
 
 impl HolderToken {
+    /// A fresh token: 64 random bits drawn once per process, then a counter — unique across
+    /// processes and claims without a system call per claim.
     pub(crate) fn new(fingerprint: String) -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::OnceLock;
+        static PROCESS: OnceLock<u64> = OnceLock::new();
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let process = *PROCESS.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
         Self {
-            id: uuid::Uuid::new_v4().simple().to_string(),
+            id: format!("{process:016x}{n:016x}"),
             fingerprint,
         }
     }
