@@ -190,3 +190,83 @@ async fn jitter_distribution_check() {
         .sum();
     assert!(chi2 < 27.88, "chi-square {chi2} over bins {bins:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn auth_failures_retry_once_only_after_a_token_refresh() {
+    use ricochet_host::HttpError;
+    let expired = || async { Err::<(), _>(HttpError::status(401)) };
+    // No refresh hook: the 401 comes back at once.
+    let calls = AtomicU32::new(0);
+    let err = quiet(RetryConfig::default())
+        .execute_with_retry(
+            || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                expired()
+            },
+            "lake",
+            "fetch",
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RetryError::NonRetryable(_)), "{err}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // The hook refreshes: one retry, which succeeds.
+    let refreshes = Arc::new(AtomicU32::new(0));
+    let r = refreshes.clone();
+    let policy = quiet(RetryConfig::default()).with_token_refresh(move || {
+        let r = r.clone();
+        async move {
+            r.fetch_add(1, Ordering::SeqCst);
+            true
+        }
+    });
+    let calls = AtomicU32::new(0);
+    policy
+        .execute_with_retry(
+            || async {
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Err(HttpError::status(401))
+                } else {
+                    Ok(())
+                }
+            },
+            "lake",
+            "fetch",
+        )
+        .await
+        .unwrap();
+    assert_eq!((calls.load(Ordering::SeqCst), refreshes.load(Ordering::SeqCst)), (2, 1));
+
+    // Still 401 after the refresh: no second auth retry.
+    let calls = AtomicU32::new(0);
+    let err = policy
+        .execute_with_retry(
+            || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                expired()
+            },
+            "lake",
+            "fetch",
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RetryError::NonRetryable(_)), "{err}");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+    // The hook says it could not refresh: returned at once.
+    let policy = quiet(RetryConfig::default()).with_token_refresh(|| async { false });
+    let calls = AtomicU32::new(0);
+    policy
+        .execute_with_retry(
+            || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                expired()
+            },
+            "lake",
+            "fetch",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
