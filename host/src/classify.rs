@@ -188,10 +188,14 @@ pub fn http_status_category(status: u16) -> ErrorCategory {
 impl Classify for HttpError {
     fn classify(&self) -> Classification {
         let category = http_status_category(self.status);
-        let server_delay = match category {
-            ErrorCategory::RateLimited => self.server_delay(),
-            _ => None,
-        };
+        if category != ErrorCategory::RateLimited {
+            return Classification::new(category);
+        }
+        let server_delay = self.server_delay();
+        // A 503 that says nothing about when to come back is an outage, not throttling.
+        if self.status == 503 && server_delay.is_none() {
+            return Classification::new(ErrorCategory::ServiceUnavailable);
+        }
         Classification {
             category,
             server_delay,

@@ -16,6 +16,12 @@
 //! Dropping the returned future cancels any sleep. On the first-try-success path nothing is
 //! allocated beyond what the operation's own future needs: the trace id, log fields and
 //! coordinator calls only happen once an attempt fails.
+//!
+//! The decision may come from another [`PolicyEngine`] instead — a policy component
+//! ([`RetryPolicy::with_component`]) — while everything around it stays the same: the breaker's
+//! admission, the slot from the coordinator, the metrics and the log. When the engine fails on
+//! a decision, the native core of the same config decides that one, and
+//! `retry_policy_fallback_total{service,operation,reason}` counts it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -32,10 +38,12 @@ use ricochet_core::{
 
 use crate::classify::{Classification, Classify};
 use crate::clock::{Clock, SharedClock, SystemClock};
+use crate::component::{HostBackends, PolicyComponent};
 use crate::coordination::BoxFuture;
 use crate::coordination::{
     schedule_retry, Coordinator, InMemoryCoordinator, Scheduled, DEFAULT_COORDINATION_DEADLINE,
 };
+use crate::engine::{DecideInput, EngineError, PolicyEngine};
 use crate::idempotency::{IdempotencyStore, InMemoryIdempotencyStore};
 use crate::logging::{current_trace_id, TARGET};
 use crate::metrics::RetryMetrics;
@@ -167,7 +175,7 @@ struct ServiceGuards {
 ///
 /// Coordination and idempotency in memory (process-local), metrics on prometheus's default
 /// registry, the wall clock, a random seed per call, no per-attempt timeout, a 25 ms
-/// coordination deadline, no token refresh.
+/// coordination deadline, no token refresh, decisions by the linked-in core.
 #[derive(Clone)]
 pub struct RetryPolicy {
     config: RetryConfig,
@@ -182,6 +190,8 @@ pub struct RetryPolicy {
     token_refresh: Option<TokenRefresh>,
     notify: Option<Notify>,
     guards: Arc<Mutex<HashMap<String, ServiceGuards>>>,
+    /// Decides instead of the linked-in core, when set.
+    engine: Option<Arc<dyn PolicyEngine>>,
 }
 
 impl fmt::Debug for RetryPolicy {
@@ -192,6 +202,7 @@ impl fmt::Debug for RetryPolicy {
             .field("idempotency", &self.idempotency.name())
             .field("seed", &self.seed)
             .field("attempt_timeout", &self.attempt_timeout)
+            .field("engine", &self.engine_name())
             .finish_non_exhaustive()
     }
 }
@@ -213,11 +224,53 @@ impl RetryPolicy {
             token_refresh: None,
             notify: None,
             guards: Arc::new(Mutex::new(HashMap::new())),
+            engine: None,
         })
     }
 
+    /// A policy for `config` whose decisions come from `component` (loaded with
+    /// [`PolicyComponent::from_file`] or [`PolicyComponent::from_bytes`]); see
+    /// [`with_engine`](Self::with_engine).
+    pub fn from_component(
+        config: RetryConfig,
+        component: PolicyComponent,
+    ) -> Result<Self, EngineError> {
+        Self::new(config)?.with_component(component)
+    }
+
+    /// Decisions by `component`; see [`with_engine`](Self::with_engine).
+    pub fn with_component(self, component: PolicyComponent) -> Result<Self, EngineError> {
+        self.with_engine(Arc::new(component))
+    }
+
+    /// Decisions by `engine` instead of the linked-in core. The config must pass the engine's
+    /// own validation (and a component must be able to run it).
+    ///
+    /// A component's imports are served by this policy's backends — its coordinator (and
+    /// clock), idempotency store, metrics and coordination deadline, as they are at each
+    /// call. The engine only decides: admission by the breaker, the slot from the coordinator
+    /// and the sleep stay the executor's.
+    ///
+    /// When the engine fails on a decision (a trap, an exhausted time or fuel budget, memory,
+    /// a config it rejects, an answer against the world's contract), the native core of the
+    /// same config makes that decision from the same state, the retry goes on, and
+    /// `retry_policy_fallback_total{service,operation,reason}` counts it (`reason` as in
+    /// [`EngineError::reason`]). The engine is asked again at the next failure; a component
+    /// gets a fresh instance.
+    pub fn with_engine(mut self, engine: Arc<dyn PolicyEngine>) -> Result<Self, EngineError> {
+        engine.validate(&self.config)?;
+        self.engine = Some(engine);
+        Ok(self)
+    }
+
+    /// `native`, or the engine's name (`wasm` for a component).
+    pub fn engine_name(&self) -> &'static str {
+        self.engine.as_ref().map_or("native", |e| e.name())
+    }
+
     /// The same backends (coordinator, store, metrics, clock, hooks) with another config; the
-    /// breaker and budget start fresh.
+    /// breaker and budget start fresh. An engine is kept; should it reject the new config, its
+    /// decisions fall back to the core (counted as `config_rejected`).
     pub fn with_config(&self, config: RetryConfig) -> Result<Self, ConfigError> {
         let policy = config.validate()?;
         Ok(Self {
@@ -367,9 +420,12 @@ impl RetryPolicy {
         C: Fn(&E) -> Classification,
     {
         let started = Instant::now();
-        let mut state = RetryState::new(self.seed_for_call(), self.clock.now_us());
+        // The seed and the clock are only needed once an attempt fails: a first-try success
+        // reads no clock but `started` and draws no seed.
+        let mut state = RetryState::new(0, 0);
         let guarded = self.policy.breaker().is_some() || self.policy.budget().is_some();
         let mut trace_id: Option<String> = None;
+        let mut first_try = None;
         loop {
             if guarded {
                 if let Some(retry_after) = self.admit(service) {
@@ -378,9 +434,15 @@ impl RetryPolicy {
             }
             let attempt = state.calls() + 1;
             if let Some(m) = &self.metrics {
-                m.attempts
-                    .with_label_values(&[service, operation, attempt_label(attempt)])
-                    .inc();
+                if attempt == 1 {
+                    let ft = m.first_try(service, operation);
+                    ft.attempt.inc();
+                    first_try = Some(ft);
+                } else {
+                    m.attempts
+                        .with_label_values(&[service, operation, attempt_label(attempt)])
+                        .inc();
+                }
             }
             let outcome = match self.attempt_timeout {
                 Some(limit) => match tokio::time::timeout(limit, op()).await {
@@ -391,20 +453,41 @@ impl RetryPolicy {
             };
             let error = match outcome {
                 Ok(value) => {
-                    let now_us = self.clock.now_us();
-                    self.with_guards(service, guarded, |g| state.on_success(now_us, g));
+                    if guarded {
+                        let now_us = self.clock.now_us();
+                        self.with_guards(service, guarded, |g| state.on_success(now_us, g));
+                    }
                     if let Some(m) = &self.metrics {
-                        m.success
-                            .with_label_values(&[service, operation, attempt_label(attempt)])
-                            .inc();
-                        m.duration
-                            .with_label_values(&[service, operation])
-                            .observe(started.elapsed().as_secs_f64());
+                        let elapsed = started.elapsed().as_secs_f64();
+                        match &first_try {
+                            Some(ft) if attempt == 1 => {
+                                ft.success.inc();
+                                ft.duration.observe(elapsed);
+                            }
+                            Some(ft) => {
+                                m.success
+                                    .with_label_values(&[
+                                        service,
+                                        operation,
+                                        attempt_label(attempt),
+                                    ])
+                                    .inc();
+                                ft.duration.observe(elapsed);
+                            }
+                            None => {}
+                        }
                     }
                     return Ok(value);
                 }
                 Err(e) => e,
             };
+            if attempt == 1 {
+                let started_us = self
+                    .clock
+                    .now_us()
+                    .saturating_sub(started.elapsed().as_micros() as u64);
+                state = RetryState::new(self.seed_for_call(), started_us);
+            }
             let class = match &error {
                 AttemptError::Failed(e) => classify(e),
                 AttemptError::TimedOut(_) => Classification::new(ErrorCategory::Timeout),
@@ -421,7 +504,7 @@ impl RetryPolicy {
             tracing::warn!(target: TARGET, service, operation, attempt, delay = 0.0_f64, error = message.as_str(), trace_id = trace);
             let now_us = self.clock.now_us();
             let decision = self.with_guards(service, guarded, |g| {
-                state.on_failure(&self.policy, failure, now_us, g)
+                self.decide(&mut state, failure, now_us, g, service, operation)
             });
             let give_up = |reason: GiveUpReason, error: AttemptError<E>| {
                 tracing::error!(target: TARGET, service, operation, attempt, delay = 0.0_f64, error = message.as_str(), trace_id = trace);
@@ -474,7 +557,10 @@ impl RetryPolicy {
                     )
                     .await;
                     match scheduled {
-                        Scheduled::FireIn { delay_us: slotted_us, .. } => (slotted_us, delay_us),
+                        Scheduled::FireIn {
+                            delay_us: slotted_us,
+                            ..
+                        } => (slotted_us, delay_us),
                         Scheduled::GiveUp(reason) => return Err(give_up(reason, error)),
                     }
                 }
@@ -492,6 +578,50 @@ impl RetryPolicy {
             }
             tokio::time::sleep(Duration::from_micros(sleep_us)).await;
         }
+    }
+
+    /// One decision: by the engine when one is set (natively when it fails, counted), by the
+    /// linked-in core otherwise.
+    fn decide(
+        &self,
+        state: &mut RetryState,
+        failure: Failure,
+        now_us: u64,
+        mut guards: Guards<'_>,
+        service: &str,
+        operation: &str,
+    ) -> Decision {
+        if let Some(engine) = &self.engine {
+            let imports = Arc::new(HostBackends {
+                coordinator: self.coordinator.clone(),
+                idempotency: self.idempotency.clone(),
+                metrics: self.metrics.clone(),
+                deadline: self.coordination_deadline,
+            });
+            let input = DecideInput {
+                config: &self.config,
+                policy: &self.policy,
+                failure,
+                now_us,
+                imports: Some(&imports),
+            };
+            let lent = Guards {
+                breaker: guards.breaker.as_deref_mut(),
+                budget: guards.budget.as_deref_mut(),
+            };
+            match engine.decide(input, state, lent) {
+                Ok(decision) => return decision,
+                Err(e) => {
+                    tracing::warn!(service, operation, engine = engine.name(), reason = e.reason(), error = %e, "policy engine failed; the native policy decides");
+                    if let Some(m) = &self.metrics {
+                        m.policy_fallback
+                            .with_label_values(&[service, operation, e.reason()])
+                            .inc();
+                    }
+                }
+            }
+        }
+        state.on_failure(&self.policy, failure, now_us, guards)
     }
 
     /// Asks the service's breaker for admission; `Some(wait)` when it is open.

@@ -16,9 +16,12 @@
 //! reasons that are not errors), never free text, so label cardinality is bounded:
 //! `attempt ≤ max_attempts`, `error_type` from a fixed list.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
 
-use prometheus::{Gauge, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+};
 
 /// The seed's histogram buckets for `retry_duration_seconds`.
 pub const DURATION_BUCKETS: [f64; 6] = [0.1, 0.5, 1.0, 2.0, 5.0, 10.0];
@@ -41,6 +44,23 @@ pub struct RetryMetrics {
     pub policy_fallback: IntCounterVec,
     /// `retry_clock_offset_seconds`: coordinator clock minus local clock.
     pub clock_offset: Gauge,
+    /// The series every call touches (`attempt="1"`, `attempts_needed="1"`, the duration), per
+    /// service and operation, so the first-try-success path skips prometheus's label hashing.
+    first_try: Arc<RwLock<FirstTryCache>>,
+}
+
+/// First-try series by service, then operation.
+type FirstTryCache = HashMap<Box<str>, HashMap<Box<str>, Arc<FirstTry>>>;
+
+/// The series of one `(service, operation)` that a first-try success touches.
+#[derive(Clone, Debug)]
+pub struct FirstTry {
+    /// `retry_attempts_total{attempt="1"}`.
+    pub attempt: IntCounter,
+    /// `retry_success_total{attempts_needed="1"}`.
+    pub success: IntCounter,
+    /// `retry_duration_seconds`.
+    pub duration: Histogram,
 }
 
 impl RetryMetrics {
@@ -99,7 +119,28 @@ impl RetryMetrics {
             coordination_fallback,
             policy_fallback,
             clock_offset,
+            first_try: Arc::default(),
         })
+    }
+
+    /// The first-try series of `(service, operation)`, cached after the first call.
+    pub fn first_try(&self, service: &str, operation: &str) -> Arc<FirstTry> {
+        if let Ok(map) = self.first_try.read() {
+            if let Some(ft) = map.get(service).and_then(|ops| ops.get(operation)) {
+                return ft.clone();
+            }
+        }
+        let ft = Arc::new(FirstTry {
+            attempt: self.attempts.with_label_values(&[service, operation, "1"]),
+            success: self.success.with_label_values(&[service, operation, "1"]),
+            duration: self.duration.with_label_values(&[service, operation]),
+        });
+        if let Ok(mut map) = self.first_try.write() {
+            map.entry(service.into())
+                .or_default()
+                .insert(operation.into(), ft.clone());
+        }
+        ft
     }
 
     /// The metrics on prometheus's default registry (registered once per process).

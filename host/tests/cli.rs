@@ -333,32 +333,83 @@ fn simulate_ranks_strategies_like_the_aws_study_and_plots_them() {
     let dir = temp_dir("sim");
     let svg = dir.join("herd.svg");
     let o = ricochet()
-        .args(["simulate", "--clients", "300", "--strategy", "all", "--model", "occ", "--format", "json", "--plot"])
+        .args([
+            "simulate",
+            "--clients",
+            "300",
+            "--strategy",
+            "all",
+            "--model",
+            "occ",
+            "--format",
+            "json",
+            "--plot",
+        ])
         .arg(&svg)
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let rows: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rows.len(), 6);
     let get = |name: &str, key: &str| -> f64 {
-        rows.iter().find(|r| r["strategy"] == name).unwrap()[key].as_f64().unwrap()
+        rows.iter().find(|r| r["strategy"] == name).unwrap()[key]
+            .as_f64()
+            .unwrap()
     };
     for r in &rows {
-        for key in ["strategy", "clients", "calls", "completion_s", "peak_per_slot", "gave_up"] {
+        for key in [
+            "strategy",
+            "clients",
+            "calls",
+            "completion_s",
+            "peak_per_slot",
+            "gave_up",
+        ] {
             assert!(r.get(key).is_some(), "{r}: missing {key}");
         }
     }
-    let most_calls = rows.iter().map(|r| r["calls"].as_f64().unwrap()).fold(0.0, f64::max);
-    assert_eq!(get("exponential", "calls"), most_calls, "no-jitter exponential makes the most calls");
+    let most_calls = rows
+        .iter()
+        .map(|r| r["calls"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert_eq!(
+        get("exponential", "calls"),
+        most_calls,
+        "no-jitter exponential makes the most calls"
+    );
     assert!(get("full", "calls") < get("exponential", "calls"));
-    let lowest_peak = rows.iter().map(|r| r["peak_per_slot"].as_f64().unwrap()).fold(f64::INFINITY, f64::min);
-    assert_eq!(get("slots", "peak_per_slot"), lowest_peak, "slots have the lowest peak");
+    let lowest_peak = rows
+        .iter()
+        .map(|r| r["peak_per_slot"].as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(
+        get("slots", "peak_per_slot"),
+        lowest_peak,
+        "slots have the lowest peak"
+    );
     let text = std::fs::read_to_string(&svg).unwrap();
-    assert!(text.starts_with("<svg") || text.starts_with("<?xml"), "{}", &text[..40.min(text.len())]);
-    for name in ["exponential", "proportional", "full", "equal", "decorrelated", "slots"] {
+    assert!(
+        text.starts_with("<svg") || text.starts_with("<?xml"),
+        "{}",
+        &text[..40.min(text.len())]
+    );
+    for name in [
+        "exponential",
+        "proportional",
+        "full",
+        "equal",
+        "decorrelated",
+        "slots",
+    ] {
         assert!(text.contains(name), "the plot names {name}");
     }
-    let o = ricochet().args(["simulate", "--strategy", "sideways"]).output().unwrap();
+    let o = ricochet()
+        .args(["simulate", "--strategy", "sideways"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("sideways"), "{}", stderr(&o));
 }
@@ -368,16 +419,43 @@ fn demo_and_run_use_redis_when_given() {
     let server = common::RedisServer::spawn();
     let url = server.url();
     let o = ricochet()
-        .args(["demo", "--clients", "20", "--duration", "1s", "--metrics-addr", "off", "--redis-prefix", "clidemo", "--redis"])
+        .args([
+            "demo",
+            "--clients",
+            "20",
+            "--duration",
+            "1s",
+            "--metrics-addr",
+            "off",
+            "--redis-prefix",
+            "clidemo",
+            "--redis",
+        ])
         .arg(&url)
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("redis coordination"), "{}", stdout(&o));
-    let keys = Command::new("redis-cli").args(["-p", &server.port.to_string(), "--scan", "--pattern", "clidemo:*"]).output().unwrap();
+    let keys = Command::new("redis-cli")
+        .args([
+            "-p",
+            &server.port.to_string(),
+            "--scan",
+            "--pattern",
+            "clidemo:*",
+        ])
+        .output()
+        .unwrap();
     let keys = stdout(&keys);
-    assert!(keys.lines().any(|k| k.contains(":slot:")), "slot tickets were taken in Redis: {keys}");
-    assert!(keys.lines().any(|k| k.contains("idem") || k.contains(":idempotency:")), "idempotency keys in Redis: {keys}");
+    assert!(
+        keys.lines().any(|k| k.contains(":slot:")),
+        "slot tickets were taken in Redis: {keys}"
+    );
+    assert!(
+        keys.lines()
+            .any(|k| k.contains("idem") || k.contains(":idempotency:")),
+        "idempotency keys in Redis: {keys}"
+    );
 
     // Two processes, one key: the second run replays the first's status without running.
     let dir = temp_dir("redis-run");
@@ -385,12 +463,22 @@ fn demo_and_run_use_redis_when_given() {
     let script = format!("echo x >> {}; exit 0", count.display());
     for _ in 0..2 {
         let o = fast(ricochet())
-            .args(["run", "--quiet", "--idempotency-key", "nightly-1", "--redis"])
+            .args([
+                "run",
+                "--quiet",
+                "--idempotency-key",
+                "nightly-1",
+                "--redis",
+            ])
             .arg(&url)
             .args(["--", "sh", "-c", &script])
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     }
-    assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 1, "ran once across two processes");
+    assert_eq!(
+        std::fs::read_to_string(&count).unwrap().lines().count(),
+        1,
+        "ran once across two processes"
+    );
 }

@@ -236,7 +236,13 @@ async fn auth_failures_retry_once_only_after_a_token_refresh() {
         )
         .await
         .unwrap();
-    assert_eq!((calls.load(Ordering::SeqCst), refreshes.load(Ordering::SeqCst)), (2, 1));
+    assert_eq!(
+        (
+            calls.load(Ordering::SeqCst),
+            refreshes.load(Ordering::SeqCst)
+        ),
+        (2, 1)
+    );
 
     // Still 401 after the refresh: no second auth retry.
     let calls = AtomicU32::new(0);

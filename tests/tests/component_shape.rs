@@ -41,3 +41,32 @@ fn component_validates_and_imports_only_ricochet_retry() {
         .collect();
     assert_eq!(exports, ["ricochet:retry/retry-policy@0.1.0"]);
 }
+
+/// Every embedded guest — the policy, the third-party linear policy, the hostile test guests —
+/// is a small component of the world: imports only from `ricochet:retry`, exports exactly
+/// `retry-policy`.
+#[test]
+fn every_guest_is_a_small_component_of_the_world() {
+    use ricochet_host::guests;
+    let all = [
+        ("policy", guests::POLICY_COMPONENT),
+        ("linear-policy", guests::LINEAR_POLICY_COMPONENT),
+        ("hostile spin", guests::HOSTILE_SPIN_COMPONENT),
+        ("hostile hog", guests::HOSTILE_HOG_COMPONENT),
+        ("hostile trap", guests::HOSTILE_TRAP_COMPONENT),
+    ];
+    let engine = Engine::new(&Config::new()).unwrap();
+    for (name, bytes) in all {
+        let bytes = bytes.unwrap_or_else(|| panic!("the {name} component was not built"));
+        assert!(bytes.len() <= 64 * 1024, "{name} is {} bytes", bytes.len());
+        let ty = Component::new(&engine, bytes).unwrap().component_type();
+        for (import, _) in ty.imports(&engine) {
+            assert!(
+                import.starts_with("ricochet:retry/"),
+                "{name} imports {import}"
+            );
+        }
+        let exports: Vec<String> = ty.exports(&engine).map(|(n, _)| n.to_string()).collect();
+        assert_eq!(exports, ["ricochet:retry/retry-policy@0.1.0"], "{name}");
+    }
+}

@@ -36,7 +36,7 @@ impl Gen {
 
 #[test]
 fn plans_match_for_every_preset_and_1000_seeds() {
-    let mut wasm = component();
+    let wasm = component();
     let mut compared = 0;
     for name in RetryConfig::PRESET_NAMES {
         for strategy in JitterStrategy::ALL {
@@ -73,7 +73,7 @@ fn plans_match_for_every_preset_and_1000_seeds() {
 
 #[test]
 fn validation_errors_match() {
-    let mut wasm = component();
+    let wasm = component();
     let bad = [
         RetryConfig {
             jitter_factor: 1.5,
@@ -146,14 +146,15 @@ fn random_config(g: &mut Gen) -> RetryConfig {
     }
 }
 
-fn decision_to_tuple(
-    d: Decision,
-) -> (
+/// A decision as comparable plain values: (kind, delay, slot request, give-up reason).
+type Compared = (
     u8,
     u64,
     Option<(u64, u64, u32)>,
     Option<ricochet_core::GiveUpReason>,
-) {
+);
+
+fn decision_to_tuple(d: Decision) -> Compared {
     match d {
         Decision::Retry {
             delay_us,
@@ -168,14 +169,7 @@ fn decision_to_tuple(
     }
 }
 
-fn wit_decision_to_tuple(
-    d: wit::Decision,
-) -> (
-    u8,
-    u64,
-    Option<(u64, u64, u32)>,
-    Option<ricochet_core::GiveUpReason>,
-) {
+fn wit_decision_to_tuple(d: wit::Decision) -> Compared {
     match d {
         wit::Decision::Retry(r) => (
             0,
@@ -189,7 +183,7 @@ fn wit_decision_to_tuple(
 
 #[test]
 fn decisions_match_over_10_000_random_outcome_sequences() {
-    let mut wasm = component();
+    let wasm = component();
     let mut g = Gen(2026);
     let mut decisions = 0;
     for case in 0..10_000u64 {

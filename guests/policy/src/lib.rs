@@ -4,7 +4,7 @@
 //! every delay, decision and slot comes from `ricochet-core`, so the component and the native
 //! host agree bit for bit. `schedule` is the one export that uses the imports: it reads the host's
 //! clock, asks the host's coordinator for a slot (falling back to the core's local slot when the
-//! coordinator is unavailable, counted by a metric) and writes the seed's log line.
+//! coordinator is unavailable; the host counts that fallback) and writes the seed's log line.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
 extern crate alloc;
@@ -18,7 +18,7 @@ wit_bindgen::generate!({ path: "../../wit", world: "policy" });
 
 use exports::ricochet::retry::retry_policy::Guest;
 use ricochet::retry::types as wit;
-use ricochet::retry::{clock, coordination, logging, metrics};
+use ricochet::retry::{clock, coordination, logging};
 
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]
@@ -202,6 +202,66 @@ fn request_out(r: rc::SlotRequest) -> wit::SlotRequest {
     }
 }
 
+/// A slot from the host's coordinator — the same steps as the native host's `schedule_retry`:
+/// ask for the window holding now + delay, let the core resolve the ticket, move to the next
+/// window while one is full. The host bounds all acquisitions of this call by one deadline and
+/// counts a fallback when one fails.
+fn coordinate(
+    policy: &rc::Policy,
+    service: &str,
+    operation: &str,
+    seed: u64,
+    retry: u32,
+    delay_us: u64,
+) -> Result<wit::ScheduleOutcome, wit::CoordinationError> {
+    let window_us = policy.window_us();
+    let mut grant = coordination::acquire_slot(service, operation, delay_us, window_us)?;
+    let mut moves = 0;
+    loop {
+        let mut request = policy.slot_request(grant.earliest_us, retry);
+        if request.window != grant.window {
+            return Err(wit::CoordinationError::Backend(
+                "coordinator answered for another window".to_string(),
+            ));
+        }
+        request.moves = moves;
+        match policy.resolve_ticket(&request, grant.ticket, seed) {
+            rc::SlotResolution::FireAt { fire_at_us, slot } => {
+                return Ok(wit::ScheduleOutcome::Retry(wit::ScheduledRetry {
+                    delay_us: fire_at_us.saturating_sub(grant.now_us),
+                    slot,
+                    fallback: false,
+                }));
+            }
+            rc::SlotResolution::NextWindow(next) => {
+                moves = next.moves;
+                let delay_us = next.earliest_us.saturating_sub(grant.now_us);
+                grant = coordination::acquire_slot(service, operation, delay_us, window_us)?;
+            }
+            rc::SlotResolution::GiveUp(r) => return Ok(wit::ScheduleOutcome::GiveUp(reason(r))),
+        }
+    }
+}
+
+/// The core's seeded local slot, when the coordinator did not answer.
+fn local_slot(policy: &rc::Policy, seed: u64, retry: u32, delay_us: u64) -> wit::ScheduleOutcome {
+    let now_us = clock::now_us();
+    let request = policy.slot_request(now_us.saturating_add(delay_us), retry);
+    let ticket = policy.fallback_ticket(seed, retry);
+    let (delay_us, slot) = match policy.resolve_ticket(&request, ticket, seed) {
+        rc::SlotResolution::FireAt { fire_at_us, slot } => {
+            (fire_at_us.saturating_sub(now_us), slot)
+        }
+        // A fallback ticket is below slot_count, so always within capacity.
+        _ => (delay_us, ticket as u32),
+    };
+    wit::ScheduleOutcome::Retry(wit::ScheduledRetry {
+        delay_us,
+        slot,
+        fallback: true,
+    })
+}
+
 impl Guest for Component {
     fn validate(c: wit::RetryConfig) -> Result<(), wit::ConfigError> {
         validate(&c).map(|_| ())
@@ -334,55 +394,19 @@ impl Guest for Component {
                 })
             }
             rc::Decision::Retry {
-                slot_request: Some(mut request),
-                ..
-            } => loop {
-                let (ticket, fallback) =
-                    match coordination::acquire_slot(&service, &operation, request_out(request)) {
-                        Ok(t) => (t.ticket, false),
-                        Err(e) => {
-                            let why = match e {
-                                wit::CoordinationError::Timeout => "timeout",
-                                wit::CoordinationError::Unavailable(_) => "unavailable",
-                            };
-                            metrics::counter_add(
-                                "retry_coordination_fallback_total",
-                                &[
-                                    wit::Label {
-                                        name: "service".to_string(),
-                                        value: service.clone(),
-                                    },
-                                    wit::Label {
-                                        name: "operation".to_string(),
-                                        value: operation.clone(),
-                                    },
-                                    wit::Label {
-                                        name: "reason".to_string(),
-                                        value: why.to_string(),
-                                    },
-                                ],
-                                1,
-                            );
-                            (policy.fallback_ticket(st.seed(), request.retry), true)
-                        }
-                    };
-                match policy.resolve_ticket(&request, ticket, st.seed()) {
-                    rc::SlotResolution::FireAt { fire_at_us, slot } => {
-                        let delay_us = fire_at_us.saturating_sub(now_us);
-                        log(wit::LogLevel::Info, delay_us);
-                        break wit::ScheduleOutcome::Retry(wit::ScheduledRetry {
-                            delay_us,
-                            slot,
-                            fallback,
-                        });
-                    }
-                    rc::SlotResolution::NextWindow(next) => request = next,
-                    rc::SlotResolution::GiveUp(r) => {
-                        log(wit::LogLevel::Error, 0);
-                        break wit::ScheduleOutcome::GiveUp(reason(r));
-                    }
+                delay_us,
+                slot_request: Some(request),
+            } => {
+                let seed = st.seed();
+                let placed =
+                    coordinate(&policy, &service, &operation, seed, request.retry, delay_us)
+                        .unwrap_or_else(|_| local_slot(&policy, seed, request.retry, delay_us));
+                match &placed {
+                    wit::ScheduleOutcome::Retry(r) => log(wit::LogLevel::Info, r.delay_us),
+                    wit::ScheduleOutcome::GiveUp(_) => log(wit::LogLevel::Error, 0),
                 }
-            },
+                placed
+            }
         };
         Ok((state_out(&st), outcome))
     }

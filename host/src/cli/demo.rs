@@ -133,7 +133,10 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode> {
         .with_notify(move |e| {
             if let Ok(mut f) = fires.lock() {
                 let now = started.elapsed();
-                f.push(((now + e.delay).as_micros() as u64, (now + e.backoff).as_micros() as u64));
+                f.push((
+                    (now + e.delay).as_micros() as u64,
+                    (now + e.backoff).as_micros() as u64,
+                ));
             }
         });
     let options = ricochet_host::idempotency::IdempotencyOptions {
@@ -164,11 +167,12 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode> {
         "in-memory"
     };
     eprintln!(
-        "ricochet demo: {} clients for {:.1}s against a flaky service on {} · policy {} · coordination {backend_name}{}",
+        "ricochet demo: {} clients for {:.1}s against a flaky service on {} · policy {} ({} engine) · coordination {backend_name}{}",
         args.clients,
         args.duration.as_secs_f64(),
         server.addr(),
         args.policy.policy,
+        policy.engine_name(),
         match &metrics_task {
             Some((addr, _)) => format!(" · metrics on http://{addr}/metrics"),
             None => String::new(),
@@ -290,7 +294,14 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode> {
             n += 1;
         }
         let peak = per_slot.values().copied().max().unwrap_or(0);
-        (peak, if per_slot.is_empty() { 0.0 } else { n as f64 / per_slot.len() as f64 })
+        (
+            peak,
+            if per_slot.is_empty() {
+                0.0
+            } else {
+                n as f64 / per_slot.len() as f64
+            },
+        )
     };
     let (peak, mean) = peak_of(&mut fires.iter().map(|f| f.0));
     let (peak_unslotted, _) = peak_of(&mut fires.iter().map(|f| f.1));
@@ -305,19 +316,23 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode> {
     let successes = tally.successes.load(Ordering::Relaxed);
     let gave_up = tally.gave_up.lock().map(|g| g.clone()).unwrap_or_default();
     let gave_up_total: u64 = gave_up.values().sum();
-    let fallbacks: f64 = registry
-        .gather()
-        .iter()
-        .filter(|f| f.name() == "retry_coordination_fallback_total")
-        .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value()))
-        .sum();
+    let counted = |name: &str| -> u64 {
+        registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value()))
+            .sum::<f64>() as u64
+    };
+    let fallbacks = counted("retry_coordination_fallback_total");
 
     println!();
     println!(
-        "ricochet demo summary ({:.1}s, {} clients, policy {}, {backend_name} coordination)",
+        "ricochet demo summary ({:.1}s, {} clients, policy {}, {} engine, {backend_name} coordination)",
         wall.as_secs_f64(),
         args.clients,
-        args.policy.policy
+        args.policy.policy,
+        policy.engine_name()
     );
     println!("  {:<34} {:>10}", "logical calls", calls);
     println!("  {:<34} {:>10}", "attempts sent (incl. retries)", attempts);
@@ -341,10 +356,14 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode> {
         "ran without dedup (store down)",
         tally.unguarded.load(Ordering::Relaxed)
     );
-    println!(
-        "  {:<34} {:>10}",
-        "coordination fallbacks", fallbacks as u64
-    );
+    println!("  {:<34} {:>10}", "coordination fallbacks", fallbacks);
+    if backends.component.is_some() {
+        println!(
+            "  {:<34} {:>10}",
+            "policy fallbacks (to native)",
+            counted("retry_policy_fallback_total")
+        );
+    }
     println!(
         "  {:<34} {:>10}",
         "requests seen by the service",
@@ -355,14 +374,25 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode> {
         format!("peak retries in one {} ms slot", slot_us / 1000),
         peak
     );
-    println!("  {:<34} {:>10}", "  same retries without slots", peak_unslotted);
+    println!(
+        "  {:<34} {:>10}",
+        "  same retries without slots", peak_unslotted
+    );
     println!(
         "  {:<34} {:>10.1}",
         format!("mean retries per busy {} ms slot", slot_us / 1000),
         mean
     );
-    println!("  {:<34} {:>7.1} ms", "p50 end-to-end latency", percentile(&latencies, 0.50) * 1e3);
-    println!("  {:<34} {:>7.1} ms", "p99 end-to-end latency", percentile(&latencies, 0.99) * 1e3);
+    println!(
+        "  {:<34} {:>7.1} ms",
+        "p50 end-to-end latency",
+        percentile(&latencies, 0.50) * 1e3
+    );
+    println!(
+        "  {:<34} {:>7.1} ms",
+        "p99 end-to-end latency",
+        percentile(&latencies, 0.99) * 1e3
+    );
     let lines = logs.lines();
     println!(
         "  {:<34} {:>10}",

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ricochet_core::RetryConfig;
+use ricochet_host::component::{PolicyComponent, Sandbox};
 use ricochet_host::config_file::load_policy;
 use ricochet_host::coordination::{RedisConnection, RedisCoordinator, RedisSettings};
 use ricochet_host::idempotency::{IdempotencyError, RedisIdempotencyStore};
@@ -74,6 +75,13 @@ pub struct PolicyArgs {
     /// Key prefix in Redis (separates deployments sharing one server).
     #[arg(long, default_value = "ricochet")]
     pub redis_prefix: String,
+    /// Which engine decides: the linked-in core, or a policy component in wasmtime (whose
+    /// failures fall back to the core, counted in retry_policy_fallback_total).
+    #[arg(long, value_enum, default_value_t = EngineArg::Native)]
+    pub engine: EngineArg,
+    /// A policy component to run (implies --engine wasm); default: the one built into this binary.
+    #[arg(long, value_name = "PATH")]
+    pub component: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -103,9 +111,12 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+/// `--engine`.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EngineArg {
+    /// The core, linked into this binary.
     Native,
+    /// A policy component in wasmtime (sandboxed; falls back to the core when it fails).
     Wasm,
 }
 
@@ -113,6 +124,29 @@ pub enum EngineArg {
 pub struct Backends {
     pub config: RetryConfig,
     pub redis: Option<RedisConnection>,
+    /// The policy component, with `--engine wasm` or `--component`.
+    pub component: Option<PolicyComponent>,
+}
+
+/// Whether `engine` and `component` ask for a component.
+pub fn wants_component(engine: EngineArg, component: Option<&PathBuf>) -> bool {
+    engine == EngineArg::Wasm || component.is_some()
+}
+
+/// The component to run: `--component PATH`, else the one embedded at build time.
+pub fn load_component(path: Option<&PathBuf>) -> Result<PolicyComponent> {
+    match path {
+        Some(p) => Ok(PolicyComponent::from_file(p, Sandbox::default())
+            .with_context(|| format!("--component {}", p.display()))?),
+        None => match ricochet_host::guests::POLICY_COMPONENT {
+            Some(bytes) => Ok(PolicyComponent::from_bytes(bytes, Sandbox::default())?),
+            None => anyhow::bail!(
+                "--engine wasm: this binary was built without the policy component. Install a wasm32 toolchain \
+                 (`rustup target add wasm32-unknown-unknown`, or `apt-get install rustc-web cargo-web rust-web-src`) \
+                 and rebuild, or pass --component PATH"
+            ),
+        },
+    }
 }
 
 impl Backends {
@@ -133,7 +167,16 @@ impl Backends {
             }
             None => None,
         };
-        Ok(Self { config, redis })
+        let component = if wants_component(args.engine, args.component.as_ref()) {
+            Some(load_component(args.component.as_ref())?)
+        } else {
+            None
+        };
+        Ok(Self {
+            config,
+            redis,
+            component,
+        })
     }
 }
 
@@ -150,6 +193,11 @@ pub fn build_policy(backends: &Backends) -> Result<RetryPolicy> {
                 RedisCoordinator::new(conn.clone()).with_metrics(metrics),
             ))
             .with_idempotency_store(Arc::new(RedisIdempotencyStore::new(conn.clone())));
+    }
+    if let Some(component) = &backends.component {
+        policy = policy
+            .with_component(component.clone())
+            .with_context(|| "--engine wasm: the component cannot run this policy")?;
     }
     Ok(policy)
 }

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use ricochet_host::simulate::{result_json, simulate as run_one, write_svg, SimModel, SimOptions, SimStrategy};
+use ricochet_host::simulate::{
+    result_json, simulate as run_one, write_svg, SimModel, SimOptions, SimStrategy,
+};
 
 use super::plan::Format;
 
@@ -58,16 +60,30 @@ fn parse_model(s: &str) -> Result<SimModel, String> {
 }
 
 pub fn simulate(args: SimulateArgs) -> Result<ExitCode> {
-    let opts = SimOptions { clients: args.clients, model: args.model, seed: args.seed, capacity_per_bucket: args.capacity };
+    let opts = SimOptions {
+        clients: args.clients,
+        model: args.model,
+        seed: args.seed,
+        capacity_per_bucket: args.capacity,
+    };
     let terminal = std::io::stderr().is_terminal();
     let mut results = Vec::new();
     for strategy in &args.strategy.0 {
         let clients = u64::from(args.clients);
         let show = |done: u64| {
             let filled = (done * 30 / clients.max(1)) as usize;
-            eprint!("\r{:<13} [{}{}] {done}/{clients}", strategy.name(), "#".repeat(filled), ".".repeat(30 - filled.min(30)));
+            eprint!(
+                "\r{:<13} [{}{}] {done}/{clients}",
+                strategy.name(),
+                "#".repeat(filled),
+                ".".repeat(30 - filled.min(30))
+            );
         };
-        let progress: Option<&dyn Fn(u64)> = if terminal && clients >= 10_000 { Some(&show) } else { None };
+        let progress: Option<&dyn Fn(u64)> = if terminal && clients >= 10_000 {
+            Some(&show)
+        } else {
+            None
+        };
         results.push(run_one(*strategy, &opts, progress));
         if progress.is_some() {
             eprintln!();
@@ -86,15 +102,22 @@ pub fn simulate(args: SimulateArgs) -> Result<ExitCode> {
                 args.model.name(),
                 args.seed
             );
-            println!("{:<13} {:>10} {:>14} {:>14} {:>8}", "strategy", "calls", "completion (s)", "peak per slot", "gave up");
+            println!(
+                "{:<13} {:>10} {:>14} {:>14} {:>8}",
+                "strategy", "calls", "completion (s)", "peak per slot", "gave up"
+            );
             for r in &results {
-                println!("{:<13} {:>10} {:>14.3} {:>14} {:>8}", r.strategy, r.calls, r.completion_s, r.peak_per_slot, r.gave_up);
+                println!(
+                    "{:<13} {:>10} {:>14.3} {:>14} {:>8}",
+                    r.strategy, r.calls, r.completion_s, r.peak_per_slot, r.gave_up
+                );
             }
         }
     }
     if let Some(path) = &args.plot {
         let title = format!("{} clients, {} model", args.clients, args.model.name());
-        write_svg(path, &results, &title).map_err(|e| anyhow::anyhow!("--plot {}: {e}", path.display()))?;
+        write_svg(path, &results, &title)
+            .map_err(|e| anyhow::anyhow!("--plot {}: {e}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
