@@ -15,6 +15,10 @@
 //! Fields left out keep the base's value. Every policy is resolved and validated when the file is
 //! loaded, and every error is reported — not just the first — as `file:line:col: policy `name`:
 //! message`, where the message names the field and the value.
+//!
+//! A hostile file must cost time in proportion to its size: an `extends` chain may be at most
+//! [`MAX_EXTENDS_DEPTH`] policies long (resolution recurses along it), and only the first
+//! [`MAX_LOCATED_ERRORS`] errors get a `line:col` (finding one scans the text).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,6 +30,15 @@ use serde::Deserialize;
 /// Largest policy file accepted: a policy file is a few hundred bytes; anything this large is a
 /// mistake (or an attack) and is refused before it is parsed.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Longest `extends` chain, in policies of the file: real files extend a preset, or one another
+/// a level or two deep. Unbounded, a 640 KB chain of 20 000 entries overflowed the stack, and
+/// one of 2 000 took 27 s (`host/tests/fuzz_regressions.rs`).
+pub const MAX_EXTENDS_DEPTH: usize = 32;
+
+/// Errors given a `line:col`; the rest are reported without one. Locating an error scans the
+/// text, so locating each of a 1 MiB file's 36 000 errors took two minutes.
+pub const MAX_LOCATED_ERRORS: usize = 100;
 
 /// The file's top level.
 #[derive(Debug, Deserialize)]
@@ -172,6 +185,12 @@ impl PolicyFile {
         };
         let mut errors = Vec::new();
         let mut policies = BTreeMap::new();
+        // The position of the next error, while fewer than MAX_LOCATED_ERRORS came before it.
+        let position = |errors_so_far: usize, policy: &str, field: &str| {
+            (errors_so_far < MAX_LOCATED_ERRORS)
+                .then(|| locate(text, policy, field))
+                .flatten()
+        };
         for name in raw.retry_policies.keys() {
             match resolve(&raw.retry_policies, name, &mut Vec::new()) {
                 Ok(config) => {
@@ -181,7 +200,7 @@ impl PolicyFile {
                     }
                     for e in problems {
                         errors.push(err(
-                            locate(text, name, e.field()),
+                            position(errors.len(), name, e.field()),
                             Some(name),
                             Some(e.field()),
                             e.to_string(),
@@ -189,7 +208,7 @@ impl PolicyFile {
                     }
                 }
                 Err(message) => errors.push(err(
-                    locate(text, name, "extends"),
+                    position(errors.len(), name, "extends"),
                     Some(name),
                     Some("extends"),
                     message,
@@ -429,6 +448,12 @@ fn resolve(
         });
     };
     chain.push(name.to_string());
+    if chain.len() > MAX_EXTENDS_DEPTH {
+        return Err(format!(
+            "extends: a chain may be at most {MAX_EXTENDS_DEPTH} policies long: {} -> …",
+            chain.join(" -> ")
+        ));
+    }
     let base = match &entry.extends {
         Some(parent) => resolve(entries, parent.as_str(), chain)?,
         None => RetryConfig::preset(name).unwrap_or_default(),

@@ -9,7 +9,12 @@ use ricochet_host::config_file::PolicyFile;
 /// (row name, file name, content, substrings the error must contain)
 fn rows() -> Vec<(&'static str, &'static str, Vec<u8>, Vec<&'static str>)> {
     let policy = |body: &str| format!("retry_policies:\n  default:\n{body}").into_bytes();
-    let deep = format!("retry_policies: {}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes();
+    let deep = format!(
+        "retry_policies: {}{}",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    )
+    .into_bytes();
     let mut huge = b"retry_policies:\n  default:\n    max_attempts: 3\n".to_vec();
     huge.extend(std::iter::repeat_n(b'#', 10 << 20));
     vec![
@@ -58,7 +63,10 @@ fn every_bad_input_gets_its_error() {
             Err(e) => e.to_string(),
         };
         for needle in expected {
-            assert!(err.contains(needle), "row `{name}`: expected `{needle}` in:\n{err}");
+            assert!(
+                err.contains(needle),
+                "row `{name}`: expected `{needle}` in:\n{err}"
+            );
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();
@@ -66,8 +74,12 @@ fn every_bad_input_gets_its_error() {
 
 #[test]
 fn reliability_md_lists_every_row() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../RELIABILITY.md")).unwrap();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../RELIABILITY.md")).unwrap();
     for (name, ..) in rows() {
-        assert!(doc.contains(&format!("| {name} |")), "RELIABILITY.md has no row `{name}`");
+        assert!(
+            doc.contains(&format!("| {name} |")),
+            "RELIABILITY.md has no row `{name}`"
+        );
     }
 }
