@@ -1,37 +1,19 @@
 //! Native core vs the policy component: the same numbers, integer for integer.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ricochet_core::breaker::BreakerConfig;
-use ricochet_core::budget::BudgetConfig;
+mod support;
+
 use ricochet_core::{
-    CategorySet, Decision, ErrorCategory, Failure, Guards, JitterStrategy, RetryConfig, RetryState,
+    Decision, ErrorCategory, Failure, Guards, JitterStrategy, RetryConfig, RetryState,
 };
 use ricochet_host::component::{category_to_wit, reason_from_wit, wit, PolicyComponent, Sandbox};
+use support::{random_config, Gen};
 
 fn component() -> PolicyComponent {
     let bytes = ricochet_host::guests::POLICY_COMPONENT.expect(
         "the policy component was not built: install a wasm32 toolchain (see README) and rebuild",
     );
     PolicyComponent::from_bytes(bytes, Sandbox::default()).unwrap()
-}
-
-/// A small deterministic generator for test inputs (SplitMix64).
-struct Gen(u64);
-
-impl Gen {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 #[test]
@@ -111,39 +93,6 @@ fn validation_errors_match() {
         assert_eq!(component.message, native.to_string());
     }
     assert!(wasm.validate(&RetryConfig::AGGRESSIVE).unwrap().is_ok());
-}
-
-fn random_config(g: &mut Gen) -> RetryConfig {
-    let base = RetryConfig::preset(RetryConfig::PRESET_NAMES[g.below(3) as usize]).unwrap();
-    let mut retry_on = CategorySet::EMPTY;
-    for c in ErrorCategory::ALL {
-        if g.below(3) > 0 {
-            retry_on = retry_on.with(c);
-        }
-    }
-    RetryConfig {
-        max_attempts: 1 + g.below(8) as u32,
-        strategy: JitterStrategy::ALL[g.below(5) as usize],
-        jitter: g.below(5) > 0,
-        exponential_base: 1.0 + g.unit() * 2.0,
-        max_elapsed: (g.below(2) == 0).then(|| 0.2 + g.unit() * 5.0),
-        max_retry_after: 1.0 + g.unit() * 30.0,
-        coordination_enabled: g.below(2) == 0,
-        retry_on,
-        circuit_breaker: (g.below(2) == 0).then(|| BreakerConfig {
-            failure_threshold: 1 + g.below(5) as u32,
-            failure_rate: 0.5,
-            minimum_calls: 4,
-            window: 1.0,
-            cool_down: 0.5 + g.unit(),
-            half_open_probes: 1,
-        }),
-        retry_budget: (g.below(2) == 0).then(|| BudgetConfig {
-            max_tokens: 1 + g.below(10) as u32,
-            token_ratio: 0.1,
-        }),
-        ..base
-    }
 }
 
 /// A decision as comparable plain values: (kind, delay, slot request, give-up reason).
