@@ -26,11 +26,13 @@ if [ -d "$sysroot/lib/rustlib/wasm32-unknown-unknown/lib" ]; then
     echo "wasm32: rustup target"
 elif [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library ] && [ -x /usr/bin/cargo ]; then
     echo "wasm32: Debian rustc-web route"
-elif rustup target add wasm32-unknown-unknown >/dev/null 2>&1; then
-    echo "wasm32: rustup target (just added)"
-else
-    echo "wasm32: installing Debian's rustc-web, cargo-web, rust-web-src (rustup cannot download targets here)"
+elif command -v apt-get >/dev/null; then
+    # These machines' rustup cannot download targets: Debian's route is the verified one.
+    echo "wasm32: installing Debian's rustc-web, cargo-web, rust-web-src"
     apt_install rustc-web cargo-web rust-web-src
+else
+    echo "wasm32: adding the rustup target"
+    timeout 300 rustup target add wasm32-unknown-unknown
 fi
 command -v redis-server >/dev/null || { echo "installing redis-server"; apt_install redis-server; }
 command -v openssl >/dev/null || { echo "installing openssl (TLS test certificates)"; apt_install openssl; }
