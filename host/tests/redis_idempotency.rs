@@ -446,3 +446,60 @@ async fn an_unreachable_or_frozen_store_runs_the_operation_unguarded_and_counts_
     assert_eq!(count("timeout"), before + 1);
     server.resume();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_deployments_on_one_redis_cannot_read_or_clobber_each_other() {
+    // Same server, same service/operation/key, different key prefixes: each deployment runs its
+    // own operation once, replays only its own result, and leaves the other's keys untouched.
+    let server = RedisServer::spawn();
+    let blue = policy(redis_store(
+        &RedisSettings::single(server.url()).with_key_prefix("blue"),
+    ));
+    let green = policy(redis_store(
+        &RedisSettings::single(server.url()).with_key_prefix("green"),
+    ));
+    let runs = AtomicU32::new(0);
+    let charge = |who: &'static str| {
+        let runs = &runs;
+        move || async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, io::Error>(Receipt {
+                charge_id: who.to_string(),
+                amount_cents: 100,
+            })
+        }
+    };
+    let b = blue
+        .execute_idempotent("order-1", "fp", charge("blue"), "pay", "charge")
+        .await
+        .unwrap();
+    let g = green
+        .execute_idempotent("order-1", "fp", charge("green"), "pay", "charge")
+        .await
+        .unwrap();
+    assert_eq!(
+        (b.origin, g.origin),
+        (Origin::Ran, Origin::Ran),
+        "green did not see blue's claim"
+    );
+    assert_eq!(g.value.charge_id, "green");
+    let b2 = blue
+        .execute_idempotent("order-1", "fp", charge("blue"), "pay", "charge")
+        .await
+        .unwrap();
+    assert_eq!(
+        (b2.origin, b2.value.charge_id.as_str()),
+        (Origin::Replayed, "blue"),
+        "blue's result survived green"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    let keys = server.cli(&["--scan"]);
+    let blue_keys = keys.lines().filter(|k| k.starts_with("blue:")).count();
+    let green_keys = keys.lines().filter(|k| k.starts_with("green:")).count();
+    assert_eq!((blue_keys, green_keys), (1, 1), "{keys}");
+    assert!(
+        keys.lines()
+            .all(|k| k.starts_with("blue:") || k.starts_with("green:")),
+        "{keys}"
+    );
+}
