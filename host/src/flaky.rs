@@ -60,10 +60,21 @@ impl FlakyServer {
     pub async fn start(
         script: impl Fn(u64, &str) -> Reply + Send + Sync + 'static,
     ) -> std::io::Result<Self> {
+        Self::start_inner(Arc::new(script), true).await
+    }
+
+    /// [`start`](Self::start) without recording arrivals (`stats().arrivals` stays empty): for
+    /// long runs, where a list of every request would only grow.
+    pub async fn start_unrecorded(
+        script: impl Fn(u64, &str) -> Reply + Send + Sync + 'static,
+    ) -> std::io::Result<Self> {
+        Self::start_inner(Arc::new(script), false).await
+    }
+
+    async fn start_inner(script: Arc<Script>, record_arrivals: bool) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let stats = Arc::new(ServerStats::default());
-        let script: Arc<Script> = Arc::new(script);
         let started = tokio::time::Instant::now();
         let task_stats = stats.clone();
         let task = tokio::spawn(async move {
@@ -79,8 +90,13 @@ impl FlakyServer {
                             async move {
                                 let n = stats.requests.fetch_add(1, Ordering::Relaxed);
                                 let path = req.uri().path().to_string();
-                                if let Ok(mut a) = stats.arrivals.lock() {
-                                    a.push((started.elapsed().as_micros() as u64, path.clone()));
+                                if record_arrivals {
+                                    if let Ok(mut a) = stats.arrivals.lock() {
+                                        a.push((
+                                            started.elapsed().as_micros() as u64,
+                                            path.clone(),
+                                        ));
+                                    }
                                 }
                                 let reply = script(n, &path);
                                 Ok::<_, Infallible>(respond(reply, &stats).await)
@@ -184,26 +200,90 @@ pub fn get(
             .await
             .map_err(io_err)?;
         let conn = tokio::spawn(conn);
-        let req = Request::get(path.as_str())
-            .header("host", addr.to_string())
-            .body(Full::new(Bytes::new()))
-            .map_err(io_err)?;
-        let res = sender.send_request(req).await.map_err(io_err)?;
-        let status = res.status().as_u16();
-        let headers: Vec<(String, String)> = res
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect();
-        let body = res.into_body().collect().await.map_err(io_err)?.to_bytes();
+        let result = send(&mut sender, addr, &path).await;
         conn.abort();
-        if (200..300).contains(&status) {
-            Ok(String::from_utf8_lossy(&body).into_owned())
-        } else {
-            Err(GetError::Http(HttpError::from_headers(
-                status,
-                headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            )))
+        result
+    }
+}
+
+/// Sends one GET on `sender` and reads the whole answer: the body of a 2xx answer, or the
+/// status with its delay headers.
+async fn send(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<String, GetError> {
+    let req = Request::get(path)
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .map_err(io_err)?;
+    let res = sender.send_request(req).await.map_err(io_err)?;
+    let status = res.status().as_u16();
+    let headers: Vec<(String, String)> = res
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = res.into_body().collect().await.map_err(io_err)?.to_bytes();
+    if (200..300).contains(&status) {
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    } else {
+        Err(GetError::Http(HttpError::from_headers(
+            status,
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )))
+    }
+}
+
+/// Keep-alive HTTP/1.1 connections to one server, at most `max` of them in use at once (the
+/// rest of the callers wait for one): what a service's HTTP client pool does, and what a load
+/// test needs so that thousands of callers do not exhaust the ephemeral ports.
+///
+/// A connection goes back to the pool only after a complete answer; one whose request was
+/// cancelled (an attempt timeout drops the future) or failed is closed.
+pub struct Pool {
+    addr: SocketAddr,
+    idle: Mutex<Vec<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>,
+    permits: tokio::sync::Semaphore,
+}
+
+impl Pool {
+    /// A pool of at most `max` connections to `addr` (opened on demand).
+    pub fn new(addr: SocketAddr, max: usize) -> Self {
+        Self {
+            addr,
+            idle: Mutex::new(Vec::new()),
+            permits: tokio::sync::Semaphore::new(max.max(1)),
         }
+    }
+
+    /// GETs `path` on a pooled connection; the body of a 2xx answer.
+    pub async fn get(&self, path: &str) -> Result<String, GetError> {
+        let _permit = self.permits.acquire().await.map_err(io_err)?;
+        let pooled = self
+            .idle
+            .lock()
+            .ok()
+            .and_then(|mut idle| idle.pop())
+            .filter(|sender| !sender.is_closed());
+        let mut sender = match pooled {
+            Some(sender) => sender,
+            None => {
+                let stream = TcpStream::connect(self.addr).await.map_err(GetError::Io)?;
+                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(io_err)?;
+                // Ends by itself once the sender is dropped (the connection is closed then).
+                tokio::spawn(conn);
+                sender
+            }
+        };
+        let result = send(&mut sender, self.addr, path).await;
+        if !matches!(result, Err(GetError::Io(_))) {
+            if let Ok(mut idle) = self.idle.lock() {
+                idle.push(sender);
+            }
+        }
+        result
     }
 }

@@ -1,7 +1,7 @@
 //! Test fixtures: real `redis-server` processes on free loopback ports, killed on drop.
 //!
-//! - [`RedisServer`]: one server (`--save "" --appendonly no`), which a test may `kill -9`,
-//!   restart on the same port, `SIGSTOP` and `SIGCONT`.
+//! - [`RedisServer`]: one server (`--save "" --appendonly no` unless its extra arguments say
+//!   otherwise), which a test may `kill -9`, restart on the same port, `SIGSTOP` and `SIGCONT`.
 //! - [`RedisCluster`]: three `--cluster-enabled yes` servers joined by
 //!   `redis-cli --cluster create … --cluster-yes`.
 //! - [`single`]: the server named by `REDIS_URL` when set, otherwise a spawned one.
@@ -122,24 +122,25 @@ impl RedisServer {
         let log = self.log_path();
         let _ = std::fs::remove_file(&log);
         let mut cmd = Command::new("redis-server");
-        cmd.args(&self.args)
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .arg("--logfile")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        // The defaults first, so a caller's extra arguments (e.g. `--appendonly yes`) win.
+        cmd.args([
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ])
+        .args(&self.args)
+        .arg("--dir")
+        .arg(self.dir.path())
+        .arg("--logfile")
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         let child = cmd.spawn().expect("spawn redis-server (is it installed?)");
         self.child = Some(child);
         let deadline = Instant::now() + READY_TIMEOUT;
