@@ -503,3 +503,71 @@ async fn two_deployments_on_one_redis_cannot_read_or_clobber_each_other() {
         "{keys}"
     );
 }
+
+/// The store goes away after the claim, while the operation runs: the call still returns its
+/// value, says the result was not stored (`Unrecorded`) and counts it; once the claim has
+/// expired, a duplicate runs the operation again — which is what `Unrecorded` warns of.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_the_store_cannot_take_is_returned_as_unrecorded_and_counted() {
+    let registry = Registry::new();
+    let counted = IdempotencyMetrics::register(&registry).unwrap();
+    let options = IdempotencyOptions {
+        lease: Duration::from_millis(300),
+        metrics: Some(counted.clone()),
+        ..Default::default()
+    };
+    let server = RedisServer::spawn();
+    let policy = policy(redis_store(
+        &RedisSettings::single(server.url()).with_key_prefix(unique_prefix()),
+    ));
+    let pid = server.pid();
+    let outcome = policy
+        .execute_idempotent_with(
+            &options,
+            "order-1",
+            "fp",
+            || async move {
+                // Freeze the server while the operation runs: `complete` times out.
+                let stopped = std::process::Command::new("kill")
+                    .args(["-STOP", &pid.to_string()])
+                    .status()
+                    .unwrap();
+                assert!(stopped.success());
+                Ok::<_, io::Error>(1u32)
+            },
+            "s",
+            "o",
+        )
+        .await
+        .unwrap();
+    assert_eq!((outcome.value, outcome.origin), (1, Origin::Unrecorded));
+    assert_eq!(
+        counted
+            .fallback
+            .with_label_values(&["s", "o", "store_timeout"])
+            .get(),
+        1
+    );
+    server.resume();
+    // The `complete` sent while the server was stopped may still land when it resumes; either
+    // way the key is not claimed forever: after the lease a duplicate gets an answer.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let again = policy
+        .execute_idempotent_with(
+            &options,
+            "order-1",
+            "fp",
+            || async { Ok::<_, io::Error>(2u32) },
+            "s",
+            "o",
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            (again.value, again.origin),
+            (1, Origin::Replayed) | (2, Origin::Ran)
+        ),
+        "{again:?}"
+    );
+}

@@ -230,7 +230,8 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode> {
                             Origin::Replayed => {
                                 tally.duplicates_prevented.fetch_add(1, Ordering::Relaxed);
                             }
-                            Origin::Unguarded => {
+                            // Both leave later duplicates free to run it again.
+                            Origin::Unguarded | Origin::Unrecorded => {
                                 tally.unguarded.fetch_add(1, Ordering::Relaxed);
                             }
                             Origin::Ran => {}
@@ -353,7 +354,7 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode> {
     );
     println!(
         "  {:<34} {:>10}",
-        "ran without dedup (store down)",
+        "not deduplicated (store down)",
         tally.unguarded.load(Ordering::Relaxed)
     );
     println!("  {:<34} {:>10}", "coordination fallbacks", fallbacks);

@@ -14,9 +14,10 @@
 //! runs *without* deduplication ([`Origin::Unguarded`]) and
 //! `retry_idempotency_fallback_total{service,operation,reason}` counts it. If the store fails
 //! only after the claim (when storing the result or releasing a failed claim), the call's own
-//! outcome stands and the claim simply expires with its lease. Operations that must never run
-//! twice, even while Redis is down, should check the outcome's [`Origin`] or refuse to run
-//! unguarded in `op` itself.
+//! outcome stands and the claim simply expires with its lease; a result that could not be
+//! stored comes back as [`Origin::Unrecorded`], since a later duplicate may run the operation
+//! again. Operations that must never run twice, even while Redis is down, should check the
+//! outcome's [`Origin`] or refuse to run unguarded in `op` itself.
 
 use std::fmt;
 use std::future::Future;
@@ -77,6 +78,11 @@ pub enum Origin {
     Replayed,
     /// The store was unreachable: the operation ran without deduplication.
     Unguarded,
+    /// This call held the key and ran the operation, but its result could not be stored (the
+    /// store failed or timed out afterwards, the lease was lost to another caller, or the value
+    /// did not serialize): a duplicate that arrives once the claim has expired runs the
+    /// operation again. Counted like an unguarded run.
+    Unrecorded,
 }
 
 /// The value of an idempotent call, and where it came from.
@@ -171,7 +177,8 @@ impl RetryPolicy {
     /// call that would succeed: `op` runs without deduplication ([`Origin::Unguarded`]) and
     /// `retry_idempotency_fallback_total{service,operation,reason}` counts it. If the store
     /// fails after the claim (storing the result, releasing a failed claim), the call's own
-    /// outcome stands and the claim expires with its lease.
+    /// outcome stands and the claim expires with its lease; an unstored result is
+    /// [`Origin::Unrecorded`].
     pub async fn execute_idempotent<T, E, F, Fut>(
         &self,
         key: &str,
@@ -270,11 +277,12 @@ impl RetryPolicy {
         let result = call.run_renewing(&key, &token, lease_ms, op).await;
         match result {
             Ok(value) => {
-                call.record(&key, &token, &value).await;
-                Ok(Outcome {
-                    value,
-                    origin: Origin::Ran,
-                })
+                let origin = if call.record(&key, &token, &value).await {
+                    Origin::Ran
+                } else {
+                    Origin::Unrecorded
+                };
+                Ok(Outcome { value, origin })
             }
             Err(e) => {
                 if let Err(store_error) = call.bounded(call.store.fail(&key, &token)).await {
@@ -352,15 +360,16 @@ impl Call<'_> {
         }
     }
 
-    /// Stores the result; failures are logged and counted, never returned.
-    async fn record<T: Serialize>(&self, key: &str, token: &HolderToken, value: &T) {
+    /// Stores the result; whether it was stored. Failures are logged and counted, never
+    /// returned.
+    async fn record<T: Serialize>(&self, key: &str, token: &HolderToken, value: &T) -> bool {
         let bytes = match serde_json::to_vec(value) {
             Ok(bytes) => bytes,
             Err(e) => {
                 self.count("serialize");
                 tracing::warn!(service = self.service, operation = self.operation, error = %e, "result not serializable; releasing the idempotency key");
                 let _ = self.bounded(self.store.fail(key, token)).await;
-                return;
+                return false;
             }
         };
         let ttl_ms = match self.options.ttl {
@@ -371,10 +380,11 @@ impl Call<'_> {
             .bounded(self.store.complete(key, token, &bytes, ttl_ms.max(1)))
             .await
         {
-            Ok(()) => {}
+            Ok(()) => true,
             Err(StoreError::NotHolder) => {
                 self.count("lease_lost");
                 tracing::warn!(service = self.service, operation = self.operation, "idempotency lease expired and another caller took over: the operation may have run twice (lease too short?)");
+                false
             }
             Err(e) => {
                 self.count(match e {
@@ -383,6 +393,7 @@ impl Call<'_> {
                     _ => "store_backend",
                 });
                 tracing::warn!(service = self.service, operation = self.operation, error = %e, "could not store the idempotent result");
+                false
             }
         }
     }
