@@ -50,6 +50,7 @@ async fn run(args: cli::RunArgs) -> anyhow::Result<ExitCode> {
         retry_on_exit: args.retry_on_exit,
         attempt_timeout: args.attempt_timeout,
         idempotency_key: args.idempotency_key,
+        lease: args.lease,
         command: args.command,
     };
     cli::run::run(options, backends).await

@@ -486,3 +486,74 @@ fn demo_and_run_use_redis_when_given() {
         "ran once across two processes"
     );
 }
+
+/// A run killed mid-command — the whole process group, as when its host dies — leaves its claim
+/// behind: the next run with the key waits for the lease to end, takes over and runs the command;
+/// a third run replays that result without running anything.
+#[test]
+fn a_killed_run_is_taken_over_after_its_lease_and_then_replayed() {
+    use std::os::unix::process::CommandExt;
+    let server = common::RedisServer::spawn();
+    let url = server.url();
+    let dir = temp_dir("killed-holder");
+    let (log, marker) = (dir.join("log"), dir.join("marker"));
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(&marker);
+    // One command line for all three runs (it is the payload fingerprint): the first run hangs,
+    // later ones finish at once.
+    let script = format!(
+        "echo run >> {log}; if [ ! -e {marker} ]; then touch {marker}; sleep 30; fi; exit 0",
+        log = log.display(),
+        marker = marker.display()
+    );
+    let run = || {
+        let mut c = fast(ricochet());
+        c.args([
+            "run",
+            "--quiet",
+            "--idempotency-key",
+            "batch-7",
+            "--lease",
+            "1s",
+            "--redis",
+        ])
+        .arg(&url)
+        .args(["--", "sh", "-c", &script]);
+        c
+    };
+    let lines = || {
+        std::fs::read_to_string(&log)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+
+    let mut first = run().process_group(0).spawn().unwrap();
+    let waiting = std::time::Instant::now();
+    while lines() == 0 {
+        assert!(
+            waiting.elapsed() < std::time::Duration::from_secs(20),
+            "the first run never started its command"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let killed = std::time::Instant::now();
+    let status = Command::new("kill")
+        .args(["-9", "--", &format!("-{}", first.id())])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    first.wait().unwrap();
+
+    let o = run().output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        killed.elapsed() >= std::time::Duration::from_millis(500),
+        "took over before the killed run's 1 s lease ended ({:?})",
+        killed.elapsed()
+    );
+    assert_eq!(lines(), 2, "the second run ran the command once more");
+
+    let o = run().output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(lines(), 2, "the third run replayed the stored status");
+}

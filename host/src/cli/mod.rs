@@ -103,6 +103,11 @@ pub struct RunArgs {
     /// Run at most once per key (a completed key exits with the stored status).
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// With `--idempotency-key`: how long the claim lasts without renewal (renewed every third
+    /// of it while the command runs), i.e. how soon another run may take over from a run that
+    /// was killed.
+    #[arg(long, default_value = "30s", value_parser = run::parse_duration)]
+    pub lease: std::time::Duration,
     /// Do not write ricochet's JSON log lines to stderr.
     #[arg(long, short)]
     pub quiet: bool,
@@ -206,6 +211,7 @@ pub fn build_policy(backends: &Backends) -> Result<RetryPolicy> {
 /// result (mismatch and in-progress are errors the user must see).
 pub async fn run_idempotent<T, E, F, Fut>(
     policy: &RetryPolicy,
+    options: &ricochet_host::idempotency::IdempotencyOptions,
     key: &str,
     fingerprint: &str,
     op: F,
@@ -219,7 +225,7 @@ where
     E: Classify + std::fmt::Display,
 {
     match policy
-        .execute_idempotent(key, fingerprint, op, service, operation)
+        .execute_idempotent_with(options, key, fingerprint, op, service, operation)
         .await
     {
         Ok(outcome) => Ok(Ok(outcome.value)),

@@ -121,6 +121,7 @@ pub struct RunOptions {
     pub retry_on_exit: Option<ExitCodes>,
     pub attempt_timeout: Option<Duration>,
     pub idempotency_key: Option<String>,
+    pub lease: Duration,
     pub command: Vec<String>,
 }
 
@@ -172,8 +173,13 @@ pub async fn run(options: RunOptions, backends: Backends) -> Result<ExitCode> {
     let result = match &options.idempotency_key {
         Some(key) => {
             let fingerprint = options.command.join("\u{1f}");
+            let idempotency = ricochet_host::idempotency::IdempotencyOptions {
+                lease: options.lease,
+                ..Default::default()
+            };
             super::run_idempotent(
                 &policy,
+                &idempotency,
                 key,
                 &fingerprint,
                 || run_once(&options),
