@@ -48,6 +48,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 say "cargo test"
 cargo test --workspace
 
+# A short soak (the full 10 000-task runs and the fault runs are in RELIABILITY.md): exits non-zero
+# unless every failure came from the service and no operation was lost or duplicated.
+say "soak smoke: 200 tasks, 10 s, Redis coordination and idempotency"
+cargo test -p ricochet-host --bench soak -- --tasks 200 --duration 10 --think-ms 200..600
+
 if [ -x core/check-no-std.sh ]; then
     say "core builds without std and alloc"
     core/check-no-std.sh
