@@ -293,18 +293,23 @@ impl Service {
 
     /// A blocking GET (for control paths and the final report).
     fn get(&self, path: &str) -> String {
-        let mut stream = std::net::TcpStream::connect(self.http).expect("service");
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nhost: soak\r\nconnection: close\r\n\r\n"
-        )
-        .expect("request");
-        let mut text = String::new();
-        stream.read_to_string(&mut text).expect("response");
-        let (head, body) = text.split_once("\r\n\r\n").expect("HTTP answer");
-        assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
-        body.to_string()
+        blocking_get(self.http, path)
     }
+}
+
+/// A blocking GET that must answer 200: its body.
+fn blocking_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).expect("service");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: soak\r\nconnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+    body.to_string()
 }
 
 impl Drop for Service {
@@ -668,16 +673,7 @@ fn run_faults(
     marks: Arc<Mutex<Vec<(String, f64, f64)>>>,
     stop: Arc<AtomicBool>,
 ) -> common::RedisServer {
-    let control = |path: &str| {
-        let mut s = std::net::TcpStream::connect(service_http).expect("service");
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nhost: soak\r\nconnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut sink = String::new();
-        let _ = s.read_to_string(&mut sink);
-    };
+    let control = |path: &str| blocking_get(service_http, path);
     let busy_script = format!(
         "local t=redis.call('TIME') local s=t[1]*1000000+t[2] \
          while true do local n=redis.call('TIME') \
