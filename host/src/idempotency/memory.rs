@@ -2,9 +2,12 @@
 //!
 //! Leases and TTLs run on the monotonic clock. Expired records are dropped when touched and,
 //! every [`SWEEP_EVERY`] claims, in one pass over the map, so memory stays bounded by the keys
-//! that are still live.
+//! that are still live — and by a record cap ([`DEFAULT_MAX_RECORDS`], about 250 bytes a
+//! record): a claim that finds the store full evicts the oldest completed results first (a
+//! duplicate of an evicted key runs again), and is refused as a backend error (the call then
+//! runs unguarded and is counted) only when every record is a call still in progress.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -14,16 +17,29 @@ use crate::coordination::BoxFuture;
 /// Claims between two sweeps of expired records.
 const SWEEP_EVERY: u64 = 1024;
 
+/// Records kept at most by [`InMemoryIdempotencyStore::new`]: about 25 MB.
+pub const DEFAULT_MAX_RECORDS: usize = 100_000;
+
 /// Process-local idempotency store.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct InMemoryIdempotencyStore {
     state: Mutex<State>,
+}
+
+impl Default for InMemoryIdempotencyStore {
+    fn default() -> Self {
+        Self::with_max_records(DEFAULT_MAX_RECORDS)
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
     records: HashMap<String, Record>,
+    /// Completed records, oldest first (entries whose record has gone or changed are skipped).
+    completed: VecDeque<(Instant, String)>,
+    max_records: usize,
     claims_since_sweep: u64,
+    evicted: u64,
 }
 
 #[derive(Debug)]
@@ -35,9 +51,24 @@ struct Record {
 }
 
 impl InMemoryIdempotencyStore {
-    /// An empty store.
+    /// An empty store that keeps at most [`DEFAULT_MAX_RECORDS`] records.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that keeps at most `max_records` records (at least 1).
+    pub fn with_max_records(max_records: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                max_records: max_records.max(1),
+                ..State::default()
+            }),
+        }
+    }
+
+    /// Completed results evicted so far to stay within the record cap.
+    pub fn evicted(&self) -> u64 {
+        self.lock().evicted
     }
 
     /// Live records (in progress or completed).
@@ -62,16 +93,17 @@ impl InMemoryIdempotencyStore {
         }
     }
 
-    fn begin_now(&self, key: &str, fingerprint: &str, lease_ms: u64) -> Begin {
+    fn begin_now(&self, key: &str, fingerprint: &str, lease_ms: u64) -> Result<Begin, StoreError> {
         let now = Instant::now();
         let mut state = self.lock();
         state.claims_since_sweep += 1;
         if state.claims_since_sweep >= SWEEP_EVERY {
             state.claims_since_sweep = 0;
             state.records.retain(|_, r| r.expires_at > now);
+            state.completed.retain(|(expires_at, _)| *expires_at > now);
         }
         if let Some(r) = state.records.get(key).filter(|r| r.expires_at > now) {
-            return if r.fingerprint != fingerprint {
+            return Ok(if r.fingerprint != fingerprint {
                 Begin::Mismatch
             } else if let Some(result) = &r.result {
                 Begin::Completed(result.clone())
@@ -79,7 +111,10 @@ impl InMemoryIdempotencyStore {
                 Begin::InProgress {
                     lease_remaining_ms: r.expires_at.duration_since(now).as_millis() as u64,
                 }
-            };
+            });
+        }
+        if !state.records.contains_key(key) {
+            state.make_room()?;
         }
         let token = HolderToken::new(fingerprint.to_string());
         state.records.insert(
@@ -91,7 +126,7 @@ impl InMemoryIdempotencyStore {
                 expires_at: now + Duration::from_millis(lease_ms),
             },
         );
-        Begin::Started(token)
+        Ok(Begin::Started(token))
     }
 
     /// Applies `change` to the live record `token` holds; `Ok(false)` when the key is absent
@@ -128,11 +163,43 @@ impl InMemoryIdempotencyStore {
         let held = self.with_held(key, token, |records, now| {
             records.insert(key.to_string(), record(now));
         })?;
+        let mut state = self.lock();
         if !held {
             // The lease ran out but nobody took over: this run is still the only one.
-            self.lock()
+            if !state.records.contains_key(key) {
+                state.make_room()?;
+            }
+            state
                 .records
                 .insert(key.to_string(), record(Instant::now()));
+        }
+        if let Some(expires_at) = state.records.get(key).map(|r| r.expires_at) {
+            state.completed.push_back((expires_at, key.to_string()));
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    /// Frees a place for one more record: drops the oldest completed results (expired or not)
+    /// while the store is full; refuses when only calls in progress are left.
+    fn make_room(&mut self) -> Result<(), StoreError> {
+        while self.records.len() >= self.max_records {
+            let Some((expires_at, key)) = self.completed.pop_front() else {
+                return Err(StoreError::Backend(format!(
+                    "in-memory idempotency store is full: {} calls in progress (max_records {})",
+                    self.records.len(),
+                    self.max_records
+                )));
+            };
+            let current = self
+                .records
+                .get(&key)
+                .is_some_and(|r| r.result.is_some() && r.expires_at == expires_at);
+            if current {
+                self.records.remove(&key);
+                self.evicted += 1;
+            }
         }
         Ok(())
     }
@@ -145,11 +212,11 @@ impl IdempotencyStore for InMemoryIdempotencyStore {
         fingerprint: &'a str,
         lease_ms: u64,
     ) -> BoxFuture<'a, Result<Begin, StoreError>> {
-        Box::pin(std::future::ready(Ok(self.begin_now(
+        Box::pin(std::future::ready(self.begin_now(
             key,
             fingerprint,
             lease_ms,
-        ))))
+        )))
     }
 
     fn complete<'a>(
@@ -194,5 +261,79 @@ impl IdempotencyStore for InMemoryIdempotencyStore {
 
     fn name(&self) -> &'static str {
         "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(store: &InMemoryIdempotencyStore, key: &str, result: &[u8]) {
+        let Ok(Begin::Started(token)) = store.begin_now(key, "fp", 10_000) else {
+            panic!("{key} was not claimed");
+        };
+        assert_eq!(store.complete_now(key, &token, result, 60_000), Ok(()));
+    }
+
+    #[test]
+    fn a_full_store_evicts_the_oldest_completed_result_first() {
+        let store = InMemoryIdempotencyStore::with_max_records(3);
+        for key in ["a", "b", "c"] {
+            run(&store, key, key.as_bytes());
+        }
+        run(&store, "d", b"d");
+        assert_eq!(store.evicted(), 1);
+        assert_eq!(store.len(), 3);
+        // `a` went: a duplicate of it runs again; the others still replay.
+        assert!(matches!(
+            store.begin_now("a", "fp", 10_000),
+            Ok(Begin::Started(_))
+        ));
+        assert_eq!(store.evicted(), 2, "claiming `a` again evicted `b`");
+        assert_eq!(
+            store.begin_now("c", "fp", 10_000),
+            Ok(Begin::Completed(b"c".to_vec()))
+        );
+        assert_eq!(
+            store.begin_now("d", "fp", 10_000),
+            Ok(Begin::Completed(b"d".to_vec()))
+        );
+    }
+
+    #[test]
+    fn a_store_full_of_calls_in_progress_refuses_a_new_claim_with_a_clear_error() {
+        let store = InMemoryIdempotencyStore::with_max_records(2);
+        for key in ["a", "b"] {
+            assert!(matches!(
+                store.begin_now(key, "fp", 10_000),
+                Ok(Begin::Started(_))
+            ));
+        }
+        match store.begin_now("c", "fp", 10_000) {
+            Err(StoreError::Backend(message)) => assert!(
+                message.contains("full") && message.contains("max_records 2"),
+                "{message}"
+            ),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // A key already held is answered as usual.
+        assert!(matches!(
+            store.begin_now("a", "fp", 10_000),
+            Ok(Begin::InProgress { .. })
+        ));
+    }
+
+    #[test]
+    fn a_re_completed_key_is_evicted_once_and_stale_entries_are_skipped() {
+        let store = InMemoryIdempotencyStore::with_max_records(2);
+        run(&store, "a", b"1");
+        // `a` is completed twice (its first record dropped in between, as a sweep would): the
+        // first entry in the eviction order is stale and must be skipped, not counted.
+        store.lock().records.remove("a");
+        run(&store, "a", b"2");
+        run(&store, "b", b"b");
+        run(&store, "c", b"c");
+        assert_eq!(store.evicted(), 1, "only the live `a` record was evicted");
+        assert_eq!(store.len(), 2);
     }
 }
