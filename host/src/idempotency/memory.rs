@@ -2,8 +2,7 @@
 //!
 //! Leases and TTLs run on the monotonic clock. Expired records are dropped when touched and,
 //! every [`SWEEP_EVERY`] claims, in one pass over the map, so memory stays bounded by the keys
-//! that are still live — and by a record cap ([`DEFAULT_MAX_RECORDS`], about 250 bytes a
-//! record): a claim that finds the store full evicts the oldest completed results first (a
+//! that are still live — and by a record cap ([`DEFAULT_MAX_RECORDS`]): a claim that finds the store full evicts the oldest completed results first (a
 //! duplicate of an evicted key runs again), and is refused as a backend error (the call then
 //! runs unguarded and is counted) only when every record is a call still in progress.
 
@@ -17,7 +16,9 @@ use crate::coordination::BoxFuture;
 /// Claims between two sweeps of expired records.
 const SWEEP_EVERY: u64 = 1024;
 
-/// Records kept at most by [`InMemoryIdempotencyStore::new`]: about 25 MB.
+/// Records kept at most by [`InMemoryIdempotencyStore::new`]. Measured in the soak bench
+/// (small keys and results): about 26 MB of heap when full, 42 MB once evictions have made the
+/// map's table double.
 pub const DEFAULT_MAX_RECORDS: usize = 100_000;
 
 /// Process-local idempotency store.
