@@ -534,24 +534,20 @@ impl Drop for InCall<'_> {
 }
 
 fn failure_reason(e: &IdempotencyError<GetError>) -> String {
-    let last = |a: &AttemptError<GetError>| match a {
-        AttemptError::Failed(GetError::Http(h)) => format!("HTTP {}", h.status),
-        AttemptError::Failed(GetError::Io(e)) => format!("I/O {}", e.kind()),
-        AttemptError::TimedOut(_) => "attempt timeout".to_string(),
+    let answer = |e: &GetError| match e {
+        GetError::Http(h) => format!("HTTP {}", h.status),
+        GetError::Io(e) => format!("I/O {}", e.kind()),
     };
     match e {
         IdempotencyError::Operation(RetryError::MaxRetriesExceeded(m)) => {
-            format!(
-                "service: gave up ({}), last {}",
-                m.reason,
-                last(&m.last_error)
-            )
+            let last = match &m.last_error {
+                AttemptError::Failed(e) => answer(e),
+                AttemptError::TimedOut(_) => "attempt timeout".to_string(),
+            };
+            format!("service: gave up ({}), last {last}", m.reason)
         }
         IdempotencyError::Operation(RetryError::NonRetryable(e)) => {
-            format!(
-                "service: non-retryable, {}",
-                last(&AttemptError::Failed(copy(e)))
-            )
+            format!("service: non-retryable, {}", answer(e))
         }
         IdempotencyError::Operation(RetryError::CircuitOpen { .. }) => {
             "ricochet: circuit open".into()
@@ -560,13 +556,6 @@ fn failure_reason(e: &IdempotencyError<GetError>) -> String {
         IdempotencyError::Mismatch => "ricochet: fingerprint mismatch".into(),
         IdempotencyError::StoredResult(_) => "ricochet: stored result unreadable".into(),
         _ => "ricochet: other".into(),
-    }
-}
-
-fn copy(e: &GetError) -> GetError {
-    match e {
-        GetError::Http(h) => GetError::Http(h.clone()),
-        GetError::Io(io) => GetError::Io(std::io::Error::new(io.kind(), io.to_string())),
     }
 }
 
@@ -605,7 +594,8 @@ static ALLOCATOR: CountingAlloc = CountingAlloc;
 /// The size of one task's future (what `tokio::spawn` allocates per task, plus its header).
 static TASK_BYTES: AtomicU64 = AtomicU64::new(0);
 
-fn status_kib(field: &str) -> u64 {
+/// A number from `/proc/self/status` (`VmRSS:` and `VmHWM:` are in KiB, `Threads:` a count).
+fn status_value(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
@@ -815,8 +805,6 @@ fn run(o: &Options) -> Report {
                 "always",
                 "--enable-debug-command",
                 "yes",
-                "--maxclients",
-                "20000",
             ],
             None,
         )
@@ -832,7 +820,7 @@ fn run(o: &Options) -> Report {
         (None, _, "memory") => None,
         (None, _, url) => Some(url.to_string()),
     };
-    let rss_before_kib = status_kib("VmRSS:");
+    let rss_before_kib = status_value("VmRSS:");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -943,7 +931,7 @@ fn run(o: &Options) -> Report {
     let mut live_heap_kib = Vec::new();
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_secs(1));
-        rss_max_kib = rss_max_kib.max(status_kib("VmRSS:"));
+        rss_max_kib = rss_max_kib.max(status_value("VmRSS:"));
         let s = snapshot(&shared, &registry, started);
         calls_per_s.push(s.calls_done - snapshots.last().map_or(0, |p| p.calls_done));
         snapshots.push(s);
@@ -956,7 +944,7 @@ fn run(o: &Options) -> Report {
             live_heap_kib.push(live_kib);
             eprintln!(
                 "  {elapsed:>4}s  calls done {:>8}  failures {:>5}  unguarded {:>5}  RSS {} KiB  live heap {live_kib} KiB",
-                s.calls_done, s.failures, s.unguarded, status_kib("VmRSS:")
+                s.calls_done, s.failures, s.unguarded, status_value("VmRSS:")
             );
         }
     }
@@ -982,7 +970,7 @@ fn run(o: &Options) -> Report {
     let end = snapshot(&shared, &registry, started);
     snapshots.push(end);
     let series_end = series_count(&registry);
-    let hwm_kib = status_kib("VmHWM:");
+    let hwm_kib = status_value("VmHWM:");
     let live_end_kib = LIVE_BYTES.load(Ordering::Relaxed) / 1024;
     let live_peak_kib = PEAK_LIVE_BYTES.load(Ordering::Relaxed) / 1024;
     let elapsed = started.elapsed().as_secs_f64();
@@ -1030,10 +1018,10 @@ fn run(o: &Options) -> Report {
             .metrics()
             .num_alive_tasks()
     });
-    let threads_running = status_kib("Threads:");
+    let threads_running = status_value("Threads:");
     runtime.shutdown_timeout(Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(200));
-    let threads_after = status_kib("Threads:");
+    let threads_after = status_value("Threads:");
 
     // The service's count of 200s per operation, against what the callers saw.
     let served = service.get("/__report");
