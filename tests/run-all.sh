@@ -4,8 +4,9 @@
 # On a fresh machine it first installs what the tests need and is missing: a wasm32 toolchain
 # (the rustup target where it can be added, else Debian's rustc-web route), redis-server and
 # promtool. Then: rustfmt, clippy (warnings are errors), every test in the workspace (guests
-# must build: RICOCHET_REQUIRE_GUESTS=1), the no-alloc build of core, the Envoy filter in a
-# proxy-wasm host, and the Prometheus alert-rule unit tests.
+# must build: RICOCHET_REQUIRE_GUESTS=1), a soak smoke, a wasm toolchain installed after a
+# first build, `cargo package` and `cargo doc` of the library crates, the no-alloc build of core,
+# the Envoy filter in a proxy-wasm host, and the Prometheus alert-rule unit tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,6 +45,12 @@ cargo fmt --all --check
 say "cargo clippy"
 export RICOCHET_REQUIRE_GUESTS=1
 cargo clippy --workspace --all-targets -- -D warnings
+# The library alone, in the feature sets a service may pick (the workspace build unifies them all).
+for features in "--no-default-features" "" "--no-default-features --features yaml,anyhow,opentelemetry" \
+    "--no-default-features --features redis" "--no-default-features --features component"; do
+    echo "ricochet $features"
+    cargo clippy -p ricochet $features -- -D warnings
+done
 
 say "cargo test"
 cargo test --workspace
@@ -51,7 +58,14 @@ cargo test --workspace
 # A short soak (the full 10 000-task runs and the fault runs are in RELIABILITY.md): exits non-zero
 # unless every failure came from the service and no operation was lost or duplicated.
 say "soak smoke: 200 tasks, 10 s, Redis coordination and idempotency"
-cargo test -p ricochet-host --bench soak -- --tasks 200 --duration 10 --think-ms 200..600
+cargo test -p ricochet-cli --bench soak -- --tasks 200 --duration 10 --think-ms 200..600
+
+say "a wasm toolchain installed after a first build is picked up by the next cargo build"
+tests/toolchain-appears.sh
+
+say "the library crates package and document cleanly"
+cargo package -p ricochet-core -p ricochet-macros -p ricochet --allow-dirty --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p ricochet-core -p ricochet-macros -p ricochet --all-features --quiet
 
 if [ -x core/check-no-std.sh ]; then
     say "core builds without std and alloc"
@@ -63,10 +77,10 @@ if [ -x guests/envoy-filter/test.sh ]; then
     guests/envoy-filter/test.sh
 fi
 
-if [ -d host/alerts ]; then
+if [ -d host/ricochet/alerts ]; then
     say "promtool test rules"
-    promtool check rules host/alerts/*.rules.yaml
-    promtool test rules host/alerts/*.test.yaml
+    promtool check rules host/ricochet/alerts/*.rules.yaml
+    promtool test rules host/ricochet/alerts/*.test.yaml
 fi
 
 say "all tests passed"

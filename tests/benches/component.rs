@@ -27,12 +27,12 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ricochet::component::{failure_to_wit, state_to_wit, wit, PolicyComponent, Sandbox};
+use ricochet::engine::{DecideInput, PolicyEngine};
 use ricochet_core::{ErrorCategory, Failure, Guards, RetryConfig, RetryState};
-use ricochet_host::component::{failure_to_wit, state_to_wit, wit, PolicyComponent, Sandbox};
-use ricochet_host::engine::{DecideInput, PolicyEngine};
 
 fn bytes() -> &'static [u8] {
-    ricochet_host::guests::POLICY_COMPONENT
+    ricochet_test_support::guests::POLICY_COMPONENT
         .expect("the policy component was not built: install a wasm32 toolchain and rebuild")
 }
 

@@ -3,7 +3,7 @@
 # the executions run, executions per second and the outcome. Not part of CI (tests/run-all.sh):
 # ten million executions a target take tens of minutes. Inputs that ever found a bug are
 # regression tests in the normal suite instead (core/tests/fuzz_regressions.rs,
-# host/tests/fuzz_regressions.rs).
+# host/ricochet/tests/fuzz_regressions.rs).
 #
 #   tests/fuzz/run.sh                           every target, 10 000 000 executions each
 #   tests/fuzz/run.sh -runs=100000 decision     one target, 100 000 executions

@@ -4,20 +4,20 @@
 //! from any thread: no runtime, a current-thread runtime, a multi-thread worker.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use ricochet::redis::{RedisConnection, RedisCoordinator, RedisSettings};
+use ricochet_test_support as support;
 
 use std::net::TcpListener;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use ricochet_core::{ErrorCategory, Failure, RetryConfig, RetryState};
-use ricochet_host::component::{failure_to_wit, state_to_wit, wit, PolicyComponent, Sandbox};
-use ricochet_host::coordination::{
-    schedule_retry, wall_clock_us, BoxFuture, CoordinationError, Coordinator, RedisConnection,
-    RedisCoordinator, RedisSettings, Scheduled, SlotGrant,
+use ricochet::component::{failure_to_wit, state_to_wit, wit, PolicyComponent, Sandbox};
+use ricochet::coordination::{
+    schedule_retry, wall_clock_us, BoxFuture, CoordinationError, Coordinator, Scheduled, SlotGrant,
 };
-use ricochet_host::metrics::RetryMetrics;
-use support::{free_port, guest, Redis};
+use ricochet::metrics::RetryMetrics;
+use ricochet_core::{ErrorCategory, Failure, RetryConfig, RetryState};
+use support::{free_port, guest, RedisServer};
 
 const DEADLINE: Duration = Duration::from_millis(25);
 /// What a loaded 2-core machine may add to a deadline.
@@ -28,7 +28,7 @@ fn component(coordinator: Arc<dyn Coordinator>, metrics: &RetryMetrics) -> Polic
     static LOADED: OnceLock<PolicyComponent> = OnceLock::new();
     LOADED
         .get_or_init(|| {
-            let bytes = guest(ricochet_host::guests::POLICY_COMPONENT, "policy");
+            let bytes = guest(ricochet_test_support::guests::POLICY_COMPONENT, "policy");
             PolicyComponent::from_bytes(bytes, Sandbox::default()).unwrap()
         })
         .clone()
@@ -193,7 +193,7 @@ fn an_answer_within_the_deadline_is_used_and_a_late_one_is_not() {
 async fn an_unreachable_redis_is_a_counted_fallback() {
     let registry = prometheus::Registry::new();
     let metrics = RetryMetrics::register(&registry).unwrap();
-    let url = format!("redis://127.0.0.1:{}", free_port());
+    let url = format!("redis://127.0.0.1:{}", free_port(false));
     let redis = RedisCoordinator::new(RedisConnection::open(&RedisSettings::parse(&url)).unwrap());
     let c = component(Arc::new(redis), &metrics);
     let ((_, _, fallback), took) = schedule_once(&c, 1);
@@ -227,9 +227,9 @@ async fn a_redis_that_accepts_and_never_answers_costs_the_deadline() {
 /// and never panic or hang.
 #[tokio::test(flavor = "current_thread")]
 async fn a_current_thread_runtime_never_hangs_on_redis() {
-    let server = Redis::start();
+    let server = RedisServer::spawn();
     let metrics = RetryMetrics::register(&prometheus::Registry::new()).unwrap();
-    let settings = RedisSettings::parse(&server.url).with_key_prefix(support::unique_prefix());
+    let settings = RedisSettings::parse(&server.url()).with_key_prefix(support::unique_prefix());
     let redis = RedisCoordinator::new(RedisConnection::open(&settings).unwrap());
     let c = component(Arc::new(redis), &metrics);
     for _ in 0..5 {

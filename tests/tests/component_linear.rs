@@ -3,23 +3,23 @@
 //! executor, and its imports reach the host's clock, coordinator, metrics and JSON log.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use ricochet_test_support as support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ricochet::component::{failure_to_wit, state_to_wit, wit, PolicyComponent, Sandbox};
+use ricochet::coordination::{wall_clock_us, InMemoryCoordinator};
+use ricochet::engine::{NativeEngine, PolicyEngine};
+use ricochet::logging::{CapturedLines, SeedJsonLayer};
+use ricochet::metrics::RetryMetrics;
+use ricochet::{Classification, RetryError, RetryPolicy};
 use ricochet_core::{ErrorCategory, Failure, RetryConfig, RetryState};
-use ricochet_host::component::{failure_to_wit, state_to_wit, wit, PolicyComponent, Sandbox};
-use ricochet_host::coordination::{wall_clock_us, InMemoryCoordinator};
-use ricochet_host::engine::{NativeEngine, PolicyEngine};
-use ricochet_host::logging::{CapturedLines, SeedJsonLayer};
-use ricochet_host::metrics::RetryMetrics;
-use ricochet_host::{Classification, RetryError, RetryPolicy};
 use support::guest;
 
 fn linear() -> PolicyComponent {
     let bytes = guest(
-        ricochet_host::guests::LINEAR_POLICY_COMPONENT,
+        ricochet_test_support::guests::LINEAR_POLICY_COMPONENT,
         "linear policy",
     );
     PolicyComponent::from_bytes(bytes, Sandbox::default()).unwrap()
@@ -257,7 +257,7 @@ fn its_imports_reach_the_hosts_clock_coordinator_metrics_and_log() {
         1
     );
     assert!(
-        !ricochet_host::metrics::render(&registry).contains("linear_policy"),
+        !ricochet::metrics::render(&registry).contains("linear_policy"),
         "unknown metric names stay out of the registry"
     );
     assert_eq!(

@@ -4,22 +4,22 @@
 //! failing component costs nothing but a counted fallback to the native decision.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use ricochet_test_support as support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ricochet::component::{ComponentError, PolicyComponent, Sandbox};
+use ricochet::metrics::RetryMetrics;
+use ricochet::{Classification, RetryError, RetryPolicy};
 use ricochet_core::{ErrorCategory, RetryConfig};
-use ricochet_host::component::{ComponentError, PolicyComponent, Sandbox};
-use ricochet_host::metrics::RetryMetrics;
-use ricochet_host::{Classification, RetryError, RetryPolicy};
 use support::guest;
 
 const STOPPED_WITHIN: Duration = Duration::from_millis(100);
 
 fn good() -> PolicyComponent {
     PolicyComponent::from_bytes(
-        guest(ricochet_host::guests::POLICY_COMPONENT, "policy"),
+        guest(ricochet_test_support::guests::POLICY_COMPONENT, "policy"),
         Sandbox::default(),
     )
     .unwrap()
@@ -27,20 +27,23 @@ fn good() -> PolicyComponent {
 
 fn spin(sandbox: Sandbox) -> PolicyComponent {
     let bytes = guest(
-        ricochet_host::guests::HOSTILE_SPIN_COMPONENT,
+        ricochet_test_support::guests::HOSTILE_SPIN_COMPONENT,
         "hostile spin",
     );
     PolicyComponent::from_bytes(bytes, sandbox).unwrap()
 }
 
 fn hog(sandbox: Sandbox) -> PolicyComponent {
-    let bytes = guest(ricochet_host::guests::HOSTILE_HOG_COMPONENT, "hostile hog");
+    let bytes = guest(
+        ricochet_test_support::guests::HOSTILE_HOG_COMPONENT,
+        "hostile hog",
+    );
     PolicyComponent::from_bytes(bytes, sandbox).unwrap()
 }
 
 fn trap(sandbox: Sandbox) -> PolicyComponent {
     let bytes = guest(
-        ricochet_host::guests::HOSTILE_TRAP_COMPONENT,
+        ricochet_test_support::guests::HOSTILE_TRAP_COMPONENT,
         "hostile trap",
     );
     PolicyComponent::from_bytes(bytes, sandbox).unwrap()
@@ -152,11 +155,11 @@ fn every_export_of_a_hostile_guest_fails_typed_and_the_next_call_succeeds() {
         hog(Sandbox::default()),
         trap(Sandbox::default()),
     ] {
-        let state = ricochet_host::component::state_to_wit(&ricochet_core::RetryState::new(1, 0));
-        let failure = ricochet_host::component::failure_to_wit(ricochet_core::Failure::new(
+        let state = ricochet::component::state_to_wit(&ricochet_core::RetryState::new(1, 0));
+        let failure = ricochet::component::failure_to_wit(ricochet_core::Failure::new(
             ErrorCategory::Timeout,
         ));
-        let guards = ricochet_host::component::wit::Guards {
+        let guards = ricochet::component::wit::Guards {
             breaker: None,
             budget: None,
         };

@@ -5,7 +5,7 @@ use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
 fn bytes() -> &'static [u8] {
-    ricochet_host::guests::POLICY_COMPONENT.expect(
+    ricochet_test_support::guests::POLICY_COMPONENT.expect(
         "the policy component was not built: install a wasm32 toolchain (see README) and rebuild",
     )
 }
@@ -47,7 +47,7 @@ fn component_validates_and_imports_only_ricochet_retry() {
 /// `retry-policy`.
 #[test]
 fn every_guest_is_a_small_component_of_the_world() {
-    use ricochet_host::guests;
+    use ricochet_test_support::guests;
     let all = [
         ("policy", guests::POLICY_COMPONENT),
         ("linear-policy", guests::LINEAR_POLICY_COMPONENT),

@@ -5,10 +5,10 @@
 //! for the world, componentized), so each differs from the real world in exactly one way.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use ricochet_test_support as support;
 
+use ricochet::component::{ComponentError, PolicyComponent, Sandbox};
 use ricochet_core::RetryConfig;
-use ricochet_host::component::{ComponentError, PolicyComponent, Sandbox};
 use support::guest;
 use wit_parser::{ManglingAndAbi, Resolve};
 
@@ -144,7 +144,11 @@ fn bytes_that_are_no_component_are_invalid() {
 
 #[test]
 fn a_good_component_is_unaffected_by_refused_ones() {
-    let good = load(guest(ricochet_host::guests::POLICY_COMPONENT, "policy")).unwrap();
+    let good = load(guest(
+        ricochet_test_support::guests::POLICY_COMPONENT,
+        "policy",
+    ))
+    .unwrap();
     let _ = load(&component_of(
         &format!("{RETRY_WIT}\nworld bystander {{ import clock; }}\n"),
         "bystander",

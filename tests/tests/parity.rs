@@ -1,16 +1,16 @@
 //! Native core vs the policy component: the same numbers, integer for integer.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use ricochet_test_support as support;
 
+use ricochet::component::{category_to_wit, reason_from_wit, wit, PolicyComponent, Sandbox};
 use ricochet_core::{
     Decision, ErrorCategory, Failure, Guards, JitterStrategy, RetryConfig, RetryState,
 };
-use ricochet_host::component::{category_to_wit, reason_from_wit, wit, PolicyComponent, Sandbox};
 use support::{random_config, Gen};
 
 fn component() -> PolicyComponent {
-    let bytes = ricochet_host::guests::POLICY_COMPONENT.expect(
+    let bytes = ricochet_test_support::guests::POLICY_COMPONENT.expect(
         "the policy component was not built: install a wasm32 toolchain (see README) and rebuild",
     );
     PolicyComponent::from_bytes(bytes, Sandbox::default()).unwrap()

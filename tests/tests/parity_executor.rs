@@ -7,19 +7,19 @@
 //! the two runs of a case see the same timeline to the microsecond.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use ricochet_test_support as support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use ricochet::clock::TokioClock;
+use ricochet::component::{PolicyComponent, Sandbox};
+use ricochet::coordination::{BoxFuture, CoordinationError, Coordinator, SlotGrant};
+use ricochet::metrics::RetryMetrics;
+use ricochet::{Classification, RetryError, RetryPolicy};
 use ricochet_core::{ErrorCategory, RetryConfig};
-use ricochet_host::clock::TokioClock;
-use ricochet_host::component::{PolicyComponent, Sandbox};
-use ricochet_host::coordination::{BoxFuture, CoordinationError, Coordinator, SlotGrant};
-use ricochet_host::metrics::RetryMetrics;
-use ricochet_host::{Classification, RetryError, RetryPolicy};
 use support::{guest, random_config, Gen};
 
 const BASE_US: u64 = 1_800_000_000_000_000;
@@ -28,7 +28,7 @@ fn component() -> PolicyComponent {
     static LOADED: OnceLock<PolicyComponent> = OnceLock::new();
     LOADED
         .get_or_init(|| {
-            let bytes = guest(ricochet_host::guests::POLICY_COMPONENT, "policy");
+            let bytes = guest(ricochet_test_support::guests::POLICY_COMPONENT, "policy");
             PolicyComponent::from_bytes(bytes, Sandbox::default()).unwrap()
         })
         .clone()
@@ -49,7 +49,7 @@ impl Coordinator for ScriptedCoordinator {
         delay_us: u64,
         window_us: u64,
     ) -> BoxFuture<'a, Result<SlotGrant, CoordinationError>> {
-        use ricochet_host::clock::Clock;
+        use ricochet::clock::Clock;
         let now_us = self.clock.now_us();
         let earliest_us = now_us + delay_us;
         let window = earliest_us / window_us;
@@ -70,7 +70,7 @@ impl Coordinator for ScriptedCoordinator {
     }
 
     fn now_us(&self) -> u64 {
-        use ricochet_host::clock::Clock;
+        use ricochet::clock::Clock;
         self.clock.now_us()
     }
 

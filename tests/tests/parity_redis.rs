@@ -12,25 +12,26 @@
 //! compared without its tickets.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use ricochet::redis::{RedisConnection, RedisCoordinator, RedisSettings};
+use ricochet_test_support as support;
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ricochet_core::{Decision, ErrorCategory, Failure, Guards, RetryConfig, RetryState};
-use ricochet_host::component::{failure_to_wit, state_to_wit, wit, PolicyComponent, Sandbox};
-use ricochet_host::coordination::{
-    schedule_retry, BoxFuture, CoordinationError, Coordinator, RedisConnection, RedisCoordinator,
-    RedisSettings, Scheduled, SlotGrant, DEFAULT_COORDINATION_DEADLINE,
+use ricochet::component::{failure_to_wit, state_to_wit, wit, PolicyComponent, Sandbox};
+use ricochet::coordination::{
+    schedule_retry, BoxFuture, CoordinationError, Coordinator, Scheduled, SlotGrant,
+    DEFAULT_COORDINATION_DEADLINE,
 };
-use ricochet_host::metrics::RetryMetrics;
-use ricochet_host::{Classification, RetryError, RetryPolicy};
-use support::{guest, random_config, unique_prefix, Gen, Redis};
+use ricochet::metrics::RetryMetrics;
+use ricochet::{Classification, RetryError, RetryPolicy};
+use ricochet_core::{Decision, ErrorCategory, Failure, Guards, RetryConfig, RetryState};
+use support::{guest, random_config, unique_prefix, Gen, RedisServer};
 
 fn component() -> PolicyComponent {
-    let bytes = guest(ricochet_host::guests::POLICY_COMPONENT, "policy");
+    let bytes = guest(ricochet_test_support::guests::POLICY_COMPONENT, "policy");
     PolicyComponent::from_bytes(bytes, Sandbox::default()).unwrap()
 }
 
@@ -181,9 +182,9 @@ async fn run(
     }
 }
 
-async fn redis_coordinator(redis: &Redis, prefix: &str) -> Arc<Recording> {
+async fn redis_coordinator(redis: &RedisServer, prefix: &str) -> Arc<Recording> {
     let connection =
-        RedisConnection::open(&RedisSettings::parse(&redis.url).with_key_prefix(prefix)).unwrap();
+        RedisConnection::open(&RedisSettings::parse(&redis.url()).with_key_prefix(prefix)).unwrap();
     let inner = RedisCoordinator::new(connection);
     inner.calibrate(3).await.unwrap();
     Arc::new(Recording {
@@ -201,8 +202,8 @@ fn counter_sum(registry: &prometheus::Registry, name: &str) -> f64 {
         .sum()
 }
 
-async fn slot_keys(redis: &Redis, prefix: &str) -> Vec<String> {
-    let client = redis::Client::open(redis.url.as_str()).unwrap();
+async fn slot_keys(redis: &RedisServer, prefix: &str) -> Vec<String> {
+    let client = redis::Client::open(redis.url().as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     redis::cmd("KEYS")
         .arg(format!("{prefix}:*"))
@@ -213,7 +214,7 @@ async fn slot_keys(redis: &Redis, prefix: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_executor_takes_the_same_tickets_from_redis_with_either_engine() {
-    let redis = Redis::start();
+    let redis = RedisServer::spawn();
     let prefix = unique_prefix();
     let coordinator = redis_coordinator(&redis, &prefix).await;
     let registry = prometheus::Registry::new();
@@ -290,7 +291,7 @@ async fn the_executor_takes_the_same_tickets_from_redis_with_either_engine() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_component_schedule_export_takes_its_tickets_from_redis_like_native() {
-    let redis = Redis::start();
+    let redis = RedisServer::spawn();
     let prefix = unique_prefix();
     let coordinator = redis_coordinator(&redis, &prefix).await;
     let registry = prometheus::Registry::new();

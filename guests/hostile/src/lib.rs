@@ -1,5 +1,5 @@
 //! Hostile policies for the host's sandbox tests: components of the right world that accept any
-//! config and then misbehave on every other call, one way per Cargo feature (host/build.rs
+//! config and then misbehave on every other call, one way per Cargo feature (tests/support/build.rs
 //! builds each):
 //!
 //! - `spin`: a loop that never returns (stopped by the fuel or time budget);

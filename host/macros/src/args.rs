@@ -146,7 +146,7 @@ fn parse_retry_on(input: ParseStream<'_>) -> syn::Result<Vec<Type>> {
         return Err(syn::Error::new(
             span,
             "`retry_on = ()` lists no error types: list at least one, or leave `retry_on` out \
-             to classify errors with `ricochet_host::Classify`",
+             to classify errors with `ricochet::Classify`",
         ));
     }
     Ok(types)

@@ -88,7 +88,7 @@ pub fn expand(args: RetryArgs, item: TokenStream) -> syn::Result<TokenStream> {
         }
     }
     sig.output = syn::parse_quote! {
-        -> ::core::result::Result<#ok_ty, ::ricochet_host::RetryError<#err_ty>>
+        -> ::core::result::Result<#ok_ty, ::ricochet::RetryError<#err_ty>>
     };
 
     // Local names of the expansion resolve at the macro (hygiene): the body cannot see them.
@@ -100,11 +100,11 @@ pub fn expand(args: RetryArgs, item: TokenStream) -> syn::Result<TokenStream> {
     };
     let config = match &args.retry_config {
         Some(expr) => quote!(#expr),
-        None => quote!(::ricochet_host::RetryConfig::default()),
+        None => quote!(::ricochet::RetryConfig::default()),
     };
     let call = match &args.retry_on {
         None => quote_spanned! {mixed=>
-            ::ricochet_host::RetryPolicy::execute_with_retry(
+            ::ricochet::RetryPolicy::execute_with_retry(
                 __ricochet_policy, __ricochet_attempt, __ricochet_service, __ricochet_operation,
             ).await
         },
@@ -114,14 +114,14 @@ pub fn expand(args: RetryArgs, item: TokenStream) -> syn::Result<TokenStream> {
             let any = syn::Ident::new("__ricochet_any", mixed);
             let checks = types.iter().map(|ty| {
                 quote_spanned! {ty.span()=>
-                    ::ricochet_host::classify::is_error_type::<#ty>(#any)
+                    ::ricochet::classify::is_error_type::<#ty>(#any)
                 }
             });
             quote_spanned! {mixed=>
-                ::ricochet_host::RetryPolicy::execute_classified(
+                ::ricochet::RetryPolicy::execute_classified(
                     __ricochet_policy, __ricochet_attempt, __ricochet_service, __ricochet_operation,
-                    |__ricochet_error: &#err_ty| -> ::ricochet_host::Classification {
-                        use ::ricochet_host::ErrorCategory as __C;
+                    |__ricochet_error: &#err_ty| -> ::ricochet::Classification {
+                        use ::ricochet::ErrorCategory as __C;
                         let __ricochet_any: &(dyn ::core::any::Any + 'static) = __ricochet_error;
                         let __ricochet_listed = #(#checks)||*;
                         let __ricochet_set = __ricochet_policy.config().retry_on;
@@ -132,7 +132,7 @@ pub fn expand(args: RetryArgs, item: TokenStream) -> syn::Result<TokenStream> {
                             __C::RateLimited => true,
                             other => __ricochet_set.contains(other),
                         };
-                        match ::ricochet_host::classify::classify_any(__ricochet_any) {
+                        match ::ricochet::classify::classify_any(__ricochet_any) {
                             ::core::option::Option::Some(known)
                                 if __ricochet_retried(known.category) == __ricochet_listed => known,
                             _ => {
@@ -149,7 +149,7 @@ pub fn expand(args: RetryArgs, item: TokenStream) -> syn::Result<TokenStream> {
                                         .find(|c| __ricochet_retried(*c) == __ricochet_listed)
                                         .unwrap_or(preferred)
                                 };
-                                ::ricochet_host::Classification::new(category)
+                                ::ricochet::Classification::new(category)
                             }
                         }
                     },
@@ -185,18 +185,17 @@ pub fn expand(args: RetryArgs, item: TokenStream) -> syn::Result<TokenStream> {
         #vis #sig {
             #clone_trait
             static __RICOCHET_POLICY: ::std::sync::OnceLock<
-                ::core::option::Option<::ricochet_host::RetryPolicy>,
+                ::core::option::Option<::ricochet::RetryPolicy>,
             > = ::std::sync::OnceLock::new();
             let __ricochet_service: &'static str = #service;
             let __ricochet_operation: &'static str = #operation;
             let __ricochet_policy = __RICOCHET_POLICY.get_or_init(|| {
-                let config: ::ricochet_host::RetryConfig = #config;
-                match ::ricochet_host::RetryPolicy::new(config) {
+                let config: ::ricochet::RetryConfig = #config;
+                match ::ricochet::RetryPolicy::new(config) {
                     ::core::result::Result::Ok(policy) => ::core::option::Option::Some(policy),
                     ::core::result::Result::Err(error) => {
-                        ::std::eprintln!(
-                            "ricochet: #[with_retry] on `{}` (service \"{}\"): invalid retry_config: {}; every call runs once, without retries",
-                            __ricochet_operation, __ricochet_service, error,
+                        ::ricochet::__private::invalid_config(
+                            __ricochet_service, __ricochet_operation, &error,
                         );
                         ::core::option::Option::None
                     }
@@ -220,11 +219,8 @@ pub fn expand(args: RetryArgs, item: TokenStream) -> syn::Result<TokenStream> {
             match __ricochet_policy {
                 ::core::option::Option::Some(__ricochet_policy) => #call,
                 ::core::option::Option::None => {
-                    ::ricochet_host::metrics::RetryMetrics::global()
-                        .policy_fallback
-                        .with_label_values(&[__ricochet_service, __ricochet_operation, "invalid_config"])
-                        .inc();
-                    __ricochet_attempt().await.map_err(::ricochet_host::RetryError::NonRetryable)
+                    ::ricochet::__private::ran_without_policy(__ricochet_service, __ricochet_operation);
+                    __ricochet_attempt().await.map_err(::ricochet::RetryError::NonRetryable)
                 }
             }
         }
@@ -249,7 +245,7 @@ fn result_types<'a>(
                 format!(
                     "`#[with_retry]` needs `{name}` to return `Result<T, E>`: the error decides \
                      whether to retry, and `{name}` then returns \
-                     `Result<T, ricochet_host::RetryError<E>>`"
+                     `Result<T, ricochet::RetryError<E>>`"
                 ),
             ));
         }
@@ -274,7 +270,7 @@ fn result_types<'a>(
             format!(
                 "`#[with_retry]` needs `{name}`'s return type written as `Result<T, E>` with both \
                  types spelled out (aliases such as `io::Result<T>` hide `E`): it is rewritten \
-                 to `Result<T, ricochet_host::RetryError<E>>`"
+                 to `Result<T, ricochet::RetryError<E>>`"
             ),
         )
     })
@@ -282,9 +278,17 @@ fn result_types<'a>(
 
 /// Accepts `&self` (any lifetime, or `self: &Self`); refuses what one attempt would consume.
 fn check_receiver(receiver: &syn::Receiver) -> syn::Result<()> {
-    match &*receiver.ty {
-        Type::Reference(r) if r.mutability.is_none() => Ok(()),
-        Type::Reference(_) => Err(syn::Error::new_spanned(
+    let shared_ref = match &receiver.kind {
+        syn::ReceiverKind::Reference(_, _, mutability) => Some(mutability.is_none()),
+        syn::ReceiverKind::Typed(_, ty) => match &**ty {
+            Type::Reference(r) => Some(r.mutability.is_none()),
+            _ => None,
+        },
+        _ => None,
+    };
+    match shared_ref {
+        Some(true) => Ok(()),
+        Some(false) => Err(syn::Error::new_spanned(
             receiver,
             "`#[with_retry]` cannot retry a `&mut self` method: each attempt's future would need \
              its own exclusive borrow of `self`; take `&self` and keep mutable state behind a \

@@ -1,8 +1,8 @@
 //! # ricochet-macros
 //!
 //! The `#[with_retry]` attribute, the seed's decorator form of
-//! `RetryPolicy::execute_with_retry`. Use it through `ricochet_host::with_retry`: the generated
-//! code names `::ricochet_host`, so the service depends on `ricochet-host` (under that name),
+//! `RetryPolicy::execute_with_retry`. Use it through `ricochet::with_retry`: the generated
+//! code names `::ricochet`, so the service depends on `ricochet` (under that name),
 //! not on this crate.
 //!
 //! Why an attribute and not only the closure form: the decorator is what a service team writes
@@ -19,7 +19,7 @@ mod expand;
 /// Retries an `async fn` with a ricochet `RetryPolicy`, the seed's decorator.
 ///
 /// ```
-/// use ricochet_host::{with_retry, RetryConfig};
+/// use ricochet::{with_retry, RetryConfig};
 ///
 /// #[with_retry(
 ///     retry_config = RetryConfig { max_attempts: 3, ..RetryConfig::default() },
@@ -32,7 +32,7 @@ mod expand;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// // The return type is now Result<String, ricochet_host::RetryError<std::io::Error>>.
+/// // The return type is now Result<String, ricochet::RetryError<std::io::Error>>.
 /// let body = call_service().await;
 /// assert_eq!(body.ok().as_deref(), Some("data"));
 /// # }
@@ -42,7 +42,7 @@ mod expand;
 ///
 /// The function must be declared as returning `Result<T, E>` (both types spelled out; an alias
 /// such as `io::Result<T>` is refused because it hides `E`). **The generated function returns
-/// `Result<T, ricochet_host::RetryError<E>>`**: `RetryError::MaxRetriesExceeded` when the policy
+/// `Result<T, ricochet::RetryError<E>>`**: `RetryError::MaxRetriesExceeded` when the policy
 /// gave up on a retried error (its `last_error` holds the last `E`), `RetryError::NonRetryable(e)`
 /// for an error that is not retried (returned after one call), `RetryError::CircuitOpen` when a
 /// configured circuit breaker refused the call. `RetryError::into_last_error` gets the `E` back.
@@ -60,8 +60,8 @@ mod expand;
 ///
 /// - **`retry_on`**: an error is retried if it *is* one of the listed types — directly, inside a
 ///   `Box<dyn Error>` or `anyhow::Error`, or as the source of an `io::Error`
-///   (`ricochet_host::classify::is_error_type`). Its category (for the backoff, metrics and
-///   `Retry-After`) is what `ricochet_host::classify::classify_any` finds when that category is
+///   (`ricochet::classify::is_error_type`). Its category (for the backoff, metrics and
+///   `Retry-After`) is what `ricochet::classify::classify_any` finds when that category is
 ///   retried, else `ServiceUnavailable`. Any other error is returned at once as
 ///   `RetryError::NonRetryable`, with a category that is not retried (`classify_any`'s, else
 ///   `BusinessLogic`). Needs `E: 'static`; each listed type must implement `std::error::Error`.
@@ -100,8 +100,8 @@ mod expand;
 /// be a free function or a method in an inherent `impl`; in a trait impl the rewritten return
 /// type would no longer match the trait's.
 ///
-/// `RetryPolicy`: https://docs.rs/ricochet-host/latest/ricochet_host/struct.RetryPolicy.html
-/// `Classify`: https://docs.rs/ricochet-host/latest/ricochet_host/classify/trait.Classify.html
+/// See [`RetryPolicy`](https://docs.rs/ricochet/latest/ricochet/struct.RetryPolicy.html) and
+/// [`Classify`](https://docs.rs/ricochet/latest/ricochet/classify/trait.Classify.html).
 #[proc_macro_attribute]
 pub fn with_retry(attr: TokenStream, item: TokenStream) -> TokenStream {
     let item = proc_macro2::TokenStream::from(item);

@@ -7,8 +7,8 @@ use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
-use ricochet_host::metrics::RetryMetrics;
-use ricochet_host::{with_retry, RetryConfig, RetryError};
+use ricochet::metrics::RetryMetrics;
+use ricochet::{with_retry, RetryConfig, RetryError};
 
 /// Tiny delays and no coordination: a retry costs about a millisecond.
 const FAST: RetryConfig = RetryConfig {
@@ -26,7 +26,8 @@ fn reset() -> io::Error {
 }
 
 fn attempts_counted(service: &str, operation: &str, attempt: &str) -> u64 {
-    RetryMetrics::global()
+    RetryMetrics::default_registry()
+        .expect("the prometheus feature is on")
         .attempts
         .with_label_values(&[service, operation, attempt])
         .get()
@@ -105,7 +106,8 @@ async fn an_unlisted_error_is_returned_after_one_call() {
         other => panic!("expected NonRetryable, got {other:?}"),
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    let failed = RetryMetrics::global()
+    let failed = RetryMetrics::default_registry()
+        .expect("the prometheus feature is on")
         .failure
         .with_label_values(&["macro-unlisted", "rejects", "BusinessLogicError"])
         .get();
@@ -328,7 +330,8 @@ async fn an_invalid_config_runs_the_body_once_without_retries() {
         "a retryable error is not retried"
     );
     assert_eq!(invalid_config(false).await.unwrap(), 1);
-    let fallbacks = RetryMetrics::global()
+    let fallbacks = RetryMetrics::default_registry()
+        .expect("the prometheus feature is on")
         .policy_fallback
         .with_label_values(&["macro-invalid-config", "invalid_config", "invalid_config"])
         .get();
@@ -337,7 +340,7 @@ async fn an_invalid_config_runs_the_body_once_without_retries() {
 
 // The README's example, as a new service would copy it.
 mod readme {
-    use ricochet_host::{with_retry, RetryConfig};
+    use ricochet::{with_retry, RetryConfig};
 
     #[with_retry(
         retry_config = RetryConfig { max_attempts: 3, ..RetryConfig::default() },

@@ -17,7 +17,7 @@ use ricochet_core::budget::RetryBudget;
 use ricochet_core::{Decision, Guards, RetryState, RetryStateParts};
 use ricochet_fuzz::config::FuzzConfig;
 use ricochet_fuzz::scenario::{FuzzFailure, Step};
-use ricochet_host::component::{
+use ricochet::component::{
     decision_from_wit, failure_to_wit, state_from_wit, state_to_wit, wit, PolicyComponent, Sandbox,
 };
 
@@ -70,7 +70,7 @@ impl GuardBytes {
 fn component() -> &'static PolicyComponent {
     static COMPONENT: OnceLock<PolicyComponent> = OnceLock::new();
     COMPONENT.get_or_init(|| {
-        let bytes = ricochet_host::guests::POLICY_COMPONENT
+        let bytes = ricochet_test_support::guests::POLICY_COMPONENT
             .expect("the policy component was not built (see README: wasm toolchain)");
         PolicyComponent::from_bytes(bytes, Sandbox::default()).expect("load the policy component")
     })

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use ricochet_host::config_file::PolicyFile;
+use ricochet::config_file::PolicyFile;
 
 /// Parses `data` (made text, invalid UTF-8 replaced) as the policy file `file_name`, whose
 /// extension picks YAML or JSON. It must never panic, and whatever it answers must be coherent:

@@ -1,4 +1,4 @@
-use ricochet_host::with_retry;
+use ricochet::with_retry;
 
 struct Payload {
     bytes: Vec<u8>,

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use ricochet_host::with_retry;
+use ricochet::with_retry;
 
 struct Client;
 

@@ -1,4 +1,4 @@
-use ricochet_host::with_retry;
+use ricochet::with_retry;
 
 const SERVICE: &str = "lake";
 

@@ -1,4 +1,4 @@
-use ricochet_host::with_retry;
+use ricochet::with_retry;
 
 #[with_retry(service_name = "lake", max_attempts = 3)]
 async fn fetch() -> Result<String, std::io::Error> {

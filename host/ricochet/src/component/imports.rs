@@ -1,0 +1,599 @@
+//! What the host gives a policy component: its imports, served by the native backends.
+//!
+//! | import | served by |
+//! |---|---|
+//! | `clock.now-us` | the coordinator's clock: the host's wall clock plus the estimated coordinator offset (0 in memory) |
+//! | `coordination.acquire-slot` | the configured [`Coordinator`] (memory or Redis), within the coordination deadline |
+//! | `coordination.idempotency-*` | the configured [`IdempotencyStore`], within the same deadline |
+//! | `metrics.*` | the seed's metrics on the configured Prometheus registry ([`RetryMetrics`]) |
+//! | `logging.log` | a `tracing` event with target [`TARGET`](crate::logging::TARGET), rendered by `SeedJsonLayer` |
+//!
+//! **Deadline and fallback.** A coordination import obeys the same rule as the native
+//! `schedule_retry`: all acquisitions of one export call share one deadline (25 ms by default);
+//! a timeout or a backend error comes back as `coordination-error`, and the host counts it in
+//! `retry_coordination_fallback_total{service,operation,reason}` (reasons `timeout`,
+//! `connection`, `backend`, as natively). The guest then takes its local slot and must not count
+//! the fallback again. The wait never blocks past the deadline (see `bridge`).
+//!
+//! **Metrics from a guest.** Known names map onto [`RetryMetrics`] when the labels are exactly
+//! the metric's label names: the counters `retry_attempts_total`, `retry_success_total`,
+//! `retry_failure_total`, `retry_coordination_fallback_total`, `retry_policy_fallback_total`
+//! and the histogram `retry_duration_seconds`. Anything else — an unknown name, missing or extra
+//! labels, a label value over 64 bytes, a non-finite observation — is ignored and counted in
+//! [`ImportStats::ignored_metric_calls`]. So that a guest cannot blow up the registry's
+//! cardinality, one component may create at most [`MAX_GUEST_SERIES`] distinct series; further
+//! new series are ignored the same way.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+
+use crate::coordination::CoordinationError;
+use crate::engine::HostBackends;
+use crate::idempotency::{Begin, HolderToken, StoreError};
+use crate::logging::{current_trace_id, TARGET};
+
+use super::bindings::{clock, coordination, logging, metrics, types};
+use super::bridge::{run_until, BridgeError};
+use types::{BeginOutcome, Label, LogLevel, LogRecord, SlotGrant};
+
+/// Distinct metric series one component may create.
+pub const MAX_GUEST_SERIES: usize = 256;
+
+/// Idempotency keys one component may hold open at once (the oldest claim is forgotten first).
+const MAX_HELD_KEYS: usize = 1024;
+
+/// Counters of what the imports refused or could not do, shared by a component's instances.
+#[derive(Debug, Default)]
+pub struct ImportStats {
+    /// Metric calls ignored (unknown name, wrong labels, too many series, bad value).
+    pub ignored_metric_calls: AtomicU64,
+    /// Coordination and store calls that failed or missed the deadline.
+    pub backend_failures: AtomicU64,
+}
+
+/// State shared by every instance of one component: open idempotency claims, guest metric
+/// series, counters.
+#[derive(Default)]
+pub(crate) struct Shared {
+    holders: Mutex<(HashMap<String, HolderToken>, VecDeque<String>)>,
+    series: Mutex<HashSet<(String, Vec<String>)>>,
+    pub(crate) stats: ImportStats,
+}
+
+/// The guest's memory grew past its cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryCapExceeded {
+    /// The size the guest asked for, bytes.
+    pub requested_bytes: usize,
+    /// The cap, bytes.
+    pub limit_bytes: usize,
+}
+
+impl std::fmt::Display for MemoryCapExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "guest memory would grow to {} bytes, over its cap of {} bytes",
+            self.requested_bytes, self.limit_bytes
+        )
+    }
+}
+
+impl std::error::Error for MemoryCapExceeded {}
+
+/// The store data of one component instance.
+pub struct HostState {
+    limits: StoreLimits,
+    max_memory_bytes: usize,
+    backends: Arc<HostBackends>,
+    shared: Arc<Shared>,
+    /// Coordination time spent in the current export call.
+    coordination_spent: Duration,
+    /// When the current export call started (time-metered stores only).
+    pub(crate) call_started: Option<Instant>,
+    /// Time the current export call spent in host imports (not the guest's).
+    pub(crate) host_time: Duration,
+}
+
+impl HostState {
+    pub(crate) fn new(
+        max_memory_bytes: usize,
+        backends: Arc<HostBackends>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(max_memory_bytes)
+                // A componentized module is a handful of core instances, tables and memories.
+                .instances(16)
+                .tables(16)
+                .memories(4)
+                .build(),
+            max_memory_bytes,
+            backends,
+            shared,
+            coordination_spent: Duration::ZERO,
+            call_started: None,
+            host_time: Duration::ZERO,
+        }
+    }
+
+    /// Prepares for one export call served by `backends`.
+    pub(crate) fn begin_call(&mut self, backends: &Arc<HostBackends>, timed: bool) {
+        if !Arc::ptr_eq(&self.backends, backends) {
+            self.backends = backends.clone();
+        }
+        self.coordination_spent = Duration::ZERO;
+        self.host_time = Duration::ZERO;
+        self.call_started = timed.then(Instant::now);
+    }
+
+    fn count_fallback(&self, service: &str, operation: &str, reason: &str) {
+        self.shared
+            .stats
+            .backend_failures
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &self.backends.metrics {
+            m.coordination_fallback(service, operation, reason);
+        }
+    }
+
+    /// Runs a backend future within `budget`, accounting the time as the host's.
+    fn wait<T, F>(&mut self, budget: Duration, future: F) -> Result<T, BridgeError>
+    where
+        F: std::future::Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let started = Instant::now();
+        let result = if budget.is_zero() {
+            Err(BridgeError::Timeout)
+        } else {
+            run_until(started + budget, future)
+        };
+        self.host_time += started.elapsed();
+        result
+    }
+
+    fn store_call<T, F>(&mut self, future: F) -> Result<T, types::CoordinationError>
+    where
+        F: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let deadline = self.backends.deadline;
+        let result = match self.wait(deadline, future) {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => store_error(e),
+            Err(e) => bridge_error(e),
+        };
+        self.shared
+            .stats
+            .backend_failures
+            .fetch_add(1, Ordering::Relaxed);
+        Err(result)
+    }
+
+    fn hold(&self, key: String, token: HolderToken) {
+        let mut guard = self
+            .shared
+            .holders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let (map, order) = &mut *guard;
+        if map.insert(key.clone(), token).is_none() {
+            order.push_back(key);
+            while map.len() > MAX_HELD_KEYS {
+                match order.pop_front() {
+                    Some(oldest) => {
+                        map.remove(&oldest);
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+
+    fn release(&self, key: &str) -> Option<HolderToken> {
+        let mut guard = self
+            .shared
+            .holders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let (map, order) = &mut *guard;
+        let token = map.remove(key)?;
+        order.retain(|k| k != key);
+        Some(token)
+    }
+
+    fn ignore_metric(&self, name: &str, why: &str) {
+        self.shared
+            .stats
+            .ignored_metric_calls
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            metric = name,
+            why,
+            "ignored a metric from a policy component"
+        );
+    }
+
+    /// The label values of `labels` in the order of `names`, if they are exactly those names,
+    /// and the series is known or may still be created.
+    fn series(&self, metric: &str, names: &[&str], labels: Vec<Label>) -> Option<Vec<String>> {
+        if labels.len() != names.len() {
+            self.ignore_metric(metric, "labels are not the metric's label names");
+            return None;
+        }
+        let mut values = vec![None; names.len()];
+        for label in labels {
+            let Some(i) = names.iter().position(|n| *n == label.name) else {
+                self.ignore_metric(metric, "unknown label");
+                return None;
+            };
+            if label.value.len() > 64 || values[i].is_some() {
+                self.ignore_metric(metric, "label value too long or label repeated");
+                return None;
+            }
+            values[i] = Some(label.value);
+        }
+        let values: Vec<String> = values.into_iter().flatten().collect();
+        let mut series = self.shared.series.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (metric.to_string(), values);
+        if !series.contains(&key) {
+            if series.len() >= MAX_GUEST_SERIES {
+                drop(series);
+                self.ignore_metric(metric, "too many series from this component");
+                return None;
+            }
+            series.insert(key.clone());
+        }
+        Some(key.1)
+    }
+}
+
+fn bridge_error(e: BridgeError) -> types::CoordinationError {
+    match e {
+        BridgeError::Timeout => types::CoordinationError::Timeout,
+        BridgeError::Down => {
+            types::CoordinationError::Connection("the host's bridge runtime is down".into())
+        }
+    }
+}
+
+fn coordination_error(e: CoordinationError) -> types::CoordinationError {
+    match e {
+        CoordinationError::Timeout => types::CoordinationError::Timeout,
+        CoordinationError::Connection(m) => types::CoordinationError::Connection(m),
+        other => types::CoordinationError::Backend(other.to_string()),
+    }
+}
+
+fn store_error(e: StoreError) -> types::CoordinationError {
+    match e {
+        StoreError::Timeout => types::CoordinationError::Timeout,
+        StoreError::Connection(m) => types::CoordinationError::Connection(m),
+        other => types::CoordinationError::Backend(other.to_string()),
+    }
+}
+
+/// Reason labels, as the native `schedule_retry` spells them.
+fn reason(e: &types::CoordinationError) -> &'static str {
+    match e {
+        types::CoordinationError::Timeout => "timeout",
+        types::CoordinationError::Connection(_) => "connection",
+        types::CoordinationError::Backend(_) => "backend",
+    }
+}
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if self.limits.memory_growing(current, desired, maximum)? {
+            Ok(true)
+        } else {
+            // A trap, not a -1: the guest's allocator would turn -1 into an anonymous abort.
+            Err(MemoryCapExceeded {
+                requested_bytes: desired,
+                limit_bytes: self.max_memory_bytes,
+            }
+            .into())
+        }
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+impl types::Host for HostState {}
+
+impl clock::Host for HostState {
+    fn now_us(&mut self) -> u64 {
+        self.backends.coordinator.now_us()
+    }
+}
+
+impl coordination::Host for HostState {
+    fn acquire_slot(
+        &mut self,
+        service: String,
+        operation: String,
+        delay_us: u64,
+        window_us: u64,
+    ) -> Result<SlotGrant, types::CoordinationError> {
+        let budget = self
+            .backends
+            .deadline
+            .saturating_sub(self.coordination_spent);
+        let started = Instant::now();
+        let coordinator = self.backends.coordinator.clone();
+        let (svc, op) = (service.clone(), operation.clone());
+        let answer = self.wait(budget, async move {
+            coordinator
+                .acquire_slot(&svc, &op, delay_us, window_us)
+                .await
+        });
+        self.coordination_spent += started.elapsed();
+        let error = match answer {
+            Ok(Ok(g)) => {
+                return Ok(SlotGrant {
+                    ticket: g.ticket,
+                    window: g.window,
+                    earliest_us: g.earliest_us,
+                    now_us: g.now_us,
+                })
+            }
+            Ok(Err(e)) => coordination_error(e),
+            Err(e) => bridge_error(e),
+        };
+        self.count_fallback(&service, &operation, reason(&error));
+        Err(error)
+    }
+
+    fn idempotency_begin(
+        &mut self,
+        key: String,
+        fingerprint: String,
+        lease_ms: u64,
+    ) -> Result<BeginOutcome, types::CoordinationError> {
+        let store = self.backends.idempotency.clone();
+        let k = key.clone();
+        let begun =
+            self.store_call(async move { store.begin(&k, &fingerprint, lease_ms).await })?;
+        Ok(match begun {
+            Begin::Started(token) => {
+                self.hold(key, token);
+                BeginOutcome::Started
+            }
+            Begin::Completed(value) => BeginOutcome::Completed(value),
+            Begin::InProgress { .. } => BeginOutcome::InProgress,
+            // `Mismatch` and any outcome a newer store adds: the caller must not run.
+            _ => BeginOutcome::Mismatch,
+        })
+    }
+
+    fn idempotency_complete(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: u64,
+    ) -> Result<(), types::CoordinationError> {
+        let Some(token) = self.release(&key) else {
+            return Err(types::CoordinationError::Backend(format!(
+                "idempotency key `{key}` is not held by this component"
+            )));
+        };
+        let store = self.backends.idempotency.clone();
+        self.store_call(async move { store.complete(&key, &token, &value, ttl_ms).await })
+    }
+
+    fn idempotency_fail(&mut self, key: String) -> Result<(), types::CoordinationError> {
+        let Some(token) = self.release(&key) else {
+            return Ok(());
+        };
+        let store = self.backends.idempotency.clone();
+        self.store_call(async move { store.fail(&key, &token).await })
+    }
+}
+
+impl metrics::Host for HostState {
+    fn counter_add(&mut self, name: String, labels: Vec<Label>, value: u64) {
+        let Some(m) = self.backends.metrics.clone() else {
+            return;
+        };
+        let (counter, names) = match name.as_str() {
+            "retry_attempts_total" => (&m.attempts, ["service", "operation", "attempt"]),
+            "retry_success_total" => (&m.success, ["service", "operation", "attempts_needed"]),
+            "retry_failure_total" => (&m.failure, ["service", "operation", "error_type"]),
+            "retry_coordination_fallback_total" => {
+                (&m.coordination_fallback, ["service", "operation", "reason"])
+            }
+            "retry_policy_fallback_total" => {
+                (&m.policy_fallback, ["service", "operation", "reason"])
+            }
+            _ => return self.ignore_metric(&name, "unknown metric"),
+        };
+        if let Some(values) = self.series(&name, &names, labels) {
+            let values: Vec<&str> = values.iter().map(String::as_str).collect();
+            counter.with_label_values(&values).inc_by(value);
+        }
+    }
+
+    fn histogram_observe(&mut self, name: String, labels: Vec<Label>, value: f64) {
+        let Some(m) = self.backends.metrics.clone() else {
+            return;
+        };
+        if name != "retry_duration_seconds" {
+            return self.ignore_metric(&name, "unknown metric");
+        }
+        if !value.is_finite() || value < 0.0 {
+            return self.ignore_metric(&name, "not a finite, non-negative duration");
+        }
+        if let Some(values) = self.series(&name, &["service", "operation"], labels) {
+            let values: Vec<&str> = values.iter().map(String::as_str).collect();
+            m.duration.with_label_values(&values).observe(value);
+        }
+    }
+}
+
+impl logging::Host for HostState {
+    fn log(&mut self, line: LogRecord) {
+        let LogRecord {
+            level,
+            service,
+            operation,
+            attempt,
+            delay,
+            error,
+            trace_id,
+        } = line;
+        let trace_id = trace_id.unwrap_or_else(current_trace_id);
+        let (service, operation) = (service.as_str(), operation.as_str());
+        let (error, trace_id) = (error.as_deref().unwrap_or(""), trace_id.as_str());
+        match level {
+            LogLevel::Debug => {
+                tracing::debug!(target: TARGET, service, operation, attempt, delay, error, trace_id)
+            }
+            LogLevel::Info => {
+                tracing::info!(target: TARGET, service, operation, attempt, delay, error, trace_id)
+            }
+            LogLevel::Warning => {
+                tracing::warn!(target: TARGET, service, operation, attempt, delay, error, trace_id)
+            }
+            LogLevel::Error => {
+                tracing::error!(target: TARGET, service, operation, attempt, delay, error, trace_id)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::metrics::RetryMetrics;
+    use coordination::Host as _;
+    use metrics::Host as _;
+
+    fn state(metrics: Option<RetryMetrics>) -> HostState {
+        let backends = HostBackends {
+            metrics,
+            ..HostBackends::default()
+        };
+        HostState::new(1 << 20, Arc::new(backends), Arc::default())
+    }
+
+    fn label(name: &str, value: &str) -> Label {
+        Label {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn idempotency_imports_claim_complete_and_release_through_the_store() {
+        let mut s = state(None);
+        let begin = |s: &mut HostState, fp: &str| {
+            s.idempotency_begin("order-1".into(), fp.into(), 10_000)
+                .unwrap()
+        };
+        assert!(matches!(begin(&mut s, "fp"), BeginOutcome::Started));
+        assert!(matches!(begin(&mut s, "fp"), BeginOutcome::InProgress));
+        assert!(matches!(begin(&mut s, "other"), BeginOutcome::Mismatch));
+        s.idempotency_complete("order-1".into(), b"done".to_vec(), 60_000)
+            .unwrap();
+        match begin(&mut s, "fp") {
+            BeginOutcome::Completed(v) => assert_eq!(v, b"done"),
+            _ => panic!("expected the stored result"),
+        }
+        // A key this component never claimed cannot be completed; releasing it is a no-op.
+        assert!(s.idempotency_complete("order-2".into(), vec![], 1).is_err());
+        s.idempotency_fail("order-2".into()).unwrap();
+        // A failed run releases the key for a retry.
+        assert!(matches!(
+            s.idempotency_begin("order-3".into(), "fp".into(), 10_000)
+                .unwrap(),
+            BeginOutcome::Started
+        ));
+        s.idempotency_fail("order-3".into()).unwrap();
+        assert!(matches!(
+            s.idempotency_begin("order-3".into(), "fp".into(), 10_000)
+                .unwrap(),
+            BeginOutcome::Started
+        ));
+    }
+
+    #[test]
+    fn known_metrics_reach_the_registry_and_the_rest_is_ignored_and_bounded() {
+        let registry = prometheus::Registry::new();
+        let m = RetryMetrics::register(&registry).unwrap();
+        let mut s = state(Some(m.clone()));
+        let so = || vec![label("service", "svc"), label("operation", "op")];
+        // Labels in any order.
+        s.counter_add(
+            "retry_attempts_total".into(),
+            vec![
+                label("attempt", "2"),
+                label("operation", "op"),
+                label("service", "svc"),
+            ],
+            3,
+        );
+        assert_eq!(m.attempts.with_label_values(&["svc", "op", "2"]).get(), 3);
+        s.histogram_observe("retry_duration_seconds".into(), so(), 0.25);
+        assert_eq!(
+            m.duration
+                .with_label_values(&["svc", "op"])
+                .get_sample_count(),
+            1
+        );
+        let ignored = |s: &HostState| s.shared.stats.ignored_metric_calls.load(Ordering::Relaxed);
+        s.counter_add("made_up_total".into(), so(), 1);
+        s.counter_add("retry_attempts_total".into(), so(), 1); // a label missing
+        let mut extra = so();
+        extra.push(label("attempt", "1"));
+        extra.push(label("pod", "a"));
+        s.counter_add("retry_attempts_total".into(), extra, 1); // one too many
+        s.histogram_observe("retry_duration_seconds".into(), so(), f64::NAN);
+        assert_eq!(ignored(&s), 4);
+        // At most MAX_GUEST_SERIES series per component.
+        for i in 0..MAX_GUEST_SERIES + 10 {
+            s.counter_add(
+                "retry_failure_total".into(),
+                vec![
+                    label("service", &format!("s{i}")),
+                    label("operation", "op"),
+                    label("error_type", "x"),
+                ],
+                1,
+            );
+        }
+        // Two series already exist (attempts, duration).
+        assert_eq!(ignored(&s), 4 + 12);
+    }
+}

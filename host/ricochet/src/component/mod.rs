@@ -1,0 +1,547 @@
+//! The component host: runs any component of the `ricochet:retry` `policy` world with wasmtime.
+//!
+//! A [`PolicyComponent`] is compiled and checked once: the component must fit the world (an
+//! error names the import the host does not provide, or the export that is missing), and is
+//! then pre-instantiated (`InstancePre`), so a new instance costs microseconds. Instances are
+//! pooled and reused call after call — their stores are reset to a fresh budget before each
+//! call — and several threads can call one component at once, each on its own instance.
+//!
+//! # Sandbox
+//!
+//! Every call runs within the [`Sandbox`]: fuel (10 million units, a few milliseconds, by
+//! default) and/or a guest time budget (epoch interruption), a memory cap (16 MiB) and a wasm
+//! stack cap. A trap, an exhausted budget
+//! or an oversize allocation comes back as a typed [`ComponentError`]; the instance that failed
+//! is dropped (a trapped instance refuses further calls), and the next call runs on a fresh one.
+//! The host keeps serving.
+//!
+//! # Imports
+//!
+//! The guest's `clock`, `coordination`, `metrics` and `logging` imports are served by
+//! [`HostBackends`]: the same coordinator, idempotency store, Prometheus metrics and JSON log as
+//! the native executor, with the same coordination deadline and fallback (see `imports`).
+//! Calls are synchronous (`component-model-async` stays off for speed); the asynchronous
+//! backends are reached through a bounded bridge that never blocks past the deadline.
+//!
+//! # What a failed call means for a retry
+//!
+//! Nothing is retried *inside* the host because a policy failed: the executor
+//! ([`RetryPolicy::with_component`](crate::RetryPolicy::with_component)) falls back to the
+//! native policy of the same config for that decision and counts it in
+//! `retry_policy_fallback_total{service,operation,reason}`, with the reason from
+//! [`ComponentError::reason`].
+
+mod bindings;
+mod bridge;
+mod convert;
+mod engine;
+mod imports;
+mod sandbox;
+mod world;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ricochet_core as rc;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
+
+pub use crate::engine::HostBackends;
+pub use bindings::types as wit;
+use bindings::{PolicyWorld, PolicyWorldPre};
+pub use convert::{
+    category_to_wit, decision_from_wit, failure_to_wit, reason_from_wit, state_from_wit,
+    state_to_wit, to_wit,
+};
+use imports::HostState;
+pub use imports::{ImportStats, MemoryCapExceeded, MAX_GUEST_SERIES};
+pub use sandbox::Sandbox;
+
+use crate::coordination::Coordinator;
+use crate::idempotency::IdempotencyStore;
+use crate::metrics::RetryMetrics;
+
+/// Idle instances kept per component (more are made when calls overlap, and dropped after).
+const MAX_IDLE_INSTANCES: usize = 16;
+
+/// Why a component could not be loaded or called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ComponentError {
+    /// The file could not be read, or the bytes are not a valid component.
+    Invalid(String),
+    /// A valid component, but not of the `ricochet:retry` `policy` world; the message names the
+    /// import or export.
+    WrongWorld(String),
+    /// The guest used up its fuel.
+    OutOfFuel {
+        /// The fuel each call gets.
+        fuel_per_call: u64,
+    },
+    /// The guest ran past its time budget.
+    TimedOut {
+        /// The guest time each call gets.
+        budget: Duration,
+    },
+    /// The guest tried to grow its memory past the cap.
+    MemoryLimit(MemoryCapExceeded),
+    /// The guest overflowed its stack.
+    StackOverflow,
+    /// Any other trap (`unreachable`, an out-of-bounds access, …), as wasmtime describes it.
+    Trap(String),
+}
+
+impl ComponentError {
+    /// A short label: `invalid`, `wrong_world`, `out_of_fuel`, `timeout`, `memory`,
+    /// `stack_overflow` or `trap` (the `reason` of `retry_policy_fallback_total`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "invalid",
+            Self::WrongWorld(_) => "wrong_world",
+            Self::OutOfFuel { .. } => "out_of_fuel",
+            Self::TimedOut { .. } => "timeout",
+            Self::MemoryLimit(_) => "memory",
+            Self::StackOverflow => "stack_overflow",
+            Self::Trap(_) => "trap",
+        }
+    }
+}
+
+impl fmt::Display for ComponentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Invalid(e) => write!(f, "cannot load policy component: {e}"),
+            Self::WrongWorld(e) => write!(f, "not a ricochet:retry/policy component: {e}"),
+            Self::OutOfFuel { fuel_per_call } => write!(
+                f,
+                "policy component ran out of fuel ({fuel_per_call} units per call)"
+            ),
+            Self::TimedOut { budget } => write!(
+                f,
+                "policy component ran past its time budget ({budget:?} per call)"
+            ),
+            Self::MemoryLimit(e) => write!(f, "policy component exceeded its memory: {e}"),
+            Self::StackOverflow => f.write_str("policy component overflowed its stack"),
+            Self::Trap(e) => write!(f, "policy component trapped: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ComponentError {}
+
+/// One instance and its store.
+struct Instance {
+    store: Store<HostState>,
+    world: PolicyWorld,
+}
+
+/// What every handle on one component shares.
+struct Loaded {
+    engine: Engine,
+    pre: PolicyWorldPre<HostState>,
+    sandbox: Sandbox,
+    shared: Arc<imports::Shared>,
+    idle: Mutex<Vec<Instance>>,
+    instantiated: AtomicU64,
+}
+
+/// A loaded policy component: cheap to clone, safe to call from many threads.
+#[derive(Clone)]
+pub struct PolicyComponent {
+    loaded: Arc<Loaded>,
+    backends: Arc<HostBackends>,
+}
+
+impl fmt::Debug for PolicyComponent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyComponent")
+            .field("sandbox", &self.loaded.sandbox)
+            .field("backends", &self.backends)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyComponent {
+    /// Loads a component from a file.
+    pub fn from_file(path: &Path, sandbox: Sandbox) -> Result<Self, ComponentError> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| ComponentError::Invalid(format!("{}: {e}", path.display())))?;
+        Self::from_bytes(&bytes, sandbox)
+    }
+
+    /// Loads a component from its bytes: compiles it, checks it against the world and
+    /// pre-instantiates it. Its imports are served by [`HostBackends::default`] until
+    /// [`with_backends`](Self::with_backends) says otherwise.
+    pub fn from_bytes(bytes: &[u8], sandbox: Sandbox) -> Result<Self, ComponentError> {
+        let invalid = |e: wasmtime::Error| ComponentError::Invalid(format!("{e:#}"));
+        let wrong_world = |e: wasmtime::Error| ComponentError::WrongWorld(format!("{e:#}"));
+        let engine = sandbox::engine_for(&sandbox).map_err(invalid)?;
+        let component = Component::new(&engine, bytes).map_err(invalid)?;
+        world::check(&engine, &component).map_err(ComponentError::WrongWorld)?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        PolicyWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(invalid)?;
+        let instance_pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
+        let pre = PolicyWorldPre::new(instance_pre).map_err(wrong_world)?;
+        let loaded = Self {
+            loaded: Arc::new(Loaded {
+                engine,
+                pre,
+                sandbox,
+                shared: Arc::default(),
+                idle: Mutex::new(Vec::new()),
+                instantiated: AtomicU64::new(0),
+            }),
+            backends: Arc::new(HostBackends::default()),
+        };
+        loaded.probe()?;
+        Ok(loaded)
+    }
+
+    /// Instantiates once to type-check every export (wasmtime checks export types only when
+    /// they are first looked up) and keeps the instance for the first call.
+    fn probe(&self) -> Result<(), ComponentError> {
+        let mut store = self
+            .new_store(&self.backends)
+            .map_err(|e| self.classify(e))?;
+        let instance = self
+            .loaded
+            .pre
+            .instance_pre()
+            .instantiate(&mut store)
+            .map_err(|e| self.classify(e))?;
+        world::check_functions(&mut store, &instance).map_err(ComponentError::WrongWorld)?;
+        let world = PolicyWorld::new(&mut store, &instance)
+            .map_err(|e| ComponentError::WrongWorld(format!("{e:#}")))?;
+        self.loaded.instantiated.fetch_add(1, Ordering::Relaxed);
+        self.release(Instance { store, world });
+        Ok(())
+    }
+
+    /// The same component with its imports served by `backends`.
+    #[must_use]
+    pub fn with_backends(mut self, backends: HostBackends) -> Self {
+        self.backends = Arc::new(backends);
+        self
+    }
+
+    /// The same component with `coordinator` behind `coordination.acquire-slot` and `clock`.
+    #[must_use]
+    pub fn with_coordinator(self, coordinator: Arc<dyn Coordinator>) -> Self {
+        let backends = HostBackends {
+            coordinator,
+            ..(*self.backends).clone()
+        };
+        self.with_backends(backends)
+    }
+
+    /// The same component with `store` behind `coordination.idempotency-*`.
+    #[must_use]
+    pub fn with_idempotency_store(self, store: Arc<dyn IdempotencyStore>) -> Self {
+        let backends = HostBackends {
+            idempotency: store,
+            ..(*self.backends).clone()
+        };
+        self.with_backends(backends)
+    }
+
+    /// The same component with its metrics on `metrics` (`None`: ignored).
+    #[must_use]
+    pub fn with_metrics(self, metrics: Option<RetryMetrics>) -> Self {
+        let backends = HostBackends {
+            metrics,
+            ..(*self.backends).clone()
+        };
+        self.with_backends(backends)
+    }
+
+    /// The same component with another coordination deadline.
+    #[must_use]
+    pub fn with_coordination_deadline(self, deadline: Duration) -> Self {
+        let backends = HostBackends {
+            deadline,
+            ..(*self.backends).clone()
+        };
+        self.with_backends(backends)
+    }
+
+    /// The backends serving this handle's imports.
+    pub fn backends(&self) -> &HostBackends {
+        &self.backends
+    }
+
+    pub(crate) fn backends_arc(&self) -> &Arc<HostBackends> {
+        &self.backends
+    }
+
+    /// The bounds every call runs within.
+    pub fn sandbox(&self) -> Sandbox {
+        self.loaded.sandbox
+    }
+
+    /// Instances created so far (one per concurrent caller, plus one after each failed call).
+    pub fn instances_created(&self) -> u64 {
+        self.loaded.instantiated.load(Ordering::Relaxed)
+    }
+
+    /// What the imports ignored or could not do.
+    pub fn import_stats(&self) -> &ImportStats {
+        &self.loaded.shared.stats
+    }
+
+    /// Creates an instance now and keeps it for the next call (so the first call does not pay
+    /// for it).
+    pub fn prewarm(&self) -> Result<(), ComponentError> {
+        let instance = self.instantiate(&self.backends)?;
+        self.release(instance);
+        Ok(())
+    }
+
+    /// Drops every idle instance.
+    pub fn clear_idle(&self) {
+        self.loaded
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// A store with the sandbox's limits and meters, ready for a call.
+    fn new_store(&self, backends: &Arc<HostBackends>) -> wasmtime::Result<Store<HostState>> {
+        let loaded = &self.loaded;
+        let sandbox = loaded.sandbox;
+        let state = HostState::new(
+            sandbox.max_memory_bytes,
+            backends.clone(),
+            loaded.shared.clone(),
+        );
+        let mut store = Store::new(&loaded.engine, state);
+        store.limiter(|s| s as &mut dyn ResourceLimiter);
+        if let Some(budget) = sandbox.time_per_call {
+            // Called at each epoch tick that finds the guest running: trap once the guest's own
+            // time (wall time minus host imports) is over budget, else check again next tick.
+            store.epoch_deadline_callback(move |ctx| {
+                let s = ctx.data();
+                let guest = s
+                    .call_started
+                    .map(|t| t.elapsed().saturating_sub(s.host_time))
+                    .unwrap_or_default();
+                Ok(if guest >= budget {
+                    UpdateDeadline::Interrupt
+                } else {
+                    UpdateDeadline::Continue(1)
+                })
+            });
+        }
+        // Instantiation runs guest code too (initialisers): the same budget applies.
+        Self::prepare(&mut store, &sandbox, backends)?;
+        Ok(store)
+    }
+
+    fn instantiate(&self, backends: &Arc<HostBackends>) -> Result<Instance, ComponentError> {
+        let mut store = self.new_store(backends).map_err(|e| self.classify(e))?;
+        let world = self
+            .loaded
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.classify(e))?;
+        self.loaded.instantiated.fetch_add(1, Ordering::Relaxed);
+        Ok(Instance { store, world })
+    }
+
+    fn prepare(
+        store: &mut Store<HostState>,
+        sandbox: &Sandbox,
+        backends: &Arc<HostBackends>,
+    ) -> wasmtime::Result<()> {
+        let timed = sandbox.time_per_call.is_some();
+        store.data_mut().begin_call(backends, timed);
+        if let Some(fuel) = sandbox.fuel_per_call {
+            store.set_fuel(fuel)?;
+        }
+        if timed {
+            store.set_epoch_deadline(1);
+            sandbox::note_metered_call();
+        }
+        Ok(())
+    }
+
+    fn release(&self, instance: Instance) {
+        let mut idle = self.loaded.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_INSTANCES {
+            idle.push(instance);
+        }
+    }
+
+    fn classify(&self, e: wasmtime::Error) -> ComponentError {
+        if let Some(m) = e.downcast_ref::<MemoryCapExceeded>() {
+            return ComponentError::MemoryLimit(*m);
+        }
+        let sandbox = &self.loaded.sandbox;
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => ComponentError::OutOfFuel {
+                fuel_per_call: sandbox.fuel_per_call.unwrap_or(0),
+            },
+            Some(Trap::Interrupt) => ComponentError::TimedOut {
+                budget: sandbox.time_per_call.unwrap_or_default(),
+            },
+            Some(Trap::StackOverflow) => ComponentError::StackOverflow,
+            _ => ComponentError::Trap(format!("{e:#}")),
+        }
+    }
+
+    /// Runs `f` on an instance with a fresh budget, its imports served by `backends`. A failed
+    /// call drops its instance.
+    fn call<R>(
+        &self,
+        backends: &Arc<HostBackends>,
+        f: impl FnOnce(&PolicyWorld, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, ComponentError> {
+        let pooled = self
+            .loaded
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let mut instance = match pooled {
+            Some(mut instance) => {
+                Self::prepare(&mut instance.store, &self.loaded.sandbox, backends)
+                    .map_err(|e| self.classify(e))?;
+                instance
+            }
+            None => self.instantiate(backends)?,
+        };
+        let out = f(&instance.world, &mut instance.store).map_err(|e| self.classify(e))?;
+        self.release(instance);
+        Ok(out)
+    }
+
+    /// `validate` through the component.
+    pub fn validate(
+        &self,
+        config: &rc::RetryConfig,
+    ) -> Result<Result<(), wit::ConfigError>, ComponentError> {
+        let c = to_wit(config);
+        self.call(&self.backends, |w, s| {
+            w.ricochet_retry_retry_policy().call_validate(s, c)
+        })
+    }
+
+    /// `next-delay` through the component.
+    pub fn next_delay(
+        &self,
+        config: &rc::RetryConfig,
+        retry: u32,
+        seed: u64,
+        prev_delay_us: u64,
+    ) -> Result<Result<u64, wit::ConfigError>, ComponentError> {
+        let c = to_wit(config);
+        self.call(&self.backends, |w, s| {
+            w.ricochet_retry_retry_policy()
+                .call_next_delay(s, c, retry, seed, prev_delay_us)
+        })
+    }
+
+    /// `plan` through the component: the whole schedule in one crossing.
+    pub fn plan(
+        &self,
+        config: &rc::RetryConfig,
+        seed: u64,
+    ) -> Result<Result<Vec<wit::PlannedRetry>, wit::ConfigError>, ComponentError> {
+        let c = to_wit(config);
+        self.call(&self.backends, |w, s| {
+            w.ricochet_retry_retry_policy().call_plan(s, c, seed)
+        })
+    }
+
+    /// `decide` through the component.
+    pub fn decide(
+        &self,
+        config: &rc::RetryConfig,
+        state: wit::RetryState,
+        failure: wit::Failure,
+        now_us: u64,
+        guards: &wit::Guards,
+    ) -> Result<
+        Result<(wit::RetryState, wit::Guards, wit::Decision), wit::ConfigError>,
+        ComponentError,
+    > {
+        self.decide_with(&self.backends, config, state, failure, now_us, guards)
+    }
+
+    /// `decide` with the imports served by `backends` for this one call.
+    pub(crate) fn decide_with(
+        &self,
+        backends: &Arc<HostBackends>,
+        config: &rc::RetryConfig,
+        state: wit::RetryState,
+        failure: wit::Failure,
+        now_us: u64,
+        guards: &wit::Guards,
+    ) -> Result<
+        Result<(wit::RetryState, wit::Guards, wit::Decision), wit::ConfigError>,
+        ComponentError,
+    > {
+        let c = to_wit(config);
+        self.call(backends, |w, s| {
+            w.ricochet_retry_retry_policy()
+                .call_decide(s, c, state, failure, now_us, guards)
+        })
+    }
+
+    /// `resolve-ticket` through the component.
+    pub fn resolve_ticket(
+        &self,
+        config: &rc::RetryConfig,
+        request: wit::SlotRequest,
+        ticket: u64,
+        seed: u64,
+    ) -> Result<Result<Option<u64>, wit::ConfigError>, ComponentError> {
+        let c = to_wit(config);
+        self.call(&self.backends, |w, s| {
+            w.ricochet_retry_retry_policy()
+                .call_resolve_ticket(s, c, request, ticket, seed)
+        })
+    }
+
+    /// `schedule` through the component: the decision, a slot from the host's coordinator
+    /// (within the coordination deadline, or the guest's local fallback), the log line.
+    pub fn schedule(
+        &self,
+        config: &rc::RetryConfig,
+        service: &str,
+        operation: &str,
+        state: wit::RetryState,
+        failure: wit::Failure,
+    ) -> Result<Result<(wit::RetryState, wit::ScheduleOutcome), wit::ConfigError>, ComponentError>
+    {
+        let c = to_wit(config);
+        self.call(&self.backends, |w, s| {
+            w.ricochet_retry_retry_policy()
+                .call_schedule(s, c, service, operation, state, failure)
+        })
+    }
+}
+
+#[cfg_attr(docsrs, doc(cfg(feature = "component")))]
+impl crate::RetryPolicy {
+    /// A policy for `config` whose decisions come from `component` (loaded with
+    /// [`PolicyComponent::from_file`] or [`PolicyComponent::from_bytes`]); see
+    /// [`with_engine`](Self::with_engine).
+    pub fn from_component(
+        config: rc::RetryConfig,
+        component: PolicyComponent,
+    ) -> Result<Self, crate::engine::EngineError> {
+        Self::new(config)?.with_component(component)
+    }
+
+    /// Decisions by `component`; see [`with_engine`](Self::with_engine).
+    pub fn with_component(
+        self,
+        component: PolicyComponent,
+    ) -> Result<Self, crate::engine::EngineError> {
+        self.with_engine(Arc::new(component))
+    }
+}

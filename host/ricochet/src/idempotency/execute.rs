@@ -1,0 +1,367 @@
+//! `execute_idempotent`: the executor with an idempotency key.
+//!
+//! A call claims `(service, operation, key)` in the policy's idempotency store, runs the
+//! operation with the policy's retries while renewing its lease, stores the JSON-serialized
+//! result for the policy's `idempotency_ttl`, and returns it. A duplicate of a completed call
+//! gets the stored result without running anything; a duplicate of a running call waits for
+//! it (up to [`IdempotencyOptions::wait`]) and then gets its result — or, if the holder failed
+//! or vanished, runs the operation itself.
+//!
+//! # When the store is unreachable
+//!
+//! Deduplication is an optimisation of a call that would succeed anyway, so a store that is
+//! down or slower than [`IdempotencyOptions::store_deadline`] never fails a call: the operation
+//! runs *without* deduplication ([`Origin::Unguarded`]) and
+//! `retry_idempotency_fallback_total{service,operation,reason}` counts it. If the store fails
+//! only after the claim (when storing the result or releasing a failed claim), the call's own
+//! outcome stands and the claim simply expires with its lease; a result that could not be
+//! stored comes back as [`Origin::Unrecorded`], since a later duplicate may run the operation
+//! again. Operations that must never run twice, even while Redis is down, should check the
+//! outcome's [`Origin`] or refuse to run unguarded in `op` itself.
+
+use std::fmt;
+use std::future::Future;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{Begin, HolderToken, IdempotencyStore, StoreError};
+use crate::classify::Classify;
+use crate::executor::{RetryError, RetryPolicy};
+
+/// How an idempotent call treats its lease, duplicates and the store.
+///
+/// # Default
+///
+/// - `lease`: 30 s (renewed every third of it while the operation runs)
+/// - `wait`: 30 s for a duplicate to wait on a running call
+/// - `store_deadline`: 100 ms per store round trip
+/// - `ttl`: `None` — the policy's `idempotency_ttl`
+///
+/// Unguarded and unrecorded calls are counted in `retry_idempotency_fallback_total` on the
+/// policy's metrics.
+#[derive(Debug, Clone)]
+pub struct IdempotencyOptions {
+    /// How long a claim lasts without renewal: the time after which a crashed holder's call
+    /// may be taken over.
+    pub lease: Duration,
+    /// How long a duplicate waits for a running call before giving up with
+    /// [`IdempotencyError::InProgress`] (`Duration::ZERO`: do not wait).
+    pub wait: Duration,
+    /// Bound on each store round trip; past it the store counts as unreachable.
+    pub store_deadline: Duration,
+    /// How long a completed result is kept (default: the policy's `idempotency_ttl`).
+    pub ttl: Option<Duration>,
+}
+
+impl Default for IdempotencyOptions {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(30),
+            wait: Duration::from_secs(30),
+            store_deadline: Duration::from_millis(100),
+            ttl: None,
+        }
+    }
+}
+
+/// Where an idempotent call's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// This call ran the operation and stored its result.
+    Ran,
+    /// An earlier call's stored result; the operation did not run.
+    Replayed,
+    /// The store was unreachable: the operation ran without deduplication.
+    Unguarded,
+    /// This call held the key and ran the operation, but its result could not be stored (the
+    /// store failed or timed out afterwards, the lease was lost to another caller, or the value
+    /// did not serialize): a duplicate that arrives once the claim has expired runs the
+    /// operation again. Counted like an unguarded run.
+    Unrecorded,
+}
+
+/// The value of an idempotent call, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome<T> {
+    /// The operation's result.
+    pub value: T,
+    /// Whether it ran here, was replayed, or ran unguarded.
+    pub origin: Origin,
+}
+
+/// Why an idempotent call returned no value.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum IdempotencyError<E> {
+    /// The operation failed (after the policy's retries); its claim was released.
+    Operation(RetryError<E>),
+    /// Another call with this key is still running after [`IdempotencyOptions::wait`].
+    InProgress,
+    /// The key was used with a different payload fingerprint.
+    Mismatch,
+    /// The stored result does not deserialize as the requested type.
+    StoredResult(String),
+}
+
+impl<E: fmt::Display> fmt::Display for IdempotencyError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Operation(e) => e.fmt(f),
+            Self::InProgress => {
+                f.write_str("another call with this idempotency key is still in progress")
+            }
+            Self::Mismatch => f.write_str("idempotency key reused with a different payload"),
+            Self::StoredResult(e) => {
+                write!(f, "stored result does not match the requested type: {e}")
+            }
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> std::error::Error for IdempotencyError<E> {}
+
+impl RetryPolicy {
+    /// Runs `op` (with this policy's retries) at most once per `(service, operation, key)`, with
+    /// the default [`IdempotencyOptions`]; `fingerprint` identifies the payload.
+    ///
+    /// - First call: claims the key, runs `op` while renewing the lease, stores the
+    ///   JSON-serialized result for `idempotency_ttl` and returns it ([`Origin::Ran`]).
+    /// - Duplicate of a completed call: the stored result, `op` not run ([`Origin::Replayed`]).
+    /// - Duplicate of a running call: waits for it (up to [`IdempotencyOptions::wait`]), then
+    ///   gets its result — or runs `op` itself if that call failed or its holder vanished.
+    /// - Same key, other fingerprint: [`IdempotencyError::Mismatch`].
+    /// - `op` fails for good: the claim is released (a later call may run) and the error returned.
+    ///
+    /// # When the store is unreachable
+    ///
+    /// A store that is down or slower than [`IdempotencyOptions::store_deadline`] never fails a
+    /// call that would succeed: `op` runs without deduplication ([`Origin::Unguarded`]) and
+    /// `retry_idempotency_fallback_total{service,operation,reason}` counts it. If the store
+    /// fails after the claim (storing the result, releasing a failed claim), the call's own
+    /// outcome stands and the claim expires with its lease; an unstored result is
+    /// [`Origin::Unrecorded`].
+    pub async fn execute_idempotent<T, E, F, Fut>(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        op: F,
+        service: &str,
+        operation: &str,
+    ) -> Result<Outcome<T>, IdempotencyError<E>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Classify + fmt::Display,
+    {
+        self.execute_idempotent_with(
+            &IdempotencyOptions::default(),
+            key,
+            fingerprint,
+            op,
+            service,
+            operation,
+        )
+        .await
+    }
+
+    /// [`execute_idempotent`](Self::execute_idempotent) with explicit options.
+    pub async fn execute_idempotent_with<T, E, F, Fut>(
+        &self,
+        options: &IdempotencyOptions,
+        key: &str,
+        fingerprint: &str,
+        op: F,
+        service: &str,
+        operation: &str,
+    ) -> Result<Outcome<T>, IdempotencyError<E>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Classify + fmt::Display,
+    {
+        let call = Call {
+            policy: self,
+            options,
+            store: self.idempotency_store().as_ref(),
+            service,
+            operation,
+        };
+        // Scoped per operation so two operations that happen to share a request id never
+        // replay each other's results. The store hashes the whole thing.
+        let key = format!("{service}\u{1f}{operation}\u{1f}{key}");
+        let lease_ms = options.lease.as_millis().max(1) as u64;
+        let waited_since = Instant::now();
+        let mut poll = Duration::from_millis(5);
+        let token = loop {
+            match call
+                .bounded(call.store.begin(&key, fingerprint, lease_ms))
+                .await
+            {
+                Ok(Begin::Started(token)) => break token,
+                Ok(Begin::Completed(bytes)) => {
+                    return serde_json::from_slice(&bytes)
+                        .map(|value| Outcome {
+                            value,
+                            origin: Origin::Replayed,
+                        })
+                        .map_err(|e| IdempotencyError::StoredResult(e.to_string()));
+                }
+                Ok(Begin::Mismatch) => return Err(IdempotencyError::Mismatch),
+                Ok(Begin::InProgress { lease_remaining_ms }) => {
+                    let waited = waited_since.elapsed();
+                    if waited >= options.wait {
+                        return Err(IdempotencyError::InProgress);
+                    }
+                    // Poll with backoff, never past the wait limit nor (much) past the lease.
+                    let nap = poll
+                        .min(options.wait - waited)
+                        .min(Duration::from_millis(lease_remaining_ms.max(1)));
+                    tokio::time::sleep(nap).await;
+                    poll = (poll * 2).min(Duration::from_millis(100));
+                }
+                Err(e) => {
+                    call.count(e.reason());
+                    tracing::warn!(service, operation, store = call.store.name(), error = %e, "idempotency store unreachable; running without deduplication");
+                    let value = self
+                        .execute_with_retry(op, service, operation)
+                        .await
+                        .map_err(IdempotencyError::Operation)?;
+                    return Ok(Outcome {
+                        value,
+                        origin: Origin::Unguarded,
+                    });
+                }
+            }
+        };
+        let result = call.run_renewing(&key, &token, lease_ms, op).await;
+        match result {
+            Ok(value) => {
+                let origin = if call.record(&key, &token, &value).await {
+                    Origin::Ran
+                } else {
+                    Origin::Unrecorded
+                };
+                Ok(Outcome { value, origin })
+            }
+            Err(e) => {
+                if let Err(store_error) = call.bounded(call.store.fail(&key, &token)).await {
+                    // The claim expires with its lease; a retry may run after that.
+                    tracing::warn!(service, operation, error = %store_error, "could not release the idempotency key after a failure");
+                }
+                Err(IdempotencyError::Operation(e))
+            }
+        }
+    }
+}
+
+/// One idempotent call's context.
+struct Call<'a> {
+    policy: &'a RetryPolicy,
+    options: &'a IdempotencyOptions,
+    store: &'a dyn IdempotencyStore,
+    service: &'a str,
+    operation: &'a str,
+}
+
+impl Call<'_> {
+    /// A store call within the store deadline.
+    async fn bounded<R>(
+        &self,
+        f: impl Future<Output = Result<R, StoreError>>,
+    ) -> Result<R, StoreError> {
+        tokio::time::timeout(self.options.store_deadline, f)
+            .await
+            .unwrap_or(Err(StoreError::Timeout))
+    }
+
+    fn count(&self, reason: &str) {
+        if let Some(m) = self.policy.metrics() {
+            m.idempotency_fallback(self.service, self.operation, reason);
+        }
+    }
+
+    /// Runs `op` with retries, renewing the lease every third of it meanwhile.
+    async fn run_renewing<T, E, F, Fut>(
+        &self,
+        key: &str,
+        token: &HolderToken,
+        lease_ms: u64,
+        op: F,
+    ) -> Result<T, RetryError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Classify + fmt::Display,
+    {
+        let mut run =
+            std::pin::pin!(self
+                .policy
+                .execute_with_retry(op, self.service, self.operation));
+        let period = Duration::from_millis((lease_ms / 3).max(1));
+        // Renewals run beside the operation, never in its place: while a renewal waits for a
+        // slow store, the operation keeps being polled.
+        let mut renewals = std::pin::pin!(async {
+            let mut renew_at = tokio::time::Instant::now() + period;
+            loop {
+                tokio::time::sleep_until(renew_at).await;
+                renew_at += period;
+                if let Err(e) = self.bounded(self.store.renew(key, token, lease_ms)).await {
+                    // Keep running: the result is still stored if nobody took over.
+                    tracing::warn!(service = self.service, operation = self.operation, error = %e, "could not renew the idempotency lease");
+                }
+            }
+        });
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = run.as_mut().poll(cx) {
+                return Poll::Ready(result);
+            }
+            // Never ready: it renews until the operation ends and is dropped with it.
+            let _ = renewals.as_mut().poll(cx);
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Stores the result; whether it was stored. Failures are logged and counted, never
+    /// returned.
+    async fn record<T: Serialize>(&self, key: &str, token: &HolderToken, value: &T) -> bool {
+        let bytes = match serde_json::to_vec(value) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.count("serialize");
+                tracing::warn!(service = self.service, operation = self.operation, error = %e, "result not serializable; releasing the idempotency key");
+                let _ = self.bounded(self.store.fail(key, token)).await;
+                return false;
+            }
+        };
+        let ttl_ms = match self.options.ttl {
+            Some(ttl) => ttl.as_millis() as u64,
+            None => self.policy.policy().idempotency_ttl_us() / 1000,
+        };
+        match self
+            .bounded(self.store.complete(key, token, &bytes, ttl_ms.max(1)))
+            .await
+        {
+            Ok(()) => true,
+            Err(StoreError::NotHolder) => {
+                self.count("lease_lost");
+                tracing::warn!(service = self.service, operation = self.operation, "idempotency lease expired and another caller took over: the operation may have run twice (lease too short?)");
+                false
+            }
+            Err(e) => {
+                self.count(match e {
+                    StoreError::Timeout => "store_timeout",
+                    StoreError::Connection(_) => "store_connection",
+                    _ => "store_backend",
+                });
+                tracing::warn!(service = self.service, operation = self.operation, error = %e, "could not store the idempotent result");
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! One lazily opened, self-healing connection to Redis or Redis Cluster, shared by the
+//! [`RedisCoordinator`](super::RedisCoordinator) and the
+//! [`RedisIdempotencyStore`](super::RedisIdempotencyStore).
+//!
+//! Three promises shape this module:
+//!
+//! - **Opening never needs the server.** [`RedisConnection::open`] only parses the settings; the
+//!   first command connects. A service that starts while Redis is down runs uncoordinated (each
+//!   call falls back) and coordinates as soon as Redis answers.
+//! - **It heals by itself.** A single server goes through redis-rs's `ConnectionManager`, which
+//!   reconnects in the background after a dropped connection; a cluster goes through
+//!   `cluster_async`, which re-reads the slot map and reconnects per node. Callers bound every
+//!   command with their own deadline, so a reconnect in progress costs them a fallback, never a
+//!   hang.
+//! - **Secrets stay secret.** Passwords from the URLs are collected at open time and scrubbed from
+//!   every error message this module hands out; `Debug` prints redacted URLs only.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, IntoConnectionInfo, RedisError, ScriptInvocation};
+
+/// Default key prefix: every key this crate writes starts with `ricochet:`.
+pub const DEFAULT_KEY_PREFIX: &str = "ricochet";
+
+/// Default bound on establishing one TCP (and TLS) connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Where Redis is and how to talk to it.
+///
+/// # Default
+///
+/// - key prefix: [`DEFAULT_KEY_PREFIX`] (`ricochet`)
+/// - TLS roots: the platform's trust store (for `rediss://`)
+/// - connect timeout: [`DEFAULT_CONNECT_TIMEOUT`] (1 s)
+///
+/// URLs are redis-rs URLs: `redis://[user][:password@]host[:port][/db]`, or `rediss://…` for TLS.
+/// Credentials in the URL are used for `AUTH` (with a username: ACL `AUTH user pass`).
+#[derive(Clone)]
+pub struct RedisSettings {
+    nodes: Vec<String>,
+    cluster: bool,
+    key_prefix: String,
+    root_ca_pem: Option<Vec<u8>>,
+    connect_timeout: Duration,
+}
+
+impl RedisSettings {
+    /// A single server (or a proxy in front of one).
+    pub fn single(url: impl Into<String>) -> Self {
+        Self {
+            nodes: vec![url.into()],
+            cluster: false,
+            key_prefix: DEFAULT_KEY_PREFIX.to_string(),
+            root_ca_pem: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+
+    /// A Redis Cluster, found through any of `seed_urls`.
+    pub fn cluster<I, S>(seed_urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            nodes: seed_urls.into_iter().map(Into::into).collect(),
+            cluster: true,
+            ..Self::single(String::new())
+        }
+    }
+
+    /// Parses the `--redis` / `REDIS_URL` form: one URL is a single server; a comma-separated
+    /// list of URLs, or `cluster:` followed by one or more URLs, is a cluster's seed nodes.
+    pub fn parse(spec: &str) -> Self {
+        let spec = spec.trim();
+        let (forced_cluster, list) = match spec.strip_prefix("cluster:") {
+            Some(rest) => (true, rest),
+            None => (false, spec),
+        };
+        let urls: Vec<&str> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
+        if forced_cluster || urls.len() > 1 {
+            Self::cluster(urls)
+        } else {
+            Self::single(list)
+        }
+    }
+
+    /// Treat the URL(s) as seed nodes of a Redis Cluster (for a cluster reached through one seed).
+    pub fn with_cluster(mut self, cluster: bool) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// The first component of every key, so deployments can share one Redis (`ricochet` by default).
+    pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// Trust this CA (PEM) for `rediss://` instead of the platform's trust store.
+    pub fn with_root_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Bound on establishing one connection (TCP and TLS handshake).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The key prefix.
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
+    /// Whether these settings name a cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// The URLs with any password replaced by `***`, for logs.
+    pub fn redacted_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|u| redact_url(u)).collect()
+    }
+}
+
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("nodes", &self.redacted_urls())
+            .field("cluster", &self.cluster)
+            .field("key_prefix", &self.key_prefix)
+            .field("root_ca_pem", &self.root_ca_pem.as_ref().map(|_| "<pem>"))
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+/// Why a connection could not be set up (bad URL, TLS material). Never holds a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RedisSetupError {
+    /// No URL was given.
+    NoUrl,
+    /// A URL did not parse; the URL is shown redacted.
+    InvalidUrl {
+        /// The URL, password replaced by `***`.
+        url: String,
+        /// What redis-rs said, scrubbed of secrets.
+        reason: String,
+    },
+    /// The client could not be built (TLS roots, cluster credentials…), scrubbed of secrets.
+    Client(String),
+}
+
+impl fmt::Display for RedisSetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoUrl => f.write_str("no Redis URL given"),
+            Self::InvalidUrl { url, reason } => write!(f, "invalid Redis URL {url}: {reason}"),
+            Self::Client(e) => write!(f, "cannot set up the Redis client: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RedisSetupError {}
+
+/// A command that did not get an answer, already classified and scrubbed of secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RedisFailure {
+    /// Could not reach the server (refused, reset, dropped, I/O or client-side timeout).
+    Connection(String),
+    /// The server answered with an error.
+    Backend(String),
+}
+
+/// A shared handle on Redis or Redis Cluster; cloning is cheap and shares the connection.
+#[derive(Clone)]
+pub struct RedisConnection {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    link: Link,
+    key_prefix: String,
+    /// Passwords (raw and percent-decoded) to scrub from messages.
+    secrets: Vec<String>,
+    redacted_urls: Vec<String>,
+}
+
+enum Link {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl RedisConnection {
+    /// Prepares the connection without contacting the server (the first command connects).
+    ///
+    /// Must be called inside a Tokio runtime: the reconnecting machinery spawns tasks on it.
+    pub fn open(settings: &RedisSettings) -> Result<Self, RedisSetupError> {
+        if settings.nodes.is_empty() || settings.nodes.iter().all(|u| u.trim().is_empty()) {
+            return Err(RedisSetupError::NoUrl);
+        }
+        let secrets = collect_secrets(&settings.nodes);
+        let scrub = |s: String| scrub_secrets(&s, &secrets);
+        let mut infos = Vec::with_capacity(settings.nodes.len());
+        for url in &settings.nodes {
+            let info =
+                url.as_str()
+                    .into_connection_info()
+                    .map_err(|e| RedisSetupError::InvalidUrl {
+                        url: redact_url(url),
+                        reason: scrub(e.to_string()),
+                    })?;
+            infos.push(info);
+        }
+        if settings
+            .nodes
+            .iter()
+            .any(|u| u.trim_start().starts_with("rediss://"))
+        {
+            // With a single provider compiled in rustls would pick it anyway; installing it
+            // explicitly keeps working if another crate in the graph enables a second one.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let certs = settings
+            .root_ca_pem
+            .clone()
+            .map(|pem| redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            });
+        let link = if settings.cluster {
+            let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
+                .connection_timeout(settings.connect_timeout)
+                // Our callers time out on their own; a long response timeout here only stops
+                // a request from waiting forever on a node that went silent.
+                .response_timeout(Duration::from_secs(5))
+                .retries(2);
+            if let Some(certs) = certs {
+                builder = builder.certs(certs);
+            }
+            let client = builder
+                .build()
+                .map_err(|e| RedisSetupError::Client(scrub(e.to_string())))?;
+            Link::Cluster(client.get_pending_async_connection_with_config(Default::default()))
+        } else {
+            let info = infos.remove(0);
+            let client = match certs {
+                Some(certs) => redis::Client::build_with_tls(info, certs),
+                None => redis::Client::open(info),
+            }
+            .map_err(|e| RedisSetupError::Client(scrub(e.to_string())))?;
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(settings.connect_timeout))
+                // No response timeout: a timed-out request would tear the connection down, and
+                // every caller already bounds its own wait. Dropped futures are harmless: the
+                // multiplexed connection discards their replies.
+                .set_response_timeout(None)
+                .set_number_of_retries(3)
+                .set_min_delay(Duration::from_millis(10))
+                .set_max_delay(Duration::from_millis(500));
+            let manager = ConnectionManager::new_lazy_with_config(client, config)
+                .map_err(|e| RedisSetupError::Client(scrub(e.to_string())))?;
+            Link::Single(manager)
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                link,
+                key_prefix: settings.key_prefix.clone(),
+                redacted_urls: settings.redacted_urls(),
+                secrets,
+            }),
+        })
+    }
+
+    /// The prefix of every key written through this connection.
+    pub fn key_prefix(&self) -> &str {
+        &self.inner.key_prefix
+    }
+
+    /// Whether this is a cluster connection.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.link, Link::Cluster(_))
+    }
+
+    /// Sends `PING` and waits for the answer: connects now instead of on first use.
+    pub async fn ping(&self) -> Result<(), crate::coordination::CoordinationError> {
+        let _: String = self
+            .query(&redis::cmd("PING"))
+            .await
+            .map_err(super::coordinator::coordination_error)?;
+        Ok(())
+    }
+
+    /// Runs one command.
+    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisFailure> {
+        let result = match &self.inner.link {
+            Link::Single(m) => cmd.query_async(&mut m.clone()).await,
+            Link::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        };
+        result.map_err(|e| self.classify(&e))
+    }
+
+    /// Runs a script by hash, loading it on `NOSCRIPT` (a restarted or fresh server).
+    pub(crate) async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, RedisFailure> {
+        let result = match &self.inner.link {
+            Link::Single(m) => invocation.invoke_async(&mut m.clone()).await,
+            Link::Cluster(c) => invocation.invoke_async(&mut c.clone()).await,
+        };
+        result.map_err(|e| self.classify(&e))
+    }
+
+    /// Sorts an error into "could not reach" and "answered with an error", without secrets.
+    fn classify(&self, e: &RedisError) -> RedisFailure {
+        let message = scrub_secrets(&e.to_string(), &self.inner.secrets);
+        if e.is_io_error()
+            || e.is_connection_refusal()
+            || e.is_connection_dropped()
+            || e.is_timeout()
+            || e.is_unrecoverable_error()
+        {
+            RedisFailure::Connection(message)
+        } else {
+            RedisFailure::Backend(message)
+        }
+    }
+}
+
+impl fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConnection")
+            .field("nodes", &self.inner.redacted_urls)
+            .field("cluster", &self.is_cluster())
+            .field("key_prefix", &self.inner.key_prefix)
+            .finish()
+    }
+}
+
+/// `url` with the password part of its userinfo replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &authority[..at];
+    let redacted_userinfo = match userinfo.find(':') {
+        Some(colon) => format!("{}:***", &userinfo[..colon]),
+        None => userinfo.to_string(),
+    };
+    format!(
+        "{}://{}{}",
+        &url[..scheme_end],
+        redacted_userinfo,
+        &rest[at..]
+    )
+}
+
+/// The passwords in `urls`, as written and percent-decoded.
+fn collect_secrets(urls: &[String]) -> Vec<String> {
+    let mut secrets = Vec::new();
+    for url in urls {
+        let Some(scheme_end) = url.find("://") else {
+            continue;
+        };
+        let rest = &url[scheme_end + 3..];
+        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+        let Some(at) = authority.rfind('@') else {
+            continue;
+        };
+        let Some(colon) = authority[..at].find(':') else {
+            continue;
+        };
+        let raw = &authority[colon + 1..at];
+        if raw.is_empty() {
+            continue;
+        }
+        secrets.push(raw.to_string());
+        let decoded = percent_decode(raw);
+        if decoded != raw {
+            secrets.push(decoded);
+        }
+    }
+    // Longest first, so a password that contains another is scrubbed whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.dedup();
+    secrets
+}
+
+fn scrub_secrets(message: &str, secrets: &[String]) -> String {
+    let mut out = message.to_string();
+    for secret in secrets {
+        if out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), "***");
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact_url("redis://:hunter2@host:6379/0"),
+            "redis://:***@host:6379/0"
+        );
+        assert_eq!(redact_url("rediss://app:p%40ss@h"), "rediss://app:***@h");
+        assert_eq!(redact_url("redis://app@h:1"), "redis://app@h:1");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn secrets_are_scrubbed_raw_and_decoded() {
+        let secrets = collect_secrets(&["redis://u:p%40ss@h".to_string()]);
+        assert_eq!(secrets, vec!["p%40ss".to_string(), "p@ss".to_string()]);
+        assert_eq!(
+            scrub_secrets("auth p@ss failed (p%40ss)", &secrets),
+            "auth *** failed (***)"
+        );
+    }
+
+    #[test]
+    fn a_list_of_urls_is_a_cluster() {
+        assert!(!RedisSettings::parse("redis://a:1").is_cluster());
+        assert!(RedisSettings::parse("redis://a:1, redis://b:2").is_cluster());
+        let one_seed = RedisSettings::parse("cluster:redis://a:1");
+        assert!(one_seed.is_cluster());
+        assert_eq!(one_seed.redacted_urls(), vec!["redis://a:1".to_string()]);
+        let debug = format!("{:?}", RedisSettings::parse("redis://:topsecret@a:1"));
+        assert!(!debug.contains("topsecret"), "{debug}");
+    }
+}

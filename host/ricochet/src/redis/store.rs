@@ -1,0 +1,247 @@
+//! The idempotency store on Redis or Redis Cluster.
+//!
+//! One string per key, `<prefix>:idem:<sha256(key)>` — the caller's key never reaches Redis in
+//! clear, and neither does the payload fingerprint (also SHA-256). The value has a fixed layout
+//! that the scripts read with `string.sub`:
+//!
+//! | bytes | content |
+//! |---|---|
+//! | 1 | state: `P` in progress, `C` completed |
+//! | 2–65 | fingerprint, SHA-256 hex |
+//! | 66–97 | holder token, 32 hex digits |
+//! | 98– | the serialized result (completed only) |
+//!
+//! The key's expiry is the lease while in progress and the TTL once completed, so a crashed
+//! holder's claim disappears by itself. A claim of a new key is one `SET NX PX`; every other
+//! transition is one script, so each is atomic and (almost always) one round trip.
+
+use std::fmt;
+
+use redis::{Script, Value};
+use sha2::{Digest, Sha256};
+
+use super::{RedisConnection, RedisFailure};
+use crate::coordination::BoxFuture;
+use crate::idempotency::{Begin, HolderToken, IdempotencyStore, StoreError};
+
+/// `KEYS[1]` record; `ARGV` = fingerprint, token, lease_ms.
+/// Returns `{0}` started, `{1, result}` completed, `{2, pttl}` in progress, `{3}` mismatch.
+const BEGIN: &str = r"
+local claim = 'P' .. ARGV[1] .. ARGV[2]
+if redis.call('SET', KEYS[1], claim, 'NX', 'PX', ARGV[3]) then
+  return {0}
+end
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], claim, 'PX', ARGV[3])
+  return {0}
+end
+if string.sub(v, 2, 65) ~= ARGV[1] then
+  return {3}
+end
+if string.sub(v, 1, 1) == 'C' then
+  return {1, string.sub(v, 98)}
+end
+return {2, redis.call('PTTL', KEYS[1])}
+";
+
+/// `KEYS[1]` record; `ARGV` = fingerprint, token, result, ttl_ms. Returns 1 stored, 0 not holder.
+const COMPLETE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v and (string.sub(v, 1, 1) ~= 'P' or string.sub(v, 66, 97) ~= ARGV[2]) then
+  return 0
+end
+redis.call('SET', KEYS[1], 'C' .. ARGV[1] .. ARGV[2] .. ARGV[3], 'PX', ARGV[4])
+return 1
+";
+
+/// `KEYS[1]` record; `ARGV` = token. Returns 1 released (or absent), 0 not holder.
+const FAIL: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then
+  return 1
+end
+if string.sub(v, 1, 1) == 'P' and string.sub(v, 66, 97) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+";
+
+/// `KEYS[1]` record; `ARGV` = token, lease_ms. Returns 1 renewed, 0 not holder.
+const RENEW: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, 1) == 'P' and string.sub(v, 66, 97) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Idempotency records on Redis or Redis Cluster.
+pub struct RedisIdempotencyStore {
+    connection: RedisConnection,
+    begin: Script,
+    complete: Script,
+    fail: Script,
+    renew: Script,
+}
+
+impl RedisIdempotencyStore {
+    /// A store on `connection` (which may be shared with a coordinator).
+    pub fn new(connection: RedisConnection) -> Self {
+        Self {
+            connection,
+            begin: Script::new(BEGIN),
+            complete: Script::new(COMPLETE),
+            fail: Script::new(FAIL),
+            renew: Script::new(RENEW),
+        }
+    }
+
+    /// The Redis key that holds `key`'s record.
+    pub fn record_key(&self, key: &str) -> String {
+        format!("{}:idem:{}", self.connection.key_prefix(), sha256_hex(key))
+    }
+}
+
+impl IdempotencyStore for RedisIdempotencyStore {
+    fn begin<'a>(
+        &'a self,
+        key: &'a str,
+        fingerprint: &'a str,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Begin, StoreError>> {
+        Box::pin(async move {
+            let token = HolderToken::new(sha256_hex(fingerprint));
+            let record_key = self.record_key(key);
+            // The common case — a new key — is one plain `SET NX PX`, the cheapest claim there
+            // is; anything else (or a key that expired in between) goes through the script.
+            let mut claim = Vec::with_capacity(1 + 64 + 32);
+            claim.push(b'P');
+            claim.extend_from_slice(token.fingerprint().as_bytes());
+            claim.extend_from_slice(token.id().as_bytes());
+            let mut set = redis::cmd("SET");
+            set.arg(&record_key)
+                .arg(claim)
+                .arg("NX")
+                .arg("PX")
+                .arg(lease_ms.max(1));
+            let claimed: Value = self.connection.query(&set).await.map_err(store_error)?;
+            if matches!(claimed, Value::Okay | Value::SimpleString(_)) {
+                return Ok(Begin::Started(token));
+            }
+            let mut call = self.begin.key(record_key);
+            call.arg(token.fingerprint())
+                .arg(token.id())
+                .arg(lease_ms.max(1));
+            let reply: Vec<Value> = self.connection.invoke(&call).await.map_err(store_error)?;
+            match reply.as_slice() {
+                [Value::Int(0)] => Ok(Begin::Started(token)),
+                [Value::Int(1), Value::BulkString(result)] => Ok(Begin::Completed(result.clone())),
+                [Value::Int(2), Value::Int(pttl)] => Ok(Begin::InProgress {
+                    lease_remaining_ms: (*pttl).max(0) as u64,
+                }),
+                [Value::Int(3)] => Ok(Begin::Mismatch),
+                other => Err(StoreError::Backend(format!(
+                    "unexpected reply to begin: {other:?}"
+                ))),
+            }
+        })
+    }
+
+    fn complete<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a HolderToken,
+        result: &'a [u8],
+        ttl_ms: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut call = self.complete.key(self.record_key(key));
+            call.arg(token.fingerprint())
+                .arg(token.id())
+                .arg(result)
+                .arg(ttl_ms.max(1));
+            holder_reply(self.connection.invoke(&call).await)
+        })
+    }
+
+    fn fail<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a HolderToken,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut call = self.fail.key(self.record_key(key));
+            call.arg(token.id());
+            holder_reply(self.connection.invoke(&call).await)
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a HolderToken,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut call = self.renew.key(self.record_key(key));
+            call.arg(token.id()).arg(lease_ms.max(1));
+            holder_reply(self.connection.invoke(&call).await)
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        if self.connection.is_cluster() {
+            "redis-cluster"
+        } else {
+            "redis"
+        }
+    }
+}
+
+impl fmt::Debug for RedisIdempotencyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisIdempotencyStore")
+            .field("connection", &self.connection)
+            .finish()
+    }
+}
+
+fn holder_reply(reply: Result<i64, RedisFailure>) -> Result<(), StoreError> {
+    match reply.map_err(store_error)? {
+        1 => Ok(()),
+        _ => Err(StoreError::NotHolder),
+    }
+}
+
+fn store_error(failure: RedisFailure) -> StoreError {
+    match failure {
+        RedisFailure::Connection(e) => StoreError::Connection(e),
+        RedisFailure::Backend(e) => StoreError::Backend(e),
+    }
+}
+
+fn sha256_hex(s: &str) -> String {
+    use std::fmt::Write;
+    let digest = Sha256::digest(s.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sha256_hex;
+
+    #[test]
+    fn keys_are_hashed_to_64_hex_digits() {
+        assert_eq!(
+            sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,27 @@
+//! What ricochet's tests share, in the manner of wasmtime's `crates/test-programs`:
+//!
+//! - [`guests`]: every component the tests load — the policy, the third-party linear policy and
+//!   the hostile ones — built by `build.rs` (`RICOCHET_REQUIRE_GUESTS=1` makes a missing wasm
+//!   toolchain a build error, as the test command sets it).
+//! - [`redis`]: real `redis-server` processes on free loopback ports (single, TLS, password,
+//!   3-node cluster), killed on drop, with `kill -9`, restart, `SIGSTOP`/`SIGCONT`.
+//! - [`conformance`]: the coordinator and idempotency-store contract, one suite for every backend.
+//! - [`gen`]: a deterministic generator and random valid configs.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::should_implement_trait,
+    missing_docs
+)]
+
+pub mod conformance;
+pub mod gen;
+pub mod redis;
+
+pub use gen::{guest, random_config, Gen};
+pub use redis::{free_port, port_open, single, unique_prefix, RedisCluster, RedisServer};
+
+/// The guests built for the tests (`None` where no wasm toolchain was found).
+pub mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
