@@ -407,7 +407,9 @@ mod tests {
             assert!(retried(status), "{status} is retried");
         }
         // A definite answer that a retry will not change (before: every s >= 500 was retried).
-        for status in [501, 505, 506, 507, 508, 510, 511, 599, 400, 404, 409, 413, 422] {
+        for status in [
+            501, 505, 506, 507, 508, 510, 511, 599, 400, 404, 409, 413, 422,
+        ] {
             assert!(!retried(status), "{status} is not retried");
         }
         let table = [
@@ -422,7 +424,11 @@ mod tests {
             (u16::MAX, ErrorCategory::BusinessLogic),
         ];
         for (status, category) in table {
-            assert_eq!(HttpError::status(status).classify().category, category, "{status}");
+            assert_eq!(
+                HttpError::status(status).classify().category,
+                category,
+                "{status}"
+            );
         }
     }
 
@@ -430,7 +436,10 @@ mod tests {
     fn an_io_error_is_classified_by_what_it_wraps_then_by_kind() {
         // Before: `io::Error::other(HttpError 503)` was BusinessLogic (kind Other).
         let wrapped = io::Error::other(HttpError::status(503));
-        assert_eq!(wrapped.classify().category, ErrorCategory::ServiceUnavailable);
+        assert_eq!(
+            wrapped.classify().category,
+            ErrorCategory::ServiceUnavailable
+        );
         assert_eq!(
             classify_any(&wrapped).map(|c| c.category),
             Some(wrapped.classify().category),
@@ -455,15 +464,23 @@ mod tests {
         assert_eq!(opaque.classify().category, ErrorCategory::Connection);
         // A full disk and an exceeded quota agree: neither frees up within a retry.
         assert_eq!(
-            io::Error::from(io::ErrorKind::StorageFull).classify().category,
-            io::Error::from(io::ErrorKind::QuotaExceeded).classify().category
+            io::Error::from(io::ErrorKind::StorageFull)
+                .classify()
+                .category,
+            io::Error::from(io::ErrorKind::QuotaExceeded)
+                .classify()
+                .category
         );
         assert_eq!(
-            io::Error::from(io::ErrorKind::QuotaExceeded).classify().category,
+            io::Error::from(io::ErrorKind::QuotaExceeded)
+                .classify()
+                .category,
             ErrorCategory::BusinessLogic
         );
         assert_eq!(
-            io::Error::from(io::ErrorKind::ResourceBusy).classify().category,
+            io::Error::from(io::ErrorKind::ResourceBusy)
+                .classify()
+                .category,
             ErrorCategory::ServiceUnavailable
         );
     }

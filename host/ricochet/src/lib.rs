@@ -99,6 +99,7 @@ pub use ricochet_macros::with_retry;
 /// What `#[with_retry]`'s generated code calls; not an API.
 #[doc(hidden)]
 pub mod __private {
+
     /// The attribute's `retry_config` did not validate (reported once, when the policy is built).
     pub fn invalid_config(service: &str, operation: &str, error: &ricochet_core::ConfigError) {
         tracing::error!(

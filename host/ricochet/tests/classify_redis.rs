@@ -70,7 +70,9 @@ impl Drop for Server {
 fn get_error(url: &str) -> redis::RedisError {
     let result = redis::Client::open(url).and_then(|c| {
         let mut conn = c.get_connection()?;
-        redis::cmd("GET").arg("k").query::<Option<String>>(&mut conn)
+        redis::cmd("GET")
+            .arg("k")
+            .query::<Option<String>>(&mut conn)
     });
     result.expect_err("the server refuses")
 }
@@ -144,7 +146,11 @@ fn a_busy_server_is_unavailable_and_retried() {
         .unwrap();
     let killed = script.join().unwrap().unwrap_err();
     // The script's own error is the server's answer about a script, not about its health.
-    assert_eq!(killed.classify().category, ErrorCategory::BusinessLogic, "{killed}");
+    assert_eq!(
+        killed.classify().category,
+        ErrorCategory::BusinessLogic,
+        "{killed}"
+    );
 }
 
 #[test]

@@ -58,7 +58,10 @@ fn a_file_polled_mid_write_is_applied_only_once_it_holds() {
     assert!(!r.reload_if_changed().unwrap());
 
     // A broken file is reported once, then the old policy stays without further errors.
-    write_in_place(&path, "{\"retry_policies\": {\"default\": {\"jitter_factor\": 3}}}");
+    write_in_place(
+        &path,
+        "{\"retry_policies\": {\"default\": {\"jitter_factor\": 3}}}",
+    );
     assert!(!r.reload_if_changed().unwrap());
     let e = r.reload_if_changed().unwrap_err().to_string();
     assert!(e.contains("jitter_factor"), "{e}");
@@ -80,7 +83,11 @@ async fn watch_with_a_zero_period_polls_instead_of_panicking() {
     std::fs::rename(&next, &path).unwrap();
     let mut polls = 0;
     while r.current().config().max_attempts != 6 {
-        assert!(!handle.is_finished(), "the watcher ended: {:?}", handle.await);
+        assert!(
+            !handle.is_finished(),
+            "the watcher ended: {:?}",
+            handle.await
+        );
         polls += 1;
         assert!(polls < 1_000, "never reloaded");
         tokio::time::sleep(Duration::from_millis(10)).await;
