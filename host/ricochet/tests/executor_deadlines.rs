@@ -150,14 +150,18 @@ async fn max_elapsed_bounds_an_attempt_without_an_attempt_timeout() {
     .unwrap()
     .without_metrics();
     let started = Instant::now();
-    let e = policy
-        .execute_with_retry(
+    // Before the fix the attempt was awaited for ever: bound the test instead of hanging.
+    let e = tokio::time::timeout(
+        Duration::from_secs(600),
+        policy.execute_with_retry(
             std::future::pending::<Result<(), io::Error>>,
             "lake",
             "hang",
-        )
-        .await
-        .unwrap_err();
+        ),
+    )
+    .await
+    .expect("a hanging attempt held the call past its deadline")
+    .unwrap_err();
     assert_eq!(started.elapsed(), Duration::from_millis(250));
     assert!(
         matches!(&e, RetryError::MaxRetriesExceeded(m) if m.attempts == 1 && m.reason == GiveUpReason::Deadline),
