@@ -74,8 +74,8 @@ fn every_bad_input_gets_its_error() {
 
 #[test]
 fn reliability_md_lists_every_row() {
-    let doc =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../RELIABILITY.md")).unwrap();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../RELIABILITY.md"))
+        .unwrap();
     for (name, ..) in rows() {
         assert!(
             doc.contains(&format!("| {name} |")),
