@@ -86,7 +86,7 @@ measure() { # dir, label
     secs=$(echo "$end - $start" | bc)
     crates=$(cd "$dir" && cargo tree -e normal --prefix none 2>/dev/null | sed 's/ (\*)//; s/ (proc-macro)//' | sort -u | grep -c .)
     size=$(stat -c %s "$dir/target/debug/$1")
-    heavy=$(cd "$dir" && cargo tree -e normal --prefix none 2>/dev/null | awk '{print $1}' | grep -E '^(wasmtime|cranelift-codegen|clap|plotters|hyper|redis|wit-component)$' | sort -u | tr '\n' ' ')
+    heavy=$(cd "$dir" && cargo tree -e normal --prefix none 2>/dev/null | awk '{print $1}' | { grep -E '^(wasmtime|cranelift-codegen|clap|plotters|hyper|redis|wit-component)$' || true; } | sort -u | tr '\n' ' ')
     printf '%-34s %8.1f s %6d crates %8.1f MiB  %s\n' "$label" "$secs" "$crates" "$(echo "$size / 1048576" | bc -l)" "${heavy:+heavy: $heavy}"
     echo "$secs $crates $size" > "$work/$1.result"
 }
