@@ -104,6 +104,7 @@ impl<'de> serde::Deserialize<'de> for PolicyName {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     extern crate std;
     use super::*;
     use std::format;
