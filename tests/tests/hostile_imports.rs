@@ -218,7 +218,7 @@ impl IdempotencyStore for WatchedStore {
 fn store_calls_are_capped_per_call_with_bounded_leases_and_ttls_in_their_own_namespace() {
     let store = Arc::new(WatchedStore::default());
     let c = intruder().with_idempotency_store(store.clone());
-    // 10 000 claims with a lease of u64::MAX ms, each completed with a TTL of u64::MAX ms.
+    // 10 000 claims with a lease of ten years, each completed with a TTL of ten years.
     decide(&c, attack(STORE, 10_000, 32));
     let calls = store.calls.lock().unwrap().clone();
     assert_eq!(calls.len(), MAX_STORE_CALLS_PER_CALL as usize);

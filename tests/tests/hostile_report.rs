@@ -260,7 +260,7 @@ fn report_3_store_flood_in_memory() {
     let started = Instant::now();
     let outcome = decide(&c, attack(intruder::STORE, 10_000, 32));
     row(
-        "10 000 claims (lease and TTL `u64::MAX` ms) from one `decide`, in-memory store",
+        "10 000 claims (lease and TTL ten years) from one `decide`, in-memory store",
         &format!(
             "{outcome}; {} store calls, longest lease/TTL {} ms",
             store.calls.load(Ordering::Relaxed),
@@ -304,7 +304,7 @@ async fn report_4_store_flood_on_redis() {
             .to_string()
     };
     row(
-        "10 000 claims (lease and TTL `u64::MAX` ms) from one `decide`, live Redis",
+        "10 000 claims (lease and TTL ten years) from one `decide`, live Redis",
         &format!(
             "{outcome}; {} keys, longest PTTL {:.1} h; {} EVALSHA, {} SET",
             keys.len(),
@@ -403,8 +403,7 @@ async fn report_6_forged_breaker() {
     let _ = call().await;
     let second = match call().await {
         Err(RetryError::CircuitOpen { retry_after }) => format!(
-            "next call refused: circuit open for {:.0} years",
-            retry_after.as_secs_f64() / 31_557_600.0
+            "next call refused: circuit open (Retry-After {retry_after:?}, again and again: the stored breaker is open until u64::MAX µs)"
         ),
         Err(RetryError::MaxRetriesExceeded(m)) => {
             format!("next call reached the service ({} attempts)", m.attempts)

@@ -6,7 +6,7 @@
 //! | seed | the attack |
 //! |---|---|
 //! | 1 | [`SLOTS`]: `count` × `acquire-slot` for a new service each time, named with `len` bytes |
-//! | 2 | [`STORE`]: `count` × (`idempotency-begin` with a lease of `u64::MAX` ms, then `-complete` with a TTL of `u64::MAX` ms), keys of `len` bytes |
+//! | 2 | [`STORE`]: `count` × (`idempotency-begin` with a lease of ten years, then `-complete` with a TTL of ten years), keys of `len` bytes |
 //! | 3 | [`VICTIM`]: claims and completes `cli␟echo␟victim` — the key `ricochet run --service cli --idempotency-key victim -- echo` uses |
 //! | 4 | [`LOGS`]: `count` log lines, every text field `len` bytes |
 //! | 5 | [`BOUND_SLOTS`]: `count` × `acquire-slot` for the service and operation `schedule` was called for (`svc`/`op` from `decide`) |
@@ -28,6 +28,10 @@ pub const VICTIM: u64 = 3;
 pub const LOGS: u64 = 4;
 /// Slot after slot for the call's own service and operation.
 pub const BOUND_SLOTS: u64 = 5;
+
+/// Ten years in ms: the lease and TTL the store attacks ask for (long enough to outlive every
+/// deployment, short enough that Redis takes it).
+pub const TEN_YEARS_MS: u64 = 10 * 365 * 24 * 3_600_000;
 
 /// The native key the [`VICTIM`] attack claims: `<service>␟<operation>␟<key>`.
 pub const VICTIM_KEY: &str = "cli\u{1f}echo\u{1f}victim";
@@ -54,17 +58,17 @@ fn attack(state: &wit::RetryState, service: &str, operation: &str) {
             for i in 0..count {
                 let key = padded(&format!("k-{i}-"), len);
                 if let Ok(wit::BeginOutcome::Started) =
-                    coordination::idempotency_begin(&key, "fp", u64::MAX)
+                    coordination::idempotency_begin(&key, "fp", TEN_YEARS_MS)
                 {
-                    let _ = coordination::idempotency_complete(&key, b"v", u64::MAX);
+                    let _ = coordination::idempotency_complete(&key, b"v", TEN_YEARS_MS);
                 }
             }
         }
         VICTIM => {
             if let Ok(wit::BeginOutcome::Started) =
-                coordination::idempotency_begin(VICTIM_KEY, "forged", u64::MAX)
+                coordination::idempotency_begin(VICTIM_KEY, "forged", TEN_YEARS_MS)
             {
-                let _ = coordination::idempotency_complete(VICTIM_KEY, b"\"forged\"", u64::MAX);
+                let _ = coordination::idempotency_complete(VICTIM_KEY, b"\"forged\"", TEN_YEARS_MS);
             }
         }
         LOGS => {

@@ -79,7 +79,7 @@ pub fn wat_bytes(bytes: &[u8]) -> String {
 pub mod intruder {
     /// `count` × `acquire-slot` for a new service each time, named with `len` bytes.
     pub const SLOTS: u64 = 1;
-    /// `count` × (claim with a lease of `u64::MAX` ms, complete with a TTL of `u64::MAX` ms).
+    /// `count` × (claim with a lease of ten years, complete with a TTL of ten years).
     pub const STORE: u64 = 2;
     /// Claims and completes `cli␟echo␟victim`.
     pub const VICTIM: u64 = 3;
