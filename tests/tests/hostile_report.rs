@@ -566,3 +566,34 @@ fn report_10_first_call_after_idle() {
         rss,
     );
 }
+
+#[test]
+#[ignore = "figures for RELIABILITY.md"]
+fn report_11_refused_imports_in_a_loop() {
+    // The default sandbox this time: how much host time a guest can spend on imports that are
+    // refused (or fail) before its fuel runs out.
+    let bytes = guest(
+        ricochet_test_support::guests::HOSTILE_INTRUDER_COMPONENT,
+        "hostile intruder",
+    );
+    let c = PolicyComponent::from_bytes(bytes, Sandbox::default()).unwrap();
+    let counted = Arc::new(Counted::default());
+    let c = c.with_coordinator(counted.clone());
+    let rss = rss_kib();
+    let mut times = Vec::new();
+    let mut outcome = String::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        outcome = decide(&c, attack(intruder::SLOTS, 1_000_000, 16));
+        times.push(started.elapsed());
+    }
+    row(
+        "`acquire-slot` in an endless loop (1 000 000 made-up services), default sandbox, 5 calls",
+        &format!(
+            "{outcome}; {} calls reached the coordinator; each call took {times:.1?}",
+            counted.calls.load(Ordering::Relaxed)
+        ),
+        times.iter().sum(),
+        rss,
+    );
+}
