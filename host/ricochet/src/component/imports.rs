@@ -563,9 +563,6 @@ impl coordination::Host for HostState {
                 &format!("one call may take at most {MAX_SLOT_CALLS_PER_CALL} slots"),
             ));
         }
-        if window_us == 0 {
-            return Err(self.refuse(IMPORT, "window-us must be at least 1"));
-        }
         self.slot_calls += 1;
         let coordinator = self.backends.coordinator.clone();
         let (svc, op) = (service.clone(), operation.clone());
