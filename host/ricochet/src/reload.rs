@@ -185,7 +185,7 @@ fn read_stable(file: &Path, name: &str) -> Result<(Option<Stamp>, RetryConfig), 
     }])))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "yaml"))]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
