@@ -8,17 +8,16 @@
 //!   its own) go on meanwhile, and no outcome recorded meanwhile is lost.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use ricochet::engine::{DecideInput, EngineError, NativeEngine, PlannedRetry, PolicyEngine};
 use ricochet::logging::{CapturedLines, SeedJsonLayer};
+#[cfg(feature = "prometheus")]
 use ricochet::metrics::RetryMetrics;
 use ricochet::{
-    AttemptError, Classification, ErrorCategory, GiveUpReason, HttpError, RetryConfig, RetryError,
-    RetryPolicy,
+    Classification, ErrorCategory, GiveUpReason, HttpError, RetryConfig, RetryError, RetryPolicy,
 };
 use ricochet_core::breaker::BreakerConfig;
 
@@ -36,8 +35,9 @@ fn captured() -> &'static CapturedLines {
     })
 }
 
-fn refused() -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused")
+#[cfg(feature = "prometheus")]
+fn refused() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused")
 }
 
 fn breaker(failure_threshold: u32, cool_down: f64) -> Option<BreakerConfig> {
@@ -51,6 +51,7 @@ fn breaker(failure_threshold: u32, cool_down: f64) -> Option<BreakerConfig> {
     })
 }
 
+#[cfg(feature = "prometheus")]
 fn counter(registry: &prometheus::Registry, name: &str, labels: &[(&str, &str)]) -> u64 {
     registry
         .gather()
@@ -74,6 +75,7 @@ fn counter(registry: &prometheus::Registry, name: &str, labels: &[(&str, &str)])
         .sum()
 }
 
+#[cfg(feature = "prometheus")]
 #[tokio::test(start_paused = true)]
 async fn a_breaker_that_opens_during_a_retry_gives_up_with_the_last_error() {
     let lines = captured();
@@ -130,15 +132,15 @@ async fn a_breaker_that_opens_during_a_retry_gives_up_with_the_last_error() {
     assert_eq!(m.reason, GiveUpReason::CircuitOpen);
     assert_eq!(m.attempts, 1);
     assert_eq!(a_calls.load(Ordering::SeqCst), 1);
-    let AttemptError::Failed(last) = m.last_error else {
+    let ricochet::AttemptError::Failed(last) = m.last_error else {
         panic!("the last error is the operation's")
     };
-    assert_eq!(last.kind(), io::ErrorKind::ConnectionRefused);
+    assert_eq!(last.kind(), std::io::ErrorKind::ConnectionRefused);
 
     // A first call the breaker refuses: no call made, and counted too.
     let c = policy
         .execute_with_retry(
-            || async { panic!("a refused call is never made") as Result<(), io::Error> },
+            || async { panic!("a refused call is never made") as Result<(), std::io::Error> },
             "lake",
             "fetch",
         )

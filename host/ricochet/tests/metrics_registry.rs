@@ -6,6 +6,7 @@
 //! exported, and one warning names the metric that is not.
 //!
 //! A test binary of its own: it changes the process-wide default registry.
+#![cfg(feature = "prometheus")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io;
