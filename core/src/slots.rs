@@ -99,7 +99,7 @@ impl Policy {
     /// Gives up with [`GiveUpReason::Deadline`] when the slot would fire after
     /// `request.latest_us`, or the window is full and the next one starts after it; with
     /// [`GiveUpReason::Budget`] when the window is full and the retry has moved
-    /// [`MAX_WINDOW_MOVES`] times.
+    /// `MAX_WINDOW_MOVES` (4) times.
     pub fn resolve_ticket(&self, request: &SlotRequest, ticket: u64, seed: u64) -> SlotResolution {
         let slots = u64::from(self.slot_count.max(1));
         let too_late = |t_us: u64| request.latest_us.is_some_and(|latest| t_us > latest);

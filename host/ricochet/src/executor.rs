@@ -452,7 +452,7 @@ impl RetryPolicy {
     /// Runs `redact` on every failed attempt's error text before it is logged or handed to the
     /// [`with_notify`](Self::with_notify) hook, after the default scrubbing of URL user
     /// information, secret query parameters and `Authorization` credentials
-    /// ([`scrub_secrets`](crate::logging::scrub_secrets)), which always runs. Use it for what
+    /// ([`scrub_secrets`]), which always runs. Use it for what
     /// only you know is secret: a token in a path segment, a JSON body, a header of your own.
     ///
     /// ```
