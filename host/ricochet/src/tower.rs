@@ -83,6 +83,9 @@ pub struct RetryService<S, R = RecordBodies> {
     inner: S,
     settings: Arc<Settings>,
     bodies: R,
+    /// The inner service failed to become ready: the next call's first attempt tries again
+    /// (and fails, and is retried, like any attempt that reaches no server).
+    unready: bool,
 }
 
 impl RetryLayer<RecordBodies> {
@@ -156,6 +159,7 @@ impl<S, R: Clone> Layer<S> for RetryLayer<R> {
             inner,
             settings: self.settings.clone(),
             bodies: self.bodies.clone(),
+            unready: false,
         }
     }
 }
@@ -310,7 +314,16 @@ where
     type Future = ResponseFuture<Response<ResBody>, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(CallError::Inner)
+        // A readiness error (a channel that cannot connect) is a failed attempt like any other:
+        // the call goes ahead and its first attempt asks again, classified and retried. Pending
+        // stays pending, so back-pressure reaches the caller.
+        match self.inner.poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(result) => {
+                self.unready = result.is_err();
+                Poll::Ready(Ok(()))
+            }
+        }
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
@@ -318,16 +331,18 @@ where
         // next `poll_ready` (tower's rule for services cloned into their futures).
         let fresh = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, fresh);
+        let is_ready = !std::mem::take(&mut self.unready);
         let settings = self.settings.clone();
         let bodies = self.bodies.clone();
-        Box::pin(send(settings, bodies, ready, request))
+        Box::pin(send(settings, bodies, ready, is_ready, request))
     }
 }
 
 async fn send<S, R, B, ResBody>(
     settings: Arc<Settings>,
     bodies: R,
-    ready: S,
+    service: S,
+    is_ready: bool,
     request: Request<B>,
 ) -> Result<Response<ResBody>, CallError<S::Error>>
 where
@@ -337,27 +352,40 @@ where
 {
     let (parts, body) = request.into_parts();
     if !settings.retries(&parts.method, &parts.headers) {
-        let mut service = ready;
+        let mut service = service;
+        if !is_ready {
+            std::future::poll_fn(|cx| service.poll_ready(cx))
+                .await
+                .map_err(CallError::Inner)?;
+        }
         let request = Request::from_parts(parts, bodies.once(body));
         return service.call(request).await.map_err(CallError::Inner);
     }
     let (first_body, kept) = bodies.first(body, settings.body_limit);
-    let template = ready.clone();
-    let mut first = Some((ready, first_body));
+    // The caller's body waits here until an attempt reaches a ready service; a failure before
+    // that leaves it unsent, and the next attempt sends it.
+    let unsent = std::sync::Mutex::new(Some(first_body));
+    let template = service.clone();
+    let mut first = Some(service);
     let clock = AttemptClock::start(settings.attempt_timeout, settings.policy.policy());
     // The closure owns the services (which need not be `Sync`) and borrows the rest.
-    let (parts_ref, kept_ref, bodies_ref) = (&parts, &kept, &bodies);
+    let (parts_ref, kept_ref, bodies_ref, unsent_ref) = (&parts, &kept, &bodies, &unsent);
     let op = move || {
-        let (service, body, is_ready) = match first.take() {
-            Some((service, body)) => (service, Some(body), true),
-            None => (template.clone(), bodies_ref.again(kept_ref), false),
+        let (service, is_ready) = match first.take() {
+            Some(service) => (service, is_ready),
+            None => (template.clone(), false),
+        };
+        let body = move || {
+            let unsent = unsent_ref.lock().unwrap_or_else(|p| p.into_inner()).take();
+            unsent.or_else(|| bodies_ref.again(kept_ref))
         };
         clock.bound(attempt(service, is_ready, parts_ref.clone(), body))
     };
     let operation = settings.operation(&parts.method, parts.uri.path());
     let service = settings.service.as_str();
     let classify = |failed: &Failed<Response<ResBody>, S::Error>| {
-        let not_retried = (!bodies.can_replay(&kept)).then_some(NOT_REPLAYABLE);
+        let unsent = unsent.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        let not_retried = (!unsent && !bodies.can_replay(&kept)).then_some(NOT_REPLAYABLE);
         settle(failed.classification(), not_retried, service, operation)
     };
     let outcome = settings
@@ -375,21 +403,21 @@ async fn attempt<S, Body, ResBody>(
     mut service: S,
     is_ready: bool,
     parts: http::request::Parts,
-    body: Option<Body>,
+    body: impl FnOnce() -> Option<Body>,
 ) -> Result<Response<ResBody>, Failed<Response<ResBody>, S::Error>>
 where
     S: Service<Request<Body>, Response = Response<ResBody>>,
 {
-    // `classify` stops retries whose body is not replayable; only a timeout of the policy's
-    // own (which skips `classify`) can ask for one.
-    let Some(body) = body else {
-        return Err(Failed::NotSent(NOT_REPLAYABLE));
-    };
     if !is_ready {
         std::future::poll_fn(|cx| service.poll_ready(cx))
             .await
             .map_err(Failed::Transport)?;
     }
+    // `classify` stops retries whose body is not replayable; only a timeout of the policy's
+    // own (which skips `classify`) can ask for one.
+    let Some(body) = body() else {
+        return Err(Failed::NotSent(NOT_REPLAYABLE));
+    };
     let response = service
         .call(Request::from_parts(parts, body))
         .await
