@@ -407,3 +407,42 @@ async fn an_open_circuit_sends_nothing() {
     assert!(matches!(second, Err(CallError::CircuitOpen { .. })), "{second:?}");
     assert_eq!(server.requests(), 1);
 }
+
+#[tokio::test]
+async fn a_body_over_the_limit_that_no_attempt_read_is_retried_whole() {
+    // Refused connections never read the body: it goes back whole, whatever its size.
+    let addr = closed_port().await;
+    let big = Bytes::from(vec![b'w'; 100 * 1024]);
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
+                body.len().to_string(),
+            ))))
+        });
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .await
+            .unwrap();
+    });
+    // Up to 40 attempts, 50–200 ms apart: seconds of retries for a listener due in 0.1 s.
+    let policy = RetryPolicy::new(RetryConfig {
+        max_attempts: 40,
+        initial_delay: 0.05,
+        max_delay: 0.2,
+        ..config()
+    })
+    .unwrap()
+    .without_metrics();
+    let mut svc = RetryLayer::new(policy, "uploads").layer(client::<Full<Bytes>>());
+    let put = Request::put(format!("http://{addr}/blob"))
+        .body(Full::new(big.clone()))
+        .unwrap();
+    let response = svc.ready().await.unwrap().call(put).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(body_text(response).await, big.len().to_string());
+    late.abort();
+}

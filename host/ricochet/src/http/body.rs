@@ -15,6 +15,10 @@
 //!
 //! Otherwise the failure of the first attempt is final: a body is never replayed in part, and
 //! the first attempt is never cut short to fit the limit.
+//!
+//! A body that an attempt dropped without reading a single frame (the connection was refused,
+//! the service never became ready) goes back to the tape whole, and the next attempt sends it
+//! as if it were the first: the commonest failure of all costs no limit.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,8 +40,13 @@ pub struct ReplayBody<B> {
 enum Inner<B> {
     /// The caller's body, read for the first (or only) attempt.
     Live {
-        source: Pin<Box<B>>,
+        /// `None` only once handed back to the tape.
+        source: Option<Pin<Box<B>>>,
         tape: Option<Arc<Tape>>,
+        /// Whether a frame was asked for: an untouched body goes back to the tape on drop.
+        touched: bool,
+        /// Puts an untouched body back on the tape (made where `B: Send + 'static` is known).
+        give_back: fn(Pin<Box<B>>, &Tape),
     },
     /// A complete recording, sent again.
     Replay {
@@ -46,7 +55,7 @@ enum Inner<B> {
     },
 }
 
-impl<B: Body> ReplayBody<B> {
+impl<B: Body + Send + 'static> ReplayBody<B> {
     /// The caller's body for the first attempt, and the tape that records it (keeping at most
     /// `limit` bytes).
     pub fn record(source: B, limit: usize) -> (Self, BodyTape) {
@@ -64,24 +73,45 @@ impl<B: Body> ReplayBody<B> {
                 len: 0,
                 trailers: None,
                 recording: state,
+                unsent: None,
             }),
         });
-        let body = Self {
-            inner: Inner::Live {
-                source: Box::pin(source),
-                tape: Some(tape.clone()),
-            },
-        };
+        let body = Self::live(Box::pin(source), Some(tape.clone()));
         (body, BodyTape(tape))
     }
 
     /// The caller's body for a request that is not retried: passed through, nothing kept.
     pub fn passthrough(source: B) -> Self {
+        Self::live(Box::pin(source), None)
+    }
+
+    fn live(source: Pin<Box<B>>, tape: Option<Arc<Tape>>) -> Self {
+        fn give_back<B: Send + 'static>(source: Pin<Box<B>>, tape: &Tape) {
+            tape.lock().unsent = Some(Box::new(source));
+        }
         Self {
             inner: Inner::Live {
-                source: Box::pin(source),
-                tape: None,
+                source: Some(source),
+                tape,
+                touched: false,
+                give_back: give_back::<B>,
             },
+        }
+    }
+}
+
+impl<B> Drop for ReplayBody<B> {
+    fn drop(&mut self) {
+        if let Inner::Live {
+            source,
+            tape: Some(tape),
+            touched: false,
+            give_back,
+        } = &mut self.inner
+        {
+            if let Some(source) = source.take() {
+                give_back(source, tape);
+            }
         }
     }
 }
@@ -100,6 +130,8 @@ struct TapeState {
     len: usize,
     trailers: Option<HeaderMap>,
     recording: Recording,
+    /// The caller's body, untouched, when its attempt dropped it without reading it.
+    unsent: Option<Box<dyn std::any::Any + Send>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,14 +154,20 @@ impl Tape {
 }
 
 impl BodyTape {
-    /// Whether the whole body is recorded, so that another attempt can send it.
+    /// Whether another attempt can send the whole body: it is recorded in full, or it came
+    /// back untouched.
     pub fn is_complete(&self) -> bool {
-        self.0.lock().recording == Recording::Complete
+        let state = self.0.lock();
+        state.recording == Recording::Complete || state.unsent.is_some()
     }
 
     /// Why the body cannot be sent again, if it cannot.
     pub fn not_replayable_reason(&self) -> Option<&'static str> {
-        match self.0.lock().recording {
+        let state = self.0.lock();
+        if state.unsent.is_some() {
+            return None;
+        }
+        match state.recording {
             Recording::Complete => None,
             Recording::Recording => Some("the request body was still being sent"),
             Recording::Overflowed => Some("the request body is larger than the replay limit"),
@@ -137,9 +175,21 @@ impl BodyTape {
         }
     }
 
-    /// The recorded body for another attempt; `None` unless the recording is complete.
-    pub fn replay<B>(&self) -> Option<ReplayBody<B>> {
-        let state = self.0.lock();
+    /// The body for another attempt: the caller's own when it came back untouched (recorded
+    /// again as it is sent), else the recording; `None` when neither is whole. `B` is the
+    /// caller's body type, as given to [`ReplayBody::record`].
+    pub fn replay<B: Body + Send + 'static>(&self) -> Option<ReplayBody<B>> {
+        let mut state = self.0.lock();
+        if let Some(unsent) = state.unsent.take() {
+            match unsent.downcast::<Pin<Box<B>>>() {
+                Ok(source) => {
+                    drop(state);
+                    return Some(ReplayBody::live(*source, Some(self.0.clone())));
+                }
+                // Asked for another type than was recorded: keep it for the right one.
+                Err(other) => state.unsent = Some(other),
+            }
+        }
         (state.recording == Recording::Complete).then(|| ReplayBody {
             inner: Inner::Replay {
                 chunks: state.chunks.clone().into_iter(),
@@ -226,7 +276,13 @@ where
                 Some(chunk) => Some(Ok(Frame::data(chunk))),
                 None => trailers.take().map(|t| Ok(Frame::trailers(t))),
             }),
-            Inner::Live { source, tape } => loop {
+            Inner::Live {
+                source: Some(source),
+                tape,
+                touched,
+                ..
+            } => loop {
+                *touched = true;
                 let frame = ready!(source.as_mut().poll_frame(cx));
                 let out = match frame {
                     None => {
@@ -280,13 +336,14 @@ where
                 }
                 return Poll::Ready(out);
             },
+            Inner::Live { source: None, .. } => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Replay { chunks, trailers } => chunks.len() == 0 && trailers.is_none(),
-            Inner::Live { source, .. } => source.is_end_stream(),
+            Inner::Live { source, .. } => source.as_ref().is_none_or(|s| s.is_end_stream()),
         }
     }
 
@@ -295,7 +352,9 @@ where
             Inner::Replay { chunks, .. } => {
                 SizeHint::with_exact(chunks.as_slice().iter().map(|c| c.len() as u64).sum())
             }
-            Inner::Live { source, .. } => source.size_hint(),
+            Inner::Live { source, .. } => source
+                .as_ref()
+                .map_or_else(|| SizeHint::with_exact(0), |s| s.size_hint()),
         }
     }
 }
