@@ -362,29 +362,30 @@ where
         return service.call(request).await.map_err(CallError::Inner);
     }
     let (first_body, kept) = bodies.first(body, settings.body_limit);
-    // The caller's body waits here until an attempt reaches a ready service; a failure before
-    // that leaves it unsent, and the next attempt sends it.
-    let unsent = std::sync::Mutex::new(Some(first_body));
+    // An attempt that fails before it can send (its service never became ready) leaves the
+    // caller's body here, and the next attempt sends it; a first try that succeeds never
+    // touches the lock.
+    let unsent: std::sync::Mutex<Option<R::Body>> = std::sync::Mutex::new(None);
     let template = service.clone();
-    let mut first = Some(service);
+    let mut first = Some((service, first_body));
     let clock = AttemptClock::start(settings.attempt_timeout, settings.policy.policy());
     // The closure owns the services (which need not be `Sync`) and borrows the rest.
     let (parts_ref, kept_ref, bodies_ref, unsent_ref) = (&parts, &kept, &bodies, &unsent);
     let op = move || {
-        let (service, is_ready) = match first.take() {
-            Some(service) => (service, is_ready),
-            None => (template.clone(), false),
+        let (service, is_ready, body) = match first.take() {
+            Some((service, body)) => (service, is_ready, Some(body)),
+            None => {
+                let unsent = unsent_ref.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let body = unsent.or_else(|| bodies_ref.again(kept_ref));
+                (template.clone(), false, body)
+            }
         };
-        let body = move || {
-            let unsent = unsent_ref.lock().unwrap_or_else(|p| p.into_inner()).take();
-            unsent.or_else(|| bodies_ref.again(kept_ref))
-        };
-        clock.bound(attempt(service, is_ready, parts_ref.clone(), body))
+        clock.bound(attempt(service, is_ready, parts_ref.clone(), body, unsent_ref))
     };
     let operation = settings.operation(&parts.method, parts.uri.path());
     let service = settings.service.as_str();
     let classify = |failed: &Failed<Response<ResBody>, S::Error>| {
-        let unsent = unsent.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        let unsent = unsent_ref.lock().unwrap_or_else(|p| p.into_inner()).is_some();
         let not_retried = (!unsent && !bodies.can_replay(&kept)).then_some(NOT_REPLAYABLE);
         settle(failed.classification(), not_retried, service, operation)
     };
@@ -398,26 +399,29 @@ where
 const NOT_REPLAYABLE: &str =
     "the request body cannot be sent again (over the limit, failed, or not fully sent)";
 
-/// One attempt: wait for the service, send, classify the response head.
+/// One attempt: wait for the service, send, classify the response head. A body that could
+/// not be sent goes back to `unsent`.
 async fn attempt<S, Body, ResBody>(
     mut service: S,
     is_ready: bool,
     parts: http::request::Parts,
-    body: impl FnOnce() -> Option<Body>,
+    body: Option<Body>,
+    unsent: &std::sync::Mutex<Option<Body>>,
 ) -> Result<Response<ResBody>, Failed<Response<ResBody>, S::Error>>
 where
     S: Service<Request<Body>, Response = Response<ResBody>>,
 {
-    if !is_ready {
-        std::future::poll_fn(|cx| service.poll_ready(cx))
-            .await
-            .map_err(Failed::Transport)?;
-    }
     // `classify` stops retries whose body is not replayable; only a timeout of the policy's
     // own (which skips `classify`) can ask for one.
-    let Some(body) = body() else {
+    let Some(body) = body else {
         return Err(Failed::NotSent(NOT_REPLAYABLE));
     };
+    if !is_ready {
+        if let Err(e) = std::future::poll_fn(|cx| service.poll_ready(cx)).await {
+            *unsent.lock().unwrap_or_else(|p| p.into_inner()) = Some(body);
+            return Err(Failed::Transport(e));
+        }
+    }
     let response = service
         .call(Request::from_parts(parts, body))
         .await

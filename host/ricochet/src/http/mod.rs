@@ -282,17 +282,18 @@ pub(crate) fn never_retry(class: Classification) -> Classification {
 /// `max_elapsed` (so a hanging upstream cannot hold a call past its deadline).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AttemptClock {
-    started: std::time::Instant,
     timeout: Option<Duration>,
-    max_elapsed: Option<Duration>,
+    /// The deadline and when the call started; the clock is read only when there is one.
+    max_elapsed: Option<(Duration, std::time::Instant)>,
 }
 
 impl AttemptClock {
     pub fn start(timeout: Option<Duration>, policy: &ricochet_core::Policy) -> Self {
         Self {
-            started: std::time::Instant::now(),
             timeout,
-            max_elapsed: policy.max_elapsed_us().map(Duration::from_micros),
+            max_elapsed: policy
+                .max_elapsed_us()
+                .map(|us| (Duration::from_micros(us), std::time::Instant::now())),
         }
     }
 
@@ -300,7 +301,7 @@ impl AttemptClock {
     pub fn limit(&self) -> Option<Duration> {
         let left = self
             .max_elapsed
-            .map(|m| m.saturating_sub(self.started.elapsed()));
+            .map(|(m, started)| m.saturating_sub(started.elapsed()));
         match (self.timeout, left) {
             (Some(t), Some(l)) => Some(t.min(l)),
             (t, l) => t.or(l),

@@ -535,19 +535,19 @@ fn compare(reader: &mut Reader<'_>, at: &Path<'_>, wants: &EnvoyRetries, config:
     for (category, extra) in more_final {
         reader.error(at, format!(
             "ricochet retries whole categories, and retrying these {category}s would also retry {}: list them all, or leave the category out",
-            extra.join(", ")
+            super::some_of(&extra, 8)
         ));
     }
     if !more_transient.is_empty() {
         reader.note(at, format!(
             "ricochet also retries these transient failures, which Envoy's conditions here do not: {}",
-            more_transient.join(", ")
+            super::some_of(&more_transient, 12)
         ));
     }
     if !fewer.is_empty() {
         reader.note(at, format!(
             "Envoy retries these, ricochet does not (their categories are not retried): {}",
-            fewer.join(", ")
+            super::some_of(&fewer, 12)
         ));
     }
 }

@@ -352,7 +352,7 @@ fn compare(reader: &mut Reader<'_>, at: &Path<'_>, policy: &ricochet_core::Polic
     for (category, extra) in more_final {
         reader.error(at, format!(
             "ricochet retries whole categories, and retrying these {category}s would also retry {}: list them all, or leave the category out",
-            extra.join(", ")
+            super::some_of(&extra, 8)
         ));
     }
     if !more_transient.is_empty() {

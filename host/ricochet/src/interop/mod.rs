@@ -493,7 +493,9 @@ impl<'d> Reader<'d> {
         });
     }
 
-    pub fn finish(self, policies: BTreeMap<String, ImportedPolicy>) -> Result<Imported, ImportErrors> {
+    pub fn finish(mut self, policies: BTreeMap<String, ImportedPolicy>) -> Result<Imported, ImportErrors> {
+        // In document order, as far as lines are known (stable: same-line errors keep theirs).
+        self.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
         if self.errors.is_empty() {
             Ok(Imported {
                 policies,
@@ -597,4 +599,13 @@ pub(crate) fn policy_name(raw: &str) -> Result<String, String> {
         return Err(format!("the policy name {name:?} contains a control character"));
     }
     Ok(name)
+}
+
+/// `items` joined with ", ", the first `max` of them and a count of the rest.
+pub(crate) fn some_of<T: fmt::Display>(items: &[T], max: usize) -> String {
+    let mut out: Vec<String> = items.iter().take(max).map(ToString::to_string).collect();
+    if items.len() > max {
+        out.push(format!("and {} more", items.len() - max));
+    }
+    out.join(", ")
 }
