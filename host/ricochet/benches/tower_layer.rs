@@ -81,6 +81,16 @@ fn first_try_success(c: &mut Criterion) {
     let metrics = ricochet::metrics::RetryMetrics::register(&registry).expect("register");
 
     let mut group = c.benchmark_group("tower_first_try_success");
+    // The floor: the inner service alone (block_on, building the request, the call).
+    let alone = service_fn(ok);
+    group.bench_function("inner_service_alone", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut svc = alone;
+                svc.ready().await?.call(black_box(request())).await
+            })
+        })
+    });
     let tower_retry = TowerRetryLayer::new(RetryFiveHundreds { left: 2 }).layer(service_fn(ok));
     group.bench_function("tower_retry", |b| {
         b.iter(|| {
@@ -98,6 +108,18 @@ fn first_try_success(c: &mut Criterion) {
             rt.block_on(async {
                 let mut svc = cloned.clone();
                 svc.ready().await?.call(black_box(request())).await
+            })
+        })
+    });
+    // A POST without an Idempotency-Key is not retried: the layer's own cost, without the
+    // executor and without keeping anything for a retry.
+    group.bench_function("ricochet_layer_passthrough_post", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut svc = cloned.clone();
+                let mut post = request();
+                *post.method_mut() = http::Method::POST;
+                svc.ready().await?.call(black_box(post)).await
             })
         })
     });

@@ -332,6 +332,20 @@ where
         let fresh = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, fresh);
         let is_ready = !std::mem::take(&mut self.unready);
+        if !self.settings.retries(request.method(), request.headers()) {
+            // Not retried: straight through, in a future of its own (the retrying one is
+            // kilobytes, and boxing it is not free).
+            let request = request.map(|body| self.bodies.once(body));
+            let mut service = ready;
+            return Box::pin(async move {
+                if !is_ready {
+                    std::future::poll_fn(|cx| service.poll_ready(cx))
+                        .await
+                        .map_err(CallError::Inner)?;
+                }
+                service.call(request).await.map_err(CallError::Inner)
+            });
+        }
         let settings = self.settings.clone();
         let bodies = self.bodies.clone();
         Box::pin(send(settings, bodies, ready, is_ready, request))
@@ -351,16 +365,6 @@ where
     S::Error: std::error::Error + 'static,
 {
     let (parts, body) = request.into_parts();
-    if !settings.retries(&parts.method, &parts.headers) {
-        let mut service = service;
-        if !is_ready {
-            std::future::poll_fn(|cx| service.poll_ready(cx))
-                .await
-                .map_err(CallError::Inner)?;
-        }
-        let request = Request::from_parts(parts, bodies.once(body));
-        return service.call(request).await.map_err(CallError::Inner);
-    }
     let (first_body, kept) = bodies.first(body, settings.body_limit);
     // An attempt that fails before it can send (its service never became ready) leaves the
     // caller's body here, and the next attempt sends it; a first try that succeeds never
@@ -380,7 +384,9 @@ where
                 (template.clone(), false, body)
             }
         };
-        clock.bound(attempt(service, is_ready, parts_ref.clone(), body, unsent_ref))
+        // Boxed: the executor keeps its attempt future inline in its own (several times, with
+        // the per-attempt timeout's), and a large inline one made every call copy kilobytes.
+        Box::pin(clock.bound(attempt(service, is_ready, parts_ref.clone(), body, unsent_ref)))
     };
     let operation = settings.operation(&parts.method, parts.uri.path());
     let service = settings.service.as_str();
