@@ -759,11 +759,25 @@ mod tests {
         assert_eq!(parse_grpc_pushback("250"), RetryAfterUs(250_000));
         assert_eq!(parse_grpc_pushback(" 0\t"), RetryAfterUs(0));
         assert_eq!(parse_grpc_pushback("007"), RetryAfterUs(7_000));
-        assert_eq!(parse_grpc_pushback("2147483647"), RetryAfterUs(2_147_483_647_000));
+        assert_eq!(
+            parse_grpc_pushback("2147483647"),
+            RetryAfterUs(2_147_483_647_000)
+        );
         assert_eq!(parse_grpc_pushback("-0"), RetryAfterUs(0));
         for refusal in [
-            "-1", "-2147483648", "2147483648", "99999999999999999999999", "", " ", "1.5", "1s",
-            "+1", "--1", "0x10", "1 2", "\u{0661}",
+            "-1",
+            "-2147483648",
+            "2147483648",
+            "99999999999999999999999",
+            "",
+            " ",
+            "1.5",
+            "1s",
+            "+1",
+            "--1",
+            "0x10",
+            "1 2",
+            "\u{0661}",
         ] {
             assert_eq!(parse_grpc_pushback(refusal), DoNotRetry, "{refusal:?}");
         }

@@ -10,8 +10,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use ricochet::config_file::load_policy;
 use ricochet::interop::{
-    export_envoy, import_envoy, import_grpc_service_config, Document, ImportErrors, Imported,
-    Note,
+    export_envoy, import_envoy, import_grpc_service_config, Document, ImportErrors, Imported, Note,
 };
 
 /// What `import` reads.
@@ -125,7 +124,11 @@ pub fn import(args: ImportArgs) -> Result<ExitCode> {
             eprintln!(
                 "wrote {} polic{} to {}",
                 imported.policies.len(),
-                if imported.policies.len() == 1 { "y" } else { "ies" },
+                if imported.policies.len() == 1 {
+                    "y"
+                } else {
+                    "ies"
+                },
                 out.display()
             );
         }
@@ -136,8 +139,10 @@ pub fn import(args: ImportArgs) -> Result<ExitCode> {
 
 /// `ricochet export envoy`: the route's `retry_policy`, notes as comments and on stderr.
 pub fn export(args: ExportArgs) -> Result<ExitCode> {
-    let config = load_policy(&args.policy, args.config.as_deref(), |v| std::env::var(v).ok())
-        .map_err(|e| anyhow::anyhow!("--policy {}: {e}", args.policy))?;
+    let config = load_policy(&args.policy, args.config.as_deref(), |v| {
+        std::env::var(v).ok()
+    })
+    .map_err(|e| anyhow::anyhow!("--policy {}: {e}", args.policy))?;
     let ExportFormat::Envoy = args.format;
     let export = match export_envoy(&config, args.attempt_timeout) {
         Ok(e) if args.strict => match e.strict() {

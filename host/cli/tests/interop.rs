@@ -38,18 +38,40 @@ fn import_envoy_writes_a_policy_file_that_check_accepts() {
     let dir = temp_dir("envoy");
     let out = dir.join("policies.yaml");
     let file = data("envoy/bootstrap.yaml");
-    let o = run(&["import", "envoy", file.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = run(&[
+        "import",
+        "envoy",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    assert!(text(&o.stderr).contains("wrote 4 policies"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("wrote 4 policies"),
+        "{}",
+        text(&o.stderr)
+    );
     assert!(text(&o.stderr).contains("note: "), "notes on stderr");
     let written = std::fs::read_to_string(&out).unwrap();
     assert!(written.contains("retry_policies:"), "{written}");
     assert!(written.contains("# note: "), "notes in the file");
     let check = run(&["check", out.to_str().unwrap()]);
     assert!(check.status.success(), "{}", text(&check.stderr));
-    assert!(text(&check.stdout).contains("api/orders: ok (max_attempts 5"), "{}", text(&check.stdout));
+    assert!(
+        text(&check.stdout).contains("api/orders: ok (max_attempts 5"),
+        "{}",
+        text(&check.stdout)
+    );
     // The imported file is a policy file like any other: `plan` runs it.
-    let plan = run(&["plan", "--config", out.to_str().unwrap(), "--policy", "api/orders", "--seed", "1"]);
+    let plan = run(&[
+        "plan",
+        "--config",
+        out.to_str().unwrap(),
+        "--policy",
+        "api/orders",
+        "--seed",
+        "1",
+    ]);
     assert!(plan.status.success(), "{}", text(&plan.stderr));
     std::fs::remove_dir_all(dir).ok();
 }
@@ -82,7 +104,11 @@ fn strict_refuses_a_translation_with_notes() {
     let file = data("envoy/retry-policy.yaml");
     let o = run(&["import", "envoy", file.to_str().unwrap(), "--strict"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o.stderr).contains("not exact: per_try_timeout"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("not exact: per_try_timeout"),
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 #[test]
@@ -95,32 +121,56 @@ fn bad_input_is_an_error_not_a_panic() {
     assert!(text(&o.stderr).contains("not UTF-8"), "{}", text(&o.stderr));
     let o = run(&["import", "grpc", dir.join("missing.json").to_str().unwrap()]);
     assert!(!o.status.success());
-    assert!(text(&o.stderr).contains("cannot read"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("cannot read"),
+        "{}",
+        text(&o.stderr)
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
 fn export_envoy_writes_a_retry_policy_that_imports_back() {
-    let o = run(&["export", "envoy", "--policy", "aggressive", "--attempt-timeout", "750ms", "--json"]);
+    let o = run(&[
+        "export",
+        "envoy",
+        "--policy",
+        "aggressive",
+        "--attempt-timeout",
+        "750ms",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let value: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let rp = &value["retry_policy"];
     assert_eq!(rp["num_retries"], 4, "aggressive: 5 attempts");
     assert_eq!(rp["per_try_timeout"], "0.75s");
-    assert!(text(&o.stderr).contains("exponential_base"), "1.5 is a note: {}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("exponential_base"),
+        "1.5 is a note: {}",
+        text(&o.stderr)
+    );
 
     let dir = temp_dir("export");
     let exported = dir.join("retry.json");
     std::fs::write(&exported, serde_json::to_vec(rp).unwrap()).unwrap();
     let back = run(&["import", "envoy", exported.to_str().unwrap()]);
     assert!(back.status.success(), "{}", text(&back.stderr));
-    assert!(text(&back.stdout).contains("max_attempts: 5"), "{}", text(&back.stdout));
+    assert!(
+        text(&back.stdout).contains("max_attempts: 5"),
+        "{}",
+        text(&back.stdout)
+    );
 
     let yaml = run(&["export", "envoy"]);
     assert!(yaml.status.success());
     assert!(text(&yaml.stdout).starts_with("# ricochet policy `default`"));
     assert!(text(&yaml.stdout).contains("retry_policy:"));
     let strict = run(&["export", "envoy", "--strict"]);
-    assert_eq!(strict.status.code(), Some(2), "the default policy's slots are a note");
+    assert_eq!(
+        strict.status.code(),
+        Some(2),
+        "the default policy's slots are a note"
+    );
     std::fs::remove_dir_all(dir).ok();
 }

@@ -123,7 +123,8 @@ fn first_try_success(c: &mut Criterion) {
             })
         })
     });
-    let recorded = RetryLayer::new(policy().without_metrics(), "orders").layer(service_fn(ok_recorded));
+    let recorded =
+        RetryLayer::new(policy().without_metrics(), "orders").layer(service_fn(ok_recorded));
     group.bench_function("ricochet_layer_recorded_body_without_metrics", |b| {
         b.iter(|| {
             rt.block_on(async {

@@ -60,7 +60,11 @@ pub const CODES: [(&str, i32, Option<ErrorCategory>); 17] = [
     ("NOT_FOUND", 5, Some(ErrorCategory::ResourceNotFound)),
     ("ALREADY_EXISTS", 6, Some(ErrorCategory::BusinessLogic)),
     ("PERMISSION_DENIED", 7, Some(ErrorCategory::Authentication)),
-    ("RESOURCE_EXHAUSTED", 8, Some(ErrorCategory::RateLimitExceeded)),
+    (
+        "RESOURCE_EXHAUSTED",
+        8,
+        Some(ErrorCategory::RateLimitExceeded),
+    ),
     ("FAILED_PRECONDITION", 9, Some(ErrorCategory::BusinessLogic)),
     ("ABORTED", 10, Some(ErrorCategory::BusinessLogic)),
     ("OUT_OF_RANGE", 11, Some(ErrorCategory::Validation)),
@@ -81,7 +85,10 @@ pub fn code_category(code: i32) -> Option<ErrorCategory> {
 
 /// The name of a status code (`UNAVAILABLE`), or `None` outside 0–16.
 pub fn code_name(code: i32) -> Option<&'static str> {
-    CODES.iter().find(|(_, n, _)| *n == code).map(|(name, _, _)| *name)
+    CODES
+        .iter()
+        .find(|(_, n, _)| *n == code)
+        .map(|(name, _, _)| *name)
 }
 
 /// A status code by the name a service config gives it: upper case (`UNAVAILABLE`), as the

@@ -98,21 +98,21 @@ pub mod component;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
-#[cfg(any(feature = "tower", feature = "reqwest"))]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "tower", feature = "reqwest"))))]
-pub mod http;
-#[cfg(feature = "tower")]
-#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
-pub mod tower;
-#[cfg(feature = "reqwest")]
-#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
-pub mod reqwest;
 #[cfg(any(feature = "tonic", feature = "interop"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "tonic", feature = "interop"))))]
 pub mod grpc;
+#[cfg(any(feature = "tower", feature = "reqwest"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "tower", feature = "reqwest"))))]
+pub mod http;
 #[cfg(feature = "interop")]
 #[cfg_attr(docsrs, doc(cfg(feature = "interop")))]
 pub mod interop;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod reqwest;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod tower;
 
 pub use classify::{Classification, Classify, HttpError};
 pub use executor::{AttemptError, MaxRetriesExceeded, RetryError, RetryEvent, RetryPolicy};

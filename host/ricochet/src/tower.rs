@@ -386,12 +386,21 @@ where
         };
         // Boxed: the executor keeps its attempt future inline in its own (several times, with
         // the per-attempt timeout's), and a large inline one made every call copy kilobytes.
-        Box::pin(clock.bound(attempt(service, is_ready, parts_ref.clone(), body, unsent_ref)))
+        Box::pin(clock.bound(attempt(
+            service,
+            is_ready,
+            parts_ref.clone(),
+            body,
+            unsent_ref,
+        )))
     };
     let operation = settings.operation(&parts.method, parts.uri.path());
     let service = settings.service.as_str();
     let classify = |failed: &Failed<Response<ResBody>, S::Error>| {
-        let unsent = unsent_ref.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        let unsent = unsent_ref
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
         let not_retried = (!unsent && !bodies.can_replay(&kept)).then_some(NOT_REPLAYABLE);
         settle(failed.classification(), not_retried, service, operation)
     };

@@ -43,7 +43,10 @@ impl Health for ScriptedHealth {
     }
 
     type WatchStream = Pin<
-        Box<dyn tonic::codegen::tokio_stream::Stream<Item = Result<HealthCheckResponse, Status>> + Send>,
+        Box<
+            dyn tonic::codegen::tokio_stream::Stream<Item = Result<HealthCheckResponse, Status>>
+                + Send,
+        >,
     >;
 
     async fn watch(
@@ -151,7 +154,11 @@ async fn resource_exhausted_with_pushback_waits_the_pushback() {
     client.check(check("orders")).await.unwrap();
     assert_eq!(server.calls(), 2);
     // The policy's own delay is at most 10 ms: only the pushback explains a second.
-    assert!(started.elapsed() >= Duration::from_millis(950), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -163,7 +170,11 @@ async fn a_negative_or_malformed_pushback_stops_retries() {
             .service(server.channel().await);
         let mut client = HealthClient::new(channel);
         let status = client.check(check("orders")).await.unwrap_err();
-        assert_eq!(status.code(), Code::Unavailable, "{value}: the server's own status");
+        assert_eq!(
+            status.code(),
+            Code::Unavailable,
+            "{value}: the server's own status"
+        );
         assert_eq!(server.calls(), 1, "{value}: not retried");
     }
 }
@@ -216,7 +227,10 @@ async fn a_channel_that_cannot_connect_is_retried_as_a_connection_error() {
     let channel = tower::ServiceBuilder::new()
         .layer(RetryLayer::grpc(policy, "health"))
         .service(channel);
-    let status = HealthClient::new(channel).check(check("x")).await.unwrap_err();
+    let status = HealthClient::new(channel)
+        .check(check("x"))
+        .await
+        .unwrap_err();
     assert_eq!(retries.load(Ordering::Relaxed), 3, "{status}");
 }
 
@@ -261,6 +275,9 @@ async fn tonic_status_classifies_for_the_executor() {
             "check",
         )
         .await;
-    assert!(matches!(answer, Err(RetryError::MaxRetriesExceeded(_))), "{answer:?}");
+    assert!(
+        matches!(answer, Err(RetryError::MaxRetriesExceeded(_))),
+        "{answer:?}"
+    );
     assert_eq!(server.calls(), 1, "pushback -1: not retried");
 }

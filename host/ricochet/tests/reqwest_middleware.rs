@@ -45,7 +45,10 @@ async fn a_503_then_200_is_retried() {
 #[tokio::test]
 async fn retry_after_in_seconds_and_as_a_date_is_honoured() {
     let in_two_seconds = || {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         // Two whole seconds ahead: at least one second from now, whatever the phase.
         http_date(now + 2)
     };
@@ -59,7 +62,11 @@ async fn retry_after_in_seconds_and_as_a_date_is_honoured() {
         let response = client.get(server.url("/a")).send().await.unwrap();
         assert_eq!(response.status(), 200, "{value}");
         assert_eq!(server.requests(), 2);
-        assert!(started.elapsed() >= Duration::from_millis(950), "{value}: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= Duration::from_millis(950),
+            "{value}: {:?}",
+            started.elapsed()
+        );
     }
 }
 
@@ -76,7 +83,12 @@ async fn a_400_is_not_retried_and_comes_back_as_a_response() {
 async fn a_post_is_retried_only_with_an_idempotency_key() {
     let server = Scripted::start(vec![Answer::status(503), Answer::status(503)]).await;
     let client = client(RetryMiddleware::new(policy(), "payments"));
-    let response = client.post(server.url("/charge")).body("{}").send().await.unwrap();
+    let response = client
+        .post(server.url("/charge"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(server.requests(), 1);
     let response = client
@@ -89,7 +101,9 @@ async fn a_post_is_retried_only_with_an_idempotency_key() {
     assert_eq!(response.status(), 200);
     let seen = server.seen();
     assert_eq!(seen.len(), 3);
-    assert!(seen[1..].iter().all(|s| s.body.as_deref() == Some(&b"{\"amount\":5}"[..])));
+    assert!(seen[1..]
+        .iter()
+        .all(|s| s.body.as_deref() == Some(&b"{\"amount\":5}"[..])));
 }
 
 #[tokio::test]
@@ -111,7 +125,11 @@ async fn a_streaming_body_over_the_limit_is_sent_once_and_whole() {
     assert_eq!(response.status(), 503);
     let seen = server.seen();
     assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].body.as_ref().map(Vec::len), Some(4000), "never truncated");
+    assert_eq!(
+        seen[0].body.as_ref().map(Vec::len),
+        Some(4000),
+        "never truncated"
+    );
 }
 
 #[tokio::test]
@@ -142,9 +160,17 @@ async fn a_bytes_body_over_the_limit_is_cloned_and_retried() {
     let big = vec![b'r'; 100 * 1024];
     let server = Scripted::start(vec![Answer::status(503)]).await;
     let client = client(RetryMiddleware::new(policy(), "uploads"));
-    let response = client.put(server.url("/blob")).body(big.clone()).send().await.unwrap();
+    let response = client
+        .put(server.url("/blob"))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
-    assert!(server.seen().iter().all(|s| s.body.as_deref() == Some(&big[..])));
+    assert!(server
+        .seen()
+        .iter()
+        .all(|s| s.body.as_deref() == Some(&big[..])));
 }
 
 #[tokio::test]
@@ -195,5 +221,9 @@ async fn a_refused_connection_is_retried_and_reqwests_error_returned() {
         .await
         .unwrap_err();
     assert!(error.is_connect(), "{error}");
-    assert_eq!(retries.load(std::sync::atomic::Ordering::Relaxed), 3, "a ConnectionError");
+    assert_eq!(
+        retries.load(std::sync::atomic::Ordering::Relaxed),
+        3,
+        "a ConnectionError"
+    );
 }

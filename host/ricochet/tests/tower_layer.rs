@@ -33,7 +33,10 @@ fn config() -> RetryConfig {
 }
 
 fn policy() -> RetryPolicy {
-    RetryPolicy::new(config()).unwrap().with_seed(7).without_metrics()
+    RetryPolicy::new(config())
+        .unwrap()
+        .with_seed(7)
+        .without_metrics()
 }
 
 fn client<B>() -> Client<HttpConnector, ReplayBody<B>>
@@ -50,14 +53,29 @@ fn get(url: &str) -> Request<Full<Bytes>> {
 }
 
 async fn body_text(response: http::Response<hyper::body::Incoming>) -> String {
-    String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
 }
 
 #[tokio::test]
 async fn a_503_then_200_is_retried_and_the_200_returned() {
     let server = Scripted::start(vec![Answer::status(503)]).await;
     let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
-    let response = svc.ready().await.unwrap().call(get(&server.url("/a"))).await.unwrap();
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(body_text(response).await, "answer 2");
     assert_eq!(server.requests(), 2);
@@ -67,9 +85,19 @@ async fn a_503_then_200_is_retried_and_the_200_returned() {
 async fn when_retries_run_out_the_last_response_is_returned() {
     let server = Scripted::start(vec![Answer::status(503); 4]).await;
     let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
-    let response = svc.ready().await.unwrap().call(get(&server.url("/a"))).await.unwrap();
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 503);
-    assert_eq!(body_text(response).await, "answer 4", "the last attempt's response");
+    assert_eq!(
+        body_text(response).await,
+        "answer 4",
+        "the last attempt's response"
+    );
     assert_eq!(server.requests(), 4, "max_attempts calls");
 }
 
@@ -78,25 +106,48 @@ async fn a_429_with_retry_after_seconds_waits_what_the_server_asked() {
     let server = Scripted::start(vec![Answer::status(429).header("retry-after", "1")]).await;
     let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
     let started = Instant::now();
-    let response = svc.ready().await.unwrap().call(get(&server.url("/a"))).await.unwrap();
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(server.requests(), 2);
     // The policy's own delay is at most 10 ms: only the server's second explains this.
-    assert!(started.elapsed() >= Duration::from_millis(950), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn a_429_with_an_http_date_waits_until_that_date() {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     // Two whole seconds ahead: at least one second from now, whatever the sub-second phase.
     let date = http_date(now + 2);
     let server = Scripted::start(vec![Answer::status(429).header("Retry-After", &date)]).await;
     let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
     let started = Instant::now();
-    let response = svc.ready().await.unwrap().call(get(&server.url("/a"))).await.unwrap();
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(server.requests(), 2);
-    assert!(started.elapsed() >= Duration::from_millis(950), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -105,10 +156,19 @@ async fn a_retry_after_beyond_the_cap_gives_up_at_once_with_the_429() {
         let server = Scripted::start(vec![Answer::status(429).header("retry-after", huge)]).await;
         let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
         let started = Instant::now();
-        let response = svc.ready().await.unwrap().call(get(&server.url("/a"))).await.unwrap();
+        let response = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(get(&server.url("/a")))
+            .await
+            .unwrap();
         assert_eq!(response.status(), 429, "{huge}");
         assert_eq!(server.requests(), 1, "{huge}: max_retry_after is 60 s");
-        assert!(started.elapsed() < Duration::from_secs(30), "it did not sleep");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "it did not sleep"
+        );
     }
 }
 
@@ -127,10 +187,19 @@ async fn hostile_delay_headers_count_as_absent() {
         .await;
         let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
         let started = Instant::now();
-        let response = svc.ready().await.unwrap().call(get(&server.url("/a"))).await.unwrap();
+        let response = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(get(&server.url("/a")))
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "{value:?}");
         assert_eq!(server.requests(), 3);
-        assert!(started.elapsed() < Duration::from_secs(30), "no server delay was taken");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no server delay was taken"
+        );
     }
 }
 
@@ -138,7 +207,13 @@ async fn hostile_delay_headers_count_as_absent() {
 async fn a_400_is_not_retried() {
     let server = Scripted::start(vec![Answer::status(400)]).await;
     let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
-    let response = svc.ready().await.unwrap().call(get(&server.url("/a"))).await.unwrap();
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
     assert_eq!(server.requests(), 1);
 }
@@ -164,7 +239,11 @@ async fn a_post_is_retried_only_with_an_idempotency_key() {
     assert_eq!(seen.len(), 3, "with a key: 503, then 200");
     for s in &seen[1..] {
         assert_eq!(s.method, "POST");
-        assert_eq!(s.body.as_deref(), Some(&b"{\"amount\":5}"[..]), "the whole body each time");
+        assert_eq!(
+            s.body.as_deref(),
+            Some(&b"{\"amount\":5}"[..]),
+            "the whole body each time"
+        );
         assert_eq!(s.headers["idempotency-key"], "order-7");
     }
 }
@@ -173,14 +252,38 @@ async fn a_post_is_retried_only_with_an_idempotency_key() {
 async fn an_opt_in_retries_posts_without_a_key_and_patch_follows_post() {
     let server = Scripted::start(vec![Answer::status(503), Answer::status(503)]).await;
     let mut plain = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
-    let patch = Request::patch(server.url("/x")).body(Full::default()).unwrap();
-    assert_eq!(plain.ready().await.unwrap().call(patch).await.unwrap().status(), 503);
+    let patch = Request::patch(server.url("/x"))
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(
+        plain
+            .ready()
+            .await
+            .unwrap()
+            .call(patch)
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
     assert_eq!(server.requests(), 1, "PATCH without a key: once");
     let mut opted = RetryLayer::new(policy(), "orders")
         .retry_non_idempotent()
         .layer(client::<Full<Bytes>>());
-    let post = Request::post(server.url("/x")).body(Full::default()).unwrap();
-    assert_eq!(opted.ready().await.unwrap().call(post).await.unwrap().status(), 200);
+    let post = Request::post(server.url("/x"))
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(
+        opted
+            .ready()
+            .await
+            .unwrap()
+            .call(post)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     assert_eq!(server.requests(), 3);
 }
 
@@ -193,10 +296,18 @@ async fn a_body_over_the_limit_is_sent_once_and_whole() {
         .body(Full::new(Bytes::from(big.clone())))
         .unwrap();
     let response = svc.ready().await.unwrap().call(put).await.unwrap();
-    assert_eq!(response.status(), 503, "not retried: the body is over 64 KiB");
+    assert_eq!(
+        response.status(),
+        503,
+        "not retried: the body is over 64 KiB"
+    );
     let seen = server.seen();
     assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].body.as_ref().map(Vec::len), Some(big.len()), "never truncated");
+    assert_eq!(
+        seen[0].body.as_ref().map(Vec::len),
+        Some(big.len()),
+        "never truncated"
+    );
 
     // The same body within a raised limit is retried whole.
     let server = Scripted::start(vec![Answer::status(503)]).await;
@@ -206,7 +317,10 @@ async fn a_body_over_the_limit_is_sent_once_and_whole() {
     let put = Request::put(server.url("/blob"))
         .body(Full::new(Bytes::from(big.clone())))
         .unwrap();
-    assert_eq!(svc.ready().await.unwrap().call(put).await.unwrap().status(), 200);
+    assert_eq!(
+        svc.ready().await.unwrap().call(put).await.unwrap().status(),
+        200
+    );
     let seen = server.seen();
     assert_eq!(seen.len(), 2);
     assert!(seen.iter().all(|s| s.body.as_deref() == Some(&big[..])));
@@ -218,9 +332,16 @@ async fn clone_bodies_keeps_the_request_type_and_retries_any_size() {
     let server = Scripted::start(vec![Answer::status(502)]).await;
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
-    let mut svc = RetryLayer::new(policy(), "uploads").clone_bodies().layer(client);
-    let put = Request::put(server.url("/blob")).body(Full::new(big.clone())).unwrap();
-    assert_eq!(svc.ready().await.unwrap().call(put).await.unwrap().status(), 200);
+    let mut svc = RetryLayer::new(policy(), "uploads")
+        .clone_bodies()
+        .layer(client);
+    let put = Request::put(server.url("/blob"))
+        .body(Full::new(big.clone()))
+        .unwrap();
+    assert_eq!(
+        svc.ready().await.unwrap().call(put).await.unwrap().status(),
+        200
+    );
     let seen = server.seen();
     assert_eq!(seen.len(), 2);
     assert!(seen.iter().all(|s| s.body.as_deref() == Some(&big[..])));
@@ -242,7 +363,9 @@ async fn a_streaming_body_that_ended_within_the_limit_is_sent_again_whole() {
     assert_eq!(response.status(), 200);
     let seen = server.seen();
     assert_eq!(seen.len(), 2);
-    assert!(seen.iter().all(|s| s.body.as_deref() == Some(&b"one two three"[..])));
+    assert!(seen
+        .iter()
+        .all(|s| s.body.as_deref() == Some(&b"one two three"[..])));
 }
 
 #[tokio::test]
@@ -262,7 +385,11 @@ async fn a_streaming_body_over_the_limit_is_sent_once_and_whole() {
     assert_eq!(response.status(), 503);
     let seen = server.seen();
     assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].body.as_ref().map(Vec::len), Some(4096), "all 8 chunks arrived");
+    assert_eq!(
+        seen[0].body.as_ref().map(Vec::len),
+        Some(4096),
+        "all 8 chunks arrived"
+    );
 }
 
 #[tokio::test]
@@ -271,7 +398,9 @@ async fn a_streaming_body_still_being_sent_when_the_answer_came_is_not_replayed(
     let server = Scripted::start(vec![Answer::status(503).without_reading_body()]).await;
     let mut svc = RetryLayer::new(policy(), "events").layer(client::<ChannelBody>());
     let (tx, body) = ChannelBody::new();
-    tx.send(Ok(Bytes::from_static(b"first part"))).await.unwrap();
+    tx.send(Ok(Bytes::from_static(b"first part")))
+        .await
+        .unwrap();
     let put = Request::put(server.url("/events")).body(body).unwrap();
     let response = svc.ready().await.unwrap().call(put).await.unwrap();
     assert_eq!(response.status(), 503, "a partial body is never replayed");
@@ -285,7 +414,9 @@ async fn a_streaming_body_that_fails_is_not_replayed() {
     let mut svc = RetryLayer::new(policy(), "events").layer(client::<ChannelBody>());
     let (tx, body) = ChannelBody::new();
     tx.send(Ok(Bytes::from_static(b"part"))).await.unwrap();
-    tx.send(Err(std::io::Error::other("disk gone"))).await.unwrap();
+    tx.send(Err(std::io::Error::other("disk gone")))
+        .await
+        .unwrap();
     let put = Request::put(server.url("/events")).body(body).unwrap();
     let result = svc.ready().await.unwrap().call(put).await;
     assert!(matches!(result, Err(CallError::Inner(_))), "{result:?}");
@@ -299,11 +430,20 @@ async fn a_slow_attempt_times_out_and_the_retry_answers() {
         .attempt_timeout(Duration::from_millis(300))
         .layer(client::<Full<Bytes>>());
     let started = Instant::now();
-    let response = svc.ready().await.unwrap().call(get(&server.url("/a"))).await.unwrap();
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(body_text(response).await, "answer 2");
     assert_eq!(server.requests(), 2);
-    assert!(started.elapsed() < Duration::from_secs(15), "the hanging attempt was cut");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the hanging attempt was cut"
+    );
 }
 
 #[tokio::test]
@@ -313,7 +453,12 @@ async fn when_every_attempt_times_out_the_error_says_so() {
     let mut svc = RetryLayer::new(policy(), "orders")
         .attempt_timeout(Duration::from_millis(100))
         .layer(client::<Full<Bytes>>());
-    let result = svc.ready().await.unwrap().call(get(&server.url("/a"))).await;
+    let result = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await;
     match result {
         Err(CallError::TimedOut(d)) => assert_eq!(d, Duration::from_millis(100)),
         other => panic!("expected a timeout, got {other:?}"),
@@ -332,9 +477,17 @@ async fn max_elapsed_cuts_a_hanging_attempt_without_an_attempt_timeout() {
     .without_metrics();
     let mut svc = RetryLayer::new(policy, "orders").layer(client::<Full<Bytes>>());
     let started = Instant::now();
-    let result = svc.ready().await.unwrap().call(get(&server.url("/a"))).await;
+    let result = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await;
     assert!(matches!(result, Err(CallError::TimedOut(_))), "{result:?}");
-    assert!(started.elapsed() < Duration::from_secs(15), "the deadline held");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the deadline held"
+    );
 }
 
 #[tokio::test]
@@ -354,7 +507,11 @@ async fn connection_failures_are_retried_and_the_last_error_returned() {
         .await;
     let error = result.expect_err("nothing listens there");
     assert!(matches!(error, CallError::Inner(_)), "{error}");
-    assert_eq!(retries.load(Ordering::Relaxed), 3, "classified as ConnectionError");
+    assert_eq!(
+        retries.load(Ordering::Relaxed),
+        3,
+        "classified as ConnectionError"
+    );
 }
 
 #[tokio::test]
@@ -364,7 +521,12 @@ async fn the_executors_metrics_count_the_calls() {
     let policy = RetryPolicy::new(config()).unwrap().with_metrics(metrics);
     let server = Scripted::start(vec![Answer::status(503)]).await;
     let mut svc = RetryLayer::new(policy, "orders").layer(client::<Full<Bytes>>());
-    svc.ready().await.unwrap().call(get(&server.url("/a"))).await.unwrap();
+    svc.ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await
+        .unwrap();
     let text = {
         use prometheus::Encoder;
         let mut buf = Vec::new();
@@ -378,7 +540,9 @@ async fn the_executors_metrics_count_the_calls() {
         "{text}"
     );
     assert!(
-        text.contains(r#"retry_success_total{attempts_needed="2",operation="GET",service="orders"} 1"#),
+        text.contains(
+            r#"retry_success_total{attempts_needed="2",operation="GET",service="orders"} 1"#
+        ),
         "{text}"
     );
 }
@@ -401,10 +565,24 @@ async fn an_open_circuit_sends_nothing() {
     let policy = RetryPolicy::new(config).unwrap().without_metrics();
     let server = Scripted::start(vec![Answer::status(503)]).await;
     let mut svc = RetryLayer::new(policy, "orders").layer(client::<Full<Bytes>>());
-    let first = svc.ready().await.unwrap().call(get(&server.url("/a"))).await.unwrap();
+    let first = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await
+        .unwrap();
     assert_eq!(first.status(), 503);
-    let second = svc.ready().await.unwrap().call(get(&server.url("/a"))).await;
-    assert!(matches!(second, Err(CallError::CircuitOpen { .. })), "{second:?}");
+    let second = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await;
+    assert!(
+        matches!(second, Err(CallError::CircuitOpen { .. })),
+        "{second:?}"
+    );
     assert_eq!(server.requests(), 1);
 }
 
@@ -417,12 +595,13 @@ async fn a_body_over_the_limit_that_no_attempt_read_is_retried_whole() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let (stream, _) = listener.accept().await.unwrap();
-        let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-            let body = req.into_body().collect().await.unwrap().to_bytes();
-            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
-                body.len().to_string(),
-            ))))
-        });
+        let service =
+            hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
+                    body.len().to_string(),
+                ))))
+            });
         hyper::server::conn::http1::Builder::new()
             .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
             .await

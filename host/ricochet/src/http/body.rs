@@ -60,11 +60,11 @@ impl<B: Body + Send + 'static> ReplayBody<B> {
     /// `limit` bytes).
     pub fn record(source: B, limit: usize) -> (Self, BodyTape) {
         let state = if source.is_end_stream() {
-            Recording::Complete
+            TapeStatus::Complete
         } else if source.size_hint().lower() > limit as u64 {
-            Recording::Overflowed
+            TapeStatus::Overflowed
         } else {
-            Recording::Recording
+            TapeStatus::Recording
         };
         let tape = Arc::new(Tape {
             limit,
@@ -129,13 +129,13 @@ struct TapeState {
     chunks: Vec<Bytes>,
     len: usize,
     trailers: Option<HeaderMap>,
-    recording: Recording,
+    recording: TapeStatus,
     /// The caller's body, untouched, when its attempt dropped it without reading it.
     unsent: Option<Box<dyn std::any::Any + Send>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Recording {
+enum TapeStatus {
     /// The first attempt is still sending it.
     Recording,
     /// The whole body is on the tape.
@@ -158,7 +158,7 @@ impl BodyTape {
     /// back untouched.
     pub fn is_complete(&self) -> bool {
         let state = self.0.lock();
-        state.recording == Recording::Complete || state.unsent.is_some()
+        state.recording == TapeStatus::Complete || state.unsent.is_some()
     }
 
     /// Why the body cannot be sent again, if it cannot.
@@ -168,10 +168,10 @@ impl BodyTape {
             return None;
         }
         match state.recording {
-            Recording::Complete => None,
-            Recording::Recording => Some("the request body was still being sent"),
-            Recording::Overflowed => Some("the request body is larger than the replay limit"),
-            Recording::Failed => Some("the request body failed while it was sent"),
+            TapeStatus::Complete => None,
+            TapeStatus::Recording => Some("the request body was still being sent"),
+            TapeStatus::Overflowed => Some("the request body is larger than the replay limit"),
+            TapeStatus::Failed => Some("the request body failed while it was sent"),
         }
     }
 
@@ -190,7 +190,7 @@ impl BodyTape {
                 Err(other) => state.unsent = Some(other),
             }
         }
-        (state.recording == Recording::Complete).then(|| ReplayBody {
+        (state.recording == TapeStatus::Complete).then(|| ReplayBody {
             inner: Inner::Replay {
                 chunks: state.chunks.clone().into_iter(),
                 trailers: state.trailers.clone(),
@@ -232,12 +232,12 @@ impl<B> std::fmt::Debug for ReplayBody<B> {
 
 impl TapeState {
     fn data(&mut self, limit: usize, bytes: &Bytes) {
-        if self.recording != Recording::Recording {
+        if self.recording != TapeStatus::Recording {
             return;
         }
         self.len = self.len.saturating_add(bytes.len());
         if self.len > limit {
-            self.recording = Recording::Overflowed;
+            self.recording = TapeStatus::Overflowed;
             self.chunks = Vec::new();
         } else if !bytes.is_empty() {
             self.chunks.push(bytes.clone());
@@ -246,15 +246,15 @@ impl TapeState {
 
     /// A recording that is complete stays complete: what was sent in full can be sent again.
     fn fail(&mut self) {
-        if self.recording == Recording::Recording {
-            self.recording = Recording::Failed;
+        if self.recording == TapeStatus::Recording {
+            self.recording = TapeStatus::Failed;
             self.chunks = Vec::new();
         }
     }
 
     fn end(&mut self) {
-        if self.recording == Recording::Recording {
-            self.recording = Recording::Complete;
+        if self.recording == TapeStatus::Recording {
+            self.recording = TapeStatus::Complete;
         }
     }
 }
@@ -309,7 +309,7 @@ where
                             Ok(trailers) => {
                                 if let Some(t) = tape {
                                     let mut s = t.lock();
-                                    if s.recording == Recording::Recording {
+                                    if s.recording == TapeStatus::Recording {
                                         s.trailers = Some(trailers.clone());
                                     }
                                     s.end();

@@ -210,7 +210,10 @@ pub(crate) struct ResponseFailure {
 }
 
 /// Whether a response is a failure, and what kind. `None` for a success.
-pub(crate) fn classify_response(status: StatusCode, headers: &HeaderMap) -> Option<ResponseFailure> {
+pub(crate) fn classify_response(
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> Option<ResponseFailure> {
     #[cfg(feature = "tonic")]
     if let Some(failure) = crate::grpc::classify_grpc_headers(status, headers) {
         return failure;
@@ -325,7 +328,10 @@ impl AttemptClock {
 /// One failed attempt, as the executor sees it.
 pub(crate) enum Failed<R, E> {
     /// A response that is a failure; returned as it is when it is the last.
-    Response { response: R, failure: ResponseFailure },
+    Response {
+        response: R,
+        failure: ResponseFailure,
+    },
     /// No response: the inner service's error.
     Transport(E),
     /// No response within the attempt's time.
@@ -358,7 +364,9 @@ impl<R, E: std::error::Error + 'static> Failed<R, E> {
 }
 
 /// The executor's answer as the HTTP caller gets it: the last response, or an error.
-pub(crate) fn finish<R, E>(outcome: Result<R, RetryError<Failed<R, E>>>) -> Result<R, CallError<E>> {
+pub(crate) fn finish<R, E>(
+    outcome: Result<R, RetryError<Failed<R, E>>>,
+) -> Result<R, CallError<E>> {
     let last = match outcome {
         Ok(response) => return Ok(response),
         Err(RetryError::NonRetryable(failed)) => failed,

@@ -60,12 +60,30 @@ const DEFAULT_RATE_LIMITED_MAX: Duration = Duration::from_secs(300);
 const UNSUPPORTED: [(&str, &str); 8] = [
     ("retry_host_predicate", "ricochet does not choose hosts"),
     ("retry_priority", "ricochet does not choose priorities"),
-    ("host_selection_retry_max_attempts", "ricochet does not choose hosts"),
-    ("retriable_headers", "ricochet does not retry on response header matches"),
-    ("retriable_request_headers", "ricochet does not select requests by header"),
-    ("retry_options_predicates", "ricochet has no retry option predicates"),
-    ("per_try_idle_timeout", "ricochet has no per-attempt idle timeout (only `per_try_timeout`)"),
-    ("retry_policy_typed_config", "ricochet reads only the typed `retry_policy`"),
+    (
+        "host_selection_retry_max_attempts",
+        "ricochet does not choose hosts",
+    ),
+    (
+        "retriable_headers",
+        "ricochet does not retry on response header matches",
+    ),
+    (
+        "retriable_request_headers",
+        "ricochet does not select requests by header",
+    ),
+    (
+        "retry_options_predicates",
+        "ricochet has no retry option predicates",
+    ),
+    (
+        "per_try_idle_timeout",
+        "ricochet has no per-attempt idle timeout (only `per_try_timeout`)",
+    ),
+    (
+        "retry_policy_typed_config",
+        "ricochet reads only the typed `retry_policy`",
+    ),
 ];
 
 /// The gRPC conditions Envoy knows, and their codes.
@@ -91,7 +109,13 @@ pub fn import_envoy(doc: &Document) -> Result<Imported, ImportErrors> {
         }
     } else {
         let mut found = Vec::new();
-        walk(root.node, root.path(), &Scope::default(), &mut reader, &mut found);
+        walk(
+            root.node,
+            root.path(),
+            &Scope::default(),
+            &mut reader,
+            &mut found,
+        );
         for (name, policy) in found {
             let mut unique = name.clone();
             let mut n = 2;
@@ -172,7 +196,9 @@ fn walk(
                         // A virtual host's policy is named after it; a route action's after
                         // its virtual host and route, and its `timeout` bounds the whole call.
                         let (name, timeout) = match (&inner.route, is_vhost(node)) {
-                            (Some(route), false) => (format!("{vhost}/{route}"), node.get("timeout")),
+                            (Some(route), false) => {
+                                (format!("{vhost}/{route}"), node.get("timeout"))
+                            }
                             _ => (vhost, None),
                         };
                         if let Some(p) = read_retry_policy(reader, v, &here, timeout) {
@@ -221,7 +247,10 @@ fn read_retry_policy(
         match key {
             "retry_on" => match value {
                 Node::String(s) => conditions = Some((s.clone(), value)),
-                other => reader.error(path, format!("expected a comma-separated string, got {}", other.kind())),
+                other => reader.error(
+                    path,
+                    format!("expected a comma-separated string, got {}", other.kind()),
+                ),
             },
             "num_retries" => match whole_number(value) {
                 Ok(n) if n < u64::from(u32::MAX) => config.max_attempts = Some(n as u32 + 1),
@@ -257,7 +286,14 @@ fn read_retry_policy(
                     Some(base) => {
                         let max = max.unwrap_or(base * 10);
                         if max < base {
-                            reader.error(path, format!("max_interval {}s is below base_interval {}s", max.as_secs_f64(), base.as_secs_f64()));
+                            reader.error(
+                                path,
+                                format!(
+                                    "max_interval {}s is below base_interval {}s",
+                                    max.as_secs_f64(),
+                                    base.as_secs_f64()
+                                ),
+                            );
                         }
                         config.initial_delay = Some(base.as_secs_f64());
                         config.max_delay = Some(max.as_secs_f64());
@@ -301,7 +337,10 @@ fn read_retry_policy(
         }
     }
     if !saw_backoff {
-        notes.push((path_string(at), "no retry_back_off: Envoy's defaults, 25 ms and 250 ms".into()));
+        notes.push((
+            path_string(at),
+            "no retry_back_off: Envoy's defaults, 25 ms and 250 ms".into(),
+        ));
     }
     if !saw_rate_limited {
         notes.push((path_string(at), "no rate_limited_retry_back_off: Envoy ignores Retry-After here; ricochet honours Retry-After and X-RateLimit-Reset on 429 and 503, up to max_retry_after (60 s by default)".into()));
@@ -405,14 +444,19 @@ fn read_conditions(
         match condition {
             "5xx" => {
                 wants.statuses.extend(500..=599);
-                add(&mut wants.categories, &[C::ServiceUnavailable, C::Connection, C::Timeout]);
+                add(
+                    &mut wants.categories,
+                    &[C::ServiceUnavailable, C::Connection, C::Timeout],
+                );
             }
             "gateway-error" => {
                 wants.statuses.extend([502, 503, 504]);
                 add(&mut wants.categories, &[C::ServiceUnavailable, C::Timeout]);
             }
             "reset" => add(&mut wants.categories, &[C::Connection, C::Timeout]),
-            "connect-failure" | "refused-stream" | "reset-before-request"
+            "connect-failure"
+            | "refused-stream"
+            | "reset-before-request"
             | "http3-post-connect-failure" => add(&mut wants.categories, &[C::Connection]),
             "retriable-4xx" => {
                 wants.statuses.insert(409);
@@ -421,7 +465,10 @@ fn read_conditions(
             "envoy-ratelimited" => {
                 wants.statuses.insert(429);
             }
-            "retriable-headers" => reader.error(cond_path, "`retriable-headers`: ricochet does not retry on response header matches"),
+            "retriable-headers" => reader.error(
+                cond_path,
+                "`retriable-headers`: ricochet does not retry on response header matches",
+            ),
             other => match GRPC_CONDITIONS.iter().find(|(c, _)| *c == other) {
                 Some((_, code)) => {
                     wants.grpc = true;
@@ -447,12 +494,18 @@ fn read_conditions(
                                 wants.statuses.insert(s as u16);
                             }
                         }
-                        Ok(s) => reader.error(&Path::Index(&codes_path, i), format!("{s} is not an HTTP status")),
+                        Ok(s) => reader.error(
+                            &Path::Index(&codes_path, i),
+                            format!("{s} is not an HTTP status"),
+                        ),
                         Err(e) => reader.error(&Path::Index(&codes_path, i), e),
                     }
                 }
             }
-            other => reader.error(&codes_path, format!("expected a list, got {}", other.kind())),
+            other => reader.error(
+                &codes_path,
+                format!("expected a list, got {}", other.kind()),
+            ),
         }
     }
     for &s in &wants.statuses {
@@ -470,7 +523,10 @@ fn read_conditions(
         }
     }
     if list.trim().is_empty() {
-        reader.note(at, "no retry_on: Envoy retries nothing here; ricochet still retries 429 (RateLimited)");
+        reader.note(
+            at,
+            "no retry_on: Envoy retries nothing here; ricochet still retries 429 (RateLimited)",
+        );
     }
     compare(reader, cond_path, &wants, config);
     wants.categories
@@ -497,7 +553,12 @@ pub(crate) fn core_retries(policy: &Policy, category: ErrorCategory) -> bool {
 }
 
 /// Notes (and errors) for what ricochet retries that Envoy would not, and the reverse.
-fn compare(reader: &mut Reader<'_>, at: &Path<'_>, wants: &EnvoyRetries, config: &PartialRetryConfig) {
+fn compare(
+    reader: &mut Reader<'_>,
+    at: &Path<'_>,
+    wants: &EnvoyRetries,
+    config: &PartialRetryConfig,
+) {
     let full = PartialRetryConfig {
         retry_on: Some(wants.categories),
         ..config.clone()
@@ -526,7 +587,10 @@ fn compare(reader: &mut Reader<'_>, at: &Path<'_>, wants: &EnvoyRetries, config:
             let Some(c) = category else { continue };
             match (retried(c), wants.codes.contains(&code)) {
                 (true, false) if c.retryable_by_default() => more_transient.push(name.to_string()),
-                (true, false) => more_final.entry(c.name()).or_default().push(name.to_string()),
+                (true, false) => more_final
+                    .entry(c.name())
+                    .or_default()
+                    .push(name.to_string()),
                 (false, true) => fewer.push(format!("{name} ({})", c.name())),
                 _ => {}
             }
@@ -545,10 +609,13 @@ fn compare(reader: &mut Reader<'_>, at: &Path<'_>, wants: &EnvoyRetries, config:
         ));
     }
     if !fewer.is_empty() {
-        reader.note(at, format!(
-            "Envoy retries these, ricochet does not (their categories are not retried): {}",
-            super::some_of(&fewer, 12)
-        ));
+        reader.note(
+            at,
+            format!(
+                "Envoy retries these, ricochet does not (their categories are not retried): {}",
+                super::some_of(&fewer, 12)
+            ),
+        );
     }
 }
 
@@ -645,15 +712,25 @@ pub fn export_envoy(
         let _ = code;
     }
     if !unexpressed.is_empty() {
-        notes.push(note("retry_on", format!(
-            "Envoy has no retry condition for gRPC {}: a gRPC route does not retry them",
-            unexpressed.join(", ")
-        )));
+        notes.push(note(
+            "retry_on",
+            format!(
+                "Envoy has no retry condition for gRPC {}: a gRPC route does not retry them",
+                unexpressed.join(", ")
+            ),
+        ));
     }
     if retried(ErrorCategory::AuthExpired) || config.retry_on.contains(ErrorCategory::AuthExpired) {
-        notes.push(note("retry_on", "AuthExpired: Envoy cannot refresh a token, so 401 is not retried".into()));
+        notes.push(note(
+            "retry_on",
+            "AuthExpired: Envoy cannot refresh a token, so 401 is not retried".into(),
+        ));
     }
-    let max_retries = if conditions.is_empty() { 0 } else { policy.max_attempts() - 1 };
+    let max_retries = if conditions.is_empty() {
+        0
+    } else {
+        policy.max_attempts() - 1
+    };
     let mut retry_policy = serde_json::json!({
         "retry_on": conditions.join(","),
         "num_retries": max_retries,
@@ -676,34 +753,52 @@ pub fn export_envoy(
         retry_policy["per_try_timeout"] = serde_json::json!(seconds(t.as_secs_f64()));
     }
     if config.exponential_base != 2.0 {
-        notes.push(note("exponential_base", format!(
-            "{}: Envoy's back-off always doubles",
-            config.exponential_base
-        )));
+        notes.push(note(
+            "exponential_base",
+            format!(
+                "{}: Envoy's back-off always doubles",
+                config.exponential_base
+            ),
+        ));
     }
     if policy.strategy() != JitterStrategy::Full {
-        notes.push(note("strategy", format!(
-            "{}: Envoy always uses full jitter, bounded by (2^n − 1)·base_interval",
-            policy.strategy().name()
-        )));
+        notes.push(note(
+            "strategy",
+            format!(
+                "{}: Envoy always uses full jitter, bounded by (2^n − 1)·base_interval",
+                policy.strategy().name()
+            ),
+        ));
     }
     if config.coordination_enabled {
-        notes.push(note("coordination_enabled", "Envoy has no retry slots: its retries are not coordinated".into()));
+        notes.push(note(
+            "coordination_enabled",
+            "Envoy has no retry slots: its retries are not coordinated".into(),
+        ));
     }
     if let Some(m) = config.max_elapsed {
-        notes.push(note("max_elapsed", format!(
-            "{m}s: not part of retry_policy; set the route's `timeout: {}`",
-            seconds(m)
-        )));
+        notes.push(note(
+            "max_elapsed",
+            format!(
+                "{m}s: not part of retry_policy; set the route's `timeout: {}`",
+                seconds(m)
+            ),
+        ));
     }
-    notes.push(note("max_retry_after", format!(
-        "{}s: a longer reset header makes Envoy back off as usual, where ricochet gives up",
-        config.max_retry_after
-    )));
+    notes.push(note(
+        "max_retry_after",
+        format!(
+            "{}s: a longer reset header makes Envoy back off as usual, where ricochet gives up",
+            config.max_retry_after
+        ),
+    ));
     if config.circuit_breaker.is_some() || config.retry_budget.is_some() {
         notes.push(note("circuit_breaker / retry_budget", "not part of Envoy's retry_policy: the ricochet filter keeps them (give it the same policy)".into()));
     }
-    Ok(EnvoyExport { retry_policy, notes })
+    Ok(EnvoyExport {
+        retry_policy,
+        notes,
+    })
 }
 
 fn note(path: &str, message: String) -> Note {

@@ -50,7 +50,10 @@ pub fn import_grpc_service_config(doc: &Document) -> Result<Imported, ImportErro
     let mut budget = None;
     // First the channel-wide settings; method configs need the throttling.
     let Node::Map(entries) = root.node else {
-        reader.error(root.path(), format!("expected a service config map, got {}", root.node.kind()));
+        reader.error(
+            root.path(),
+            format!("expected a service config map, got {}", root.node.kind()),
+        );
         return reader.finish(BTreeMap::new());
     };
     for (k, v) in entries {
@@ -123,7 +126,13 @@ fn read_throttling(reader: &mut Reader<'_>, node: &Node, at: &Path<'_>) -> Optio
 /// The policy names of a `methodConfig.name` list.
 fn names(reader: &mut Reader<'_>, node: &Node, at: &Path<'_>) -> Vec<String> {
     let Node::List(items) = node else {
-        reader.error(at, format!("expected a list of {{service, method}}, got {}", node.kind()));
+        reader.error(
+            at,
+            format!(
+                "expected a list of {{service, method}}, got {}",
+                node.kind()
+            ),
+        );
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -148,7 +157,10 @@ fn names(reader: &mut Reader<'_>, node: &Node, at: &Path<'_>) -> Vec<String> {
             (false, true) => service,
             (false, false) => format!("{service}/{method}"),
             (true, false) => {
-                reader.error(&here, "a method without a service matches nothing (gRPC A6)");
+                reader.error(
+                    &here,
+                    "a method without a service matches nothing (gRPC A6)",
+                );
                 continue;
             }
         };
@@ -188,11 +200,16 @@ fn read_method_config(
         return;
     }
     let Some((retry_node, _)) = retry else {
-        reader.note(at, "no retryPolicy: these methods are not retried by gRPC; nothing imported");
+        reader.note(
+            at,
+            "no retryPolicy: these methods are not retried by gRPC; nothing imported",
+        );
         return;
     };
     let retry_path = Path::Key(at, "retryPolicy", retry_node);
-    let Some((config, attempt_timeout)) = read_retry_policy(reader, retry_node, &retry_path, max_elapsed, budget) else {
+    let Some((config, attempt_timeout)) =
+        read_retry_policy(reader, retry_node, &retry_path, max_elapsed, budget)
+    else {
         return;
     };
     if reader.errors.len() != errors_before {
@@ -203,14 +220,20 @@ fn read_method_config(
     }
     for name in method_names {
         if policies.contains_key(&name) {
-            reader.error(at, format!("`{name}` is named by two methodConfigs (gRPC rejects such a config)"));
+            reader.error(
+                at,
+                format!("`{name}` is named by two methodConfigs (gRPC rejects such a config)"),
+            );
             continue;
         }
-        policies.insert(name, ImportedPolicy {
-            config: config.clone(),
-            attempt_timeout,
-            source: retry_path.to_string(),
-        });
+        policies.insert(
+            name,
+            ImportedPolicy {
+                config: config.clone(),
+                attempt_timeout,
+                source: retry_path.to_string(),
+            },
+        );
     }
 }
 
@@ -255,7 +278,12 @@ fn read_retry_policy(
         },
         "backoffMultiplier" => match v {
             Node::Number(m) if *m >= 1.0 && m.is_finite() => config.exponential_base = Some(*m),
-            Node::Number(m) => reader.error(p, format!("{m}: ricochet's exponential_base must be at least 1 (a backoff that shrinks)")),
+            Node::Number(m) => reader.error(
+                p,
+                format!(
+                    "{m}: ricochet's exponential_base must be at least 1 (a backoff that shrinks)"
+                ),
+            ),
             other => reader.error(p, format!("expected a number, got {}", other.kind())),
         },
         "retryableStatusCodes" => {
@@ -356,6 +384,12 @@ fn compare(reader: &mut Reader<'_>, at: &Path<'_>, policy: &ricochet_core::Polic
         ));
     }
     if !more_transient.is_empty() {
-        reader.note(at, format!("ricochet also retries {} (not listed)", more_transient.join(", ")));
+        reader.note(
+            at,
+            format!(
+                "ricochet also retries {} (not listed)",
+                more_transient.join(", ")
+            ),
+        );
     }
 }

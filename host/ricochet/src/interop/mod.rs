@@ -327,9 +327,8 @@ impl Document {
         } else {
             #[cfg(feature = "yaml")]
             {
-                serde_yaml_ng::from_str(text).map_err(|e| {
-                    fail(e.location().map(|l| l.line()), e.to_string())
-                })?
+                serde_yaml_ng::from_str(text)
+                    .map_err(|e| fail(e.location().map(|l| l.line()), e.to_string()))?
             }
             #[cfg(not(feature = "yaml"))]
             {
@@ -493,7 +492,10 @@ impl<'d> Reader<'d> {
         });
     }
 
-    pub fn finish(mut self, policies: BTreeMap<String, ImportedPolicy>) -> Result<Imported, ImportErrors> {
+    pub fn finish(
+        mut self,
+        policies: BTreeMap<String, ImportedPolicy>,
+    ) -> Result<Imported, ImportErrors> {
         // In document order, as far as lines are known (stable: same-line errors keep theirs).
         self.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
         if self.errors.is_empty() {
@@ -534,23 +536,31 @@ pub(crate) fn duration(node: &Node) -> Result<Duration, String> {
     match node {
         Node::String(s) => {
             let Some(number) = s.strip_suffix('s') else {
-                return Err(format!("{s:?} is not a duration: write seconds with an `s`, e.g. \"0.25s\""));
+                return Err(format!(
+                    "{s:?} is not a duration: write seconds with an `s`, e.g. \"0.25s\""
+                ));
             };
             let ok = !number.is_empty()
                 && number.bytes().all(|b| b.is_ascii_digit() || b == b'.')
                 && number.bytes().filter(|&b| b == b'.').count() <= 1
                 && number != ".";
             let seconds: f64 = if ok {
-                number.parse().map_err(|_| format!("{s:?} is not a duration"))?
+                number
+                    .parse()
+                    .map_err(|_| format!("{s:?} is not a duration"))?
             } else {
-                return Err(format!("{s:?} is not a duration (seconds, non-negative, e.g. \"0.25s\")"));
+                return Err(format!(
+                    "{s:?} is not a duration (seconds, non-negative, e.g. \"0.25s\")"
+                ));
             };
             Duration::try_from_secs_f64(seconds).map_err(|_| format!("{s:?} is out of range"))
         }
         Node::Map(_) => {
             let seconds = match node.get("seconds") {
                 Some(Node::Number(n)) => *n,
-                Some(Node::String(s)) => s.parse().map_err(|_| format!("seconds {s:?} is not a number"))?,
+                Some(Node::String(s)) => s
+                    .parse()
+                    .map_err(|_| format!("seconds {s:?} is not a number"))?,
                 None => 0.0,
                 Some(other) => return Err(format!("seconds is {}", other.kind())),
             };
@@ -564,12 +574,22 @@ pub(crate) fn duration(node: &Node) -> Result<Duration, String> {
                     return Err(format!("unknown duration field `{k}`"));
                 }
             }
-            if seconds < 0.0 || !(0.0..1e9).contains(&nanos) || seconds.fract() != 0.0 || nanos.fract() != 0.0 {
-                return Err(format!("{{seconds: {seconds}, nanos: {nanos}}} is not a non-negative duration"));
+            if seconds < 0.0
+                || !(0.0..1e9).contains(&nanos)
+                || seconds.fract() != 0.0
+                || nanos.fract() != 0.0
+            {
+                return Err(format!(
+                    "{{seconds: {seconds}, nanos: {nanos}}} is not a non-negative duration"
+                ));
             }
-            Duration::try_from_secs_f64(seconds + nanos / 1e9).map_err(|_| "out of range".to_string())
+            Duration::try_from_secs_f64(seconds + nanos / 1e9)
+                .map_err(|_| "out of range".to_string())
         }
-        other => Err(format!("expected a duration such as \"0.25s\", got {}", other.kind())),
+        other => Err(format!(
+            "expected a duration such as \"0.25s\", got {}",
+            other.kind()
+        )),
     }
 }
 
@@ -577,7 +597,10 @@ pub(crate) fn duration(node: &Node) -> Result<Duration, String> {
 pub(crate) fn whole_number(node: &Node) -> Result<u64, String> {
     let n = match node {
         Node::Number(n) => *n,
-        Node::String(s) => s.trim().parse::<f64>().map_err(|_| format!("{s:?} is not a number"))?,
+        Node::String(s) => s
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| format!("{s:?} is not a number"))?,
         other => return Err(format!("expected a number, got {}", other.kind())),
     };
     if n < 0.0 || n.fract() != 0.0 || !n.is_finite() || n > 9.0e15 {
@@ -593,10 +616,15 @@ pub(crate) fn policy_name(raw: &str) -> Result<String, String> {
         return Err("the policy name would be empty".into());
     }
     if name.len() > 64 {
-        return Err(format!("the policy name {name:?} is {} bytes long; a policy file allows 64", name.len()));
+        return Err(format!(
+            "the policy name {name:?} is {} bytes long; a policy file allows 64",
+            name.len()
+        ));
     }
     if name.chars().any(char::is_control) {
-        return Err(format!("the policy name {name:?} contains a control character"));
+        return Err(format!(
+            "the policy name {name:?} contains a control character"
+        ));
     }
     Ok(name)
 }
