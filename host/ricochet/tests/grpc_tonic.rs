@@ -2,6 +2,9 @@
 //! loopback (the `grpc.health.v1.Health` service, code generated in `tonic-health`: no protoc).
 #![allow(clippy::unwrap_used)]
 
+#[path = "tower_server/mod.rs"]
+mod tower_server;
+
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -280,4 +283,74 @@ async fn tonic_status_classifies_for_the_executor() {
         "{answer:?}"
     );
     assert_eq!(server.calls(), 1, "pushback -1: not retried");
+}
+
+/// Hostile gRPC answers from a raw HTTP server: a status that is not a number, a pushback that
+/// is not UTF-8 or is absurdly long. None may panic; each is classified as A6 says.
+mod hostile {
+    use super::tower_server::{Answer, Scripted};
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use ricochet::http::ReplayBody;
+    use ricochet::tower::RetryLayer;
+    use tower::{Layer, Service, ServiceExt};
+
+    fn grpc(status: &[u8], pushback: Option<&[u8]>) -> Answer {
+        let answer = Answer::status(200)
+            .header("content-type", "application/grpc")
+            .header("grpc-status", status);
+        match pushback {
+            Some(p) => answer.header("grpc-retry-pushback-ms", p),
+            None => answer,
+        }
+    }
+
+    async fn calls_made(answer: Answer) -> usize {
+        let server = Scripted::start(vec![answer]).await;
+        let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Full<Bytes>>>();
+        let mut svc = RetryLayer::new(super::policy(), "grpc").layer(client);
+        let request = http::Request::get(server.url("/pkg.Svc/Call"))
+            .body(Full::default())
+            .unwrap();
+        svc.ready().await.unwrap().call(request).await.unwrap();
+        server.requests()
+    }
+
+    #[tokio::test]
+    async fn hostile_status_and_pushback_values() {
+        assert_eq!(
+            calls_made(grpc(b"14", None)).await,
+            2,
+            "UNAVAILABLE: retried"
+        );
+        assert_eq!(calls_made(grpc(b"0", None)).await, 1, "OK");
+        assert_eq!(
+            calls_made(grpc(b"abc", None)).await,
+            1,
+            "not a number: UNKNOWN"
+        );
+        assert_eq!(
+            calls_made(grpc(b"99999999999", None)).await,
+            1,
+            "out of range: UNKNOWN"
+        );
+        assert_eq!(
+            calls_made(grpc(b"14", Some(b"\xff\xfe"))).await,
+            1,
+            "not UTF-8: do not retry"
+        );
+        let long = "1".repeat(300);
+        assert_eq!(
+            calls_made(grpc(b"14", Some(long.as_bytes()))).await,
+            1,
+            "absurd: do not retry"
+        );
+        assert_eq!(
+            calls_made(grpc(b"14", Some(b"5"))).await,
+            2,
+            "5 ms: retried"
+        );
+    }
 }

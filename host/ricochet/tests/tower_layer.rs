@@ -625,3 +625,38 @@ async fn a_body_over_the_limit_that_no_attempt_read_is_retried_whole() {
     assert_eq!(body_text(response).await, big.len().to_string());
     late.abort();
 }
+
+#[tokio::test]
+async fn the_executors_json_log_lines_name_the_http_failure() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let lines = ricochet::logging::CapturedLines::default();
+    let subscriber =
+        tracing_subscriber::registry().with(ricochet::logging::SeedJsonLayer::new(lines.clone()));
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let server = Scripted::start(vec![Answer::status(503)]).await;
+    let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let lines = lines.lines();
+    let parsed: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let levels: Vec<&str> = parsed
+        .iter()
+        .map(|l| l["level"].as_str().unwrap())
+        .collect();
+    assert_eq!(levels, ["WARNING", "INFO"], "{lines:?}");
+    for line in &parsed {
+        assert_eq!(line["service"], "orders");
+        assert_eq!(line["operation"], "GET");
+        assert_eq!(line["error"], "HTTP 503");
+        assert_eq!(line["attempt"], 1);
+    }
+}
