@@ -47,6 +47,13 @@
 //! inner service's last error, an attempt timeout, or an open circuit. The response's body is
 //! not part of an attempt: the timeout covers the wait for the response head.
 //!
+//! # Readiness
+//!
+//! `poll_ready` passes the inner service's back-pressure on (`Pending` stays pending), but not its
+//! errors: a service that cannot become ready (a tonic channel that cannot connect) makes the
+//! next call's first attempt fail with that error, classified and retried like any attempt that
+//! reached no server. Every retry waits for a fresh clone of the inner service to be ready.
+//!
 //! # Default
 //!
 //! - operation name: the request's method ([`OperationName::Method`]);
