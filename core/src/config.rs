@@ -530,7 +530,7 @@ impl Policy {
 #[allow(missing_docs)] // each field is the RetryConfig field of the same name
 pub struct PartialRetryConfig {
     /// The policy this one inherits from.
-    pub extends: Option<heapless::String<64>>,
+    pub extends: Option<crate::PolicyName>,
     pub max_attempts: Option<u32>,
     pub initial_delay: Option<f64>,
     pub max_delay: Option<f64>,

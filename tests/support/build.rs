@@ -38,6 +38,8 @@ fn main() {
             hostile("spin", "HOSTILE_SPIN_COMPONENT", "Test guest: every export loops forever"),
             hostile("hog", "HOSTILE_HOG_COMPONENT", "Test guest: every export allocates until memory runs out"),
             hostile("trap", "HOSTILE_TRAP_COMPONENT", "Test guest: every export executes `unreachable`"),
+            hostile("forger", "HOSTILE_FORGER_COMPONENT", "Test guest: `decide` breaks the contract (forged guards, delays and retries past the config), the lie chosen by `state.seed`"),
+            hostile("intruder", "HOSTILE_INTRUDER_COMPONENT", "Test guest: `decide` and `schedule` abuse the imports (foreign names, store floods, huge logs), the attack chosen by `state.seed`"),
         ],
     );
 }

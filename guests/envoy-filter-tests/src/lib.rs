@@ -139,10 +139,17 @@ impl StreamState for Exchange {
     }
 }
 
-fn header_map(headers: &[(&str, &str)]) -> VecHeaderMap {
+fn header_map(headers: &[(&[u8], &[u8])]) -> VecHeaderMap {
     headers
         .iter()
-        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect()
+}
+
+fn as_bytes<'a>(headers: &[(&'a str, &'a str)]) -> Vec<(&'a [u8], &'a [u8])> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
         .collect()
 }
 
@@ -290,11 +297,17 @@ impl Proxy {
 
     /// Sends request headers through the filter.
     pub fn request(&mut self, headers: &[(&str, &str)]) -> Pending {
+        self.request_bytes(&as_bytes(headers))
+    }
+
+    /// Sends request headers through the filter, as bytes (not necessarily UTF-8: a client
+    /// may send anything).
+    pub fn request_bytes(&mut self, headers: &[(&[u8], &[u8])]) -> Pending {
         let started_ns = self.clock.now_ns();
-        let mut all = vec![
-            (":method", "GET"),
-            (":path", "/charge"),
-            (":authority", "payments"),
+        let mut all: Vec<(&[u8], &[u8])> = vec![
+            (b":method", b"GET"),
+            (b":path", b"/charge"),
+            (b":authority", b"payments"),
         ];
         all.extend_from_slice(headers);
         let exchange = Exchange {
@@ -337,14 +350,31 @@ impl Proxy {
     /// through the filter instead. Returns the response headers as the client gets them.
     pub fn respond(&mut self, pending: Pending, status: u16, headers: &[(&str, &str)]) -> Headers {
         let status = status.to_string();
-        let mut all: Vec<(String, String)> = vec![(":status".into(), status)];
+        let mut all: Vec<(&[u8], &[u8])> = vec![(b":status", status.as_bytes())];
+        all.extend(as_bytes(headers));
+        self.respond_bytes(pending, &all)
+    }
+
+    /// Like [`respond`](Self::respond), with the response headers as bytes, `:status` included
+    /// (an upstream may send anything, UTF-8 or not).
+    pub fn respond_bytes(&mut self, pending: Pending, headers: &[(&[u8], &[u8])]) -> Headers {
+        let mut all: Vec<(Vec<u8>, Vec<u8>)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
         if let Some(local) = &pending.local_reply {
-            all = vec![(":status".into(), local.status.to_string())];
-            all.extend(local.headers.iter().cloned());
-        } else {
-            all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            all = vec![(b":status".to_vec(), local.status.to_string().into_bytes())];
+            all.extend(
+                local
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes())),
+            );
         }
-        let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let pairs: Vec<(&[u8], &[u8])> = all
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect();
         let exchange = Exchange {
             response: header_map(&pairs),
             ..Exchange::default()
@@ -384,6 +414,24 @@ impl Proxy {
             local_reply,
             response,
         }
+    }
+
+    /// The shared-data key of this worker's guards, as the filter logged it when it was
+    /// configured (`None` when neither guard is configured).
+    pub fn guards_key(&self) -> Option<String> {
+        self.logs.lines().iter().find_map(|(_, line)| {
+            let (_, rest) = line.split_once("shared guards `")?;
+            Some(rest.split('`').next()?.to_string())
+        })
+    }
+
+    /// Writes `bytes` under `key` in the shared data, as another VM (or another version of the
+    /// filter) might.
+    pub fn set_shared_data(&self, key: &str, bytes: &[u8]) {
+        let call = Invocation::new(self.guest.id(), self.root);
+        self.shared
+            .set_shared_data(call, b"", key.as_bytes(), bytes, None)
+            .expect("shared data written");
     }
 
     /// The bytes the filter keeps in shared data under `key`, if any.

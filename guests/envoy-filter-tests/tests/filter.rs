@@ -12,8 +12,6 @@ use ricochet_core::{ErrorCategory, Failure, Guards, RetryConfig, RetryState};
 use ricochet_envoy_filter_tests::{header, ManualClock, Proxy, RacingStore, T0_US};
 use serde_json::{json, Value};
 
-const KEY: &str = "ricochet.guards.payments";
-
 fn config(extra: Value) -> String {
     let mut base = json!({ "service": "payments", "operation": "charge" });
     let (Value::Object(b), Value::Object(e)) = (&mut base, extra) else {
@@ -166,10 +164,11 @@ fn circuit_opens_after_the_configured_failures_and_answers_503_with_the_cool_dow
     assert_eq!(header(&reply.headers, "retry-after"), Some("30"));
     assert!(reply.body.contains("payments"), "{}", reply.body);
     // Envoy runs the local reply through the encoder filters: it is not an outcome.
-    let before = proxy.shared_data(KEY);
+    let key = proxy.guards_key().expect("guards");
+    let before = proxy.shared_data(&key);
     let response = proxy.respond(pending, 0, &[]);
     assert_eq!(header(&response, "retry-after"), Some("30"));
-    assert_eq!(proxy.shared_data(KEY), before);
+    assert_eq!(proxy.shared_data(&key), before);
 
     // Later, the cool-down left, rounded up to whole seconds: 30 − 12.3 = 17.7 → 18.
     proxy.clock.set_us(opened_at + 12_300_000);
@@ -238,8 +237,10 @@ fn a_failed_probe_opens_the_circuit_again() {
 fn budget_exhaustion_sets_max_retries_zero() {
     let mut proxy = start(json!({
         "policy": "default",
-        "retry_budget": { "max_tokens": 4, "token_ratio": 0.5 }
+        "retry_budget": { "max_tokens": 4, "token_ratio": 0.5 },
+        "include_attempt_count_in_response": true
     }));
+    let key = proxy.guards_key().expect("guards");
     // 4 tokens; retries only while more than 2 are left.
     assert_eq!(
         proxy.call(503, &[]).request_header("x-envoy-max-retries"),
@@ -270,7 +271,7 @@ fn budget_exhaustion_sets_max_retries_zero() {
     );
 
     let stored =
-        RetryBudget::from_bytes(&proxy.shared_data(KEY).expect("stored")).expect("a budget");
+        RetryBudget::from_bytes(&proxy.shared_data(&key).expect("stored")).expect("a budget");
     assert_eq!(stored.tokens_milli(), 3_500);
 }
 
@@ -510,13 +511,15 @@ fn a_write_that_loses_the_cas_race_is_redone_and_loses_nothing() {
     let mut proxy =
         Proxy::start_on(&config(guards_config()), clock.clone(), store.clone()).expect("starts");
     assert_eq!(store.writes(), 1, "configuration writes fresh guards");
+    let key = proxy.guards_key().expect("guards");
+    let interloper_key = key.clone();
 
     // Just before the filter stores the outcome of its next response, another worker records
     // two failures of its own (by ricochet-core, natively) and wins the race.
     let now = clock.now_us();
     store.before_write(2, move |inner, call| {
         let stored = inner
-            .get_shared_data(call, b"", KEY.as_bytes())
+            .get_shared_data(call, b"", interloper_key.as_bytes())
             .expect("stored");
         let (mut breaker, mut budget) = stored_guards(&stored.bytes);
         for _ in 0..2 {
@@ -526,7 +529,13 @@ fn a_write_that_loses_the_cas_race_is_redone_and_loses_nothing() {
         let mut bytes = breaker.to_bytes().to_vec();
         bytes.extend_from_slice(&budget.to_bytes());
         inner
-            .set_shared_data(call, b"", KEY.as_bytes(), &bytes, Some(stored.cas.get()))
+            .set_shared_data(
+                call,
+                b"",
+                interloper_key.as_bytes(),
+                &bytes,
+                Some(stored.cas.get()),
+            )
             .expect("the interloper wins");
     });
     proxy.call(503, &[]);
@@ -535,7 +544,7 @@ fn a_write_that_loses_the_cas_race_is_redone_and_loses_nothing() {
         1,
         "the filter's first write lost the race"
     );
-    let (breaker, budget) = stored_guards(&proxy.shared_data(KEY).expect("stored"));
+    let (breaker, budget) = stored_guards(&proxy.shared_data(&key).expect("stored"));
     assert_eq!(
         breaker.window_counts(now),
         (3, 3),
@@ -572,7 +581,8 @@ fn concurrent_workers_lose_no_update() {
     }
     let calls = 3 * u64::from(PER_WORKER);
     let successes = calls / 10;
-    let (breaker, budget) = stored_guards(&first.shared_data(KEY).expect("stored"));
+    let key = first.guards_key().expect("guards");
+    let (breaker, budget) = stored_guards(&first.shared_data(&key).expect("stored"));
     assert_eq!(breaker.window_counts(now), (calls, calls - successes));
     // Start full; −1 per failure, +0.001 per success while not full.
     let mut expected = RetryBudget::new(BudgetConfig {
@@ -596,16 +606,29 @@ fn concurrent_workers_lose_no_update() {
 #[test]
 fn guards_stored_under_another_configuration_are_replaced() {
     let mut proxy = start(guards_config());
+    let key = proxy.guards_key().expect("guards");
     proxy.call(503, &[]);
-    let (_, budget) = stored_guards(&proxy.shared_data(KEY).expect("stored"));
+    let (_, budget) = stored_guards(&proxy.shared_data(&key).expect("stored"));
     assert_eq!(budget.tokens_milli(), 999_000);
-    // The same service reconfigured with another budget starts afresh rather than misreading.
+    // The same service reconfigured with another budget keeps its guards under another key,
+    // and starts afresh.
     let mut changed = guards_config();
     changed["retry_budget"] = json!({ "max_tokens": 10, "token_ratio": 0.5 });
     let other = Proxy::start_on(&config(changed), proxy.clock.clone(), proxy.shared.clone())
         .expect("starts");
-    let (_, budget) = stored_guards(&other.shared_data(KEY).expect("stored"));
+    let other_key = other.guards_key().expect("guards");
+    assert_ne!(other_key, key);
+    let (_, budget) = stored_guards(&other.shared_data(&other_key).expect("stored"));
     assert_eq!((budget.max_tokens(), budget.tokens_milli()), (10, 10_000));
+    // Guards of another configuration found under this one's key (another version of the
+    // filter, a hash collision) are replaced by fresh ones rather than misread.
+    proxy.set_shared_data(&key, &other.shared_data(&other_key).expect("stored"));
+    proxy.call(503, &[]);
+    let (_, budget) = stored_guards(&proxy.shared_data(&key).expect("stored"));
+    assert_eq!(
+        (budget.max_tokens(), budget.tokens_milli()),
+        (1000, 999_000)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -661,11 +684,13 @@ fn decisions_agree_with_ricochet_core_computed_natively() {
         "circuit_breaker": { "failure_threshold": 4, "failure_rate": 0.6, "minimum_calls": 5,
                              "window": 10.0, "cool_down": 5.0, "half_open_probes": 2 },
         "retry_budget": { "max_tokens": 8, "token_ratio": 0.5 },
+        "include_attempt_count_in_response": true,
         "statuses": { "429": "RateLimited", "500": "ServiceUnavailableError",
                       "503": "ServiceUnavailableError", "404": "ResourceNotFoundError",
                       "401": "AuthenticationError" }
     }));
     let first = Proxy::start(&configuration).expect("starts");
+    let key = first.guards_key().expect("guards");
     let mut workers = [first.worker(), first.worker()];
     drop(first);
 
@@ -792,7 +817,7 @@ fn decisions_agree_with_ricochet_core_computed_natively() {
         // The shared state is byte for byte the native one.
         let mut native = breaker.to_bytes().to_vec();
         native.extend_from_slice(&budget.to_bytes());
-        assert_eq!(proxy.shared_data(KEY), Some(native), "step {step}");
+        assert_eq!(proxy.shared_data(&key), Some(native), "step {step}");
     }
     // The scenario really went through every path.
     assert!(local_replies > 10, "{local_replies} local replies");
@@ -858,8 +883,10 @@ fn envoy_yaml_names_the_filter_file_and_a_valid_plugin_configuration() {
     let mut proxy = Proxy::start(json).unwrap_or_else(|r| panic!("{json}: {:?}", r.logs));
     let call = proxy.call(200, &[]);
     assert!(call.request_header("x-envoy-max-retries").is_some());
-    // And the virtual host asks Envoy for the attempt count the filter reads.
+    // And the virtual host asks Envoy for the attempt count the filter reads, and the plugin
+    // configuration says so (without it the filter ignores the header).
     assert!(text.contains("include_attempt_count_in_response: true"));
+    assert!(json.contains("\"include_attempt_count_in_response\": true"));
 }
 
 #[test]

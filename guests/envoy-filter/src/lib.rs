@@ -13,6 +13,12 @@
 //!   worker, see [`shared_guards`]); on a 429 or 503 keep or add a `Retry-After` (see
 //!   [`retry_after`]).
 //!
+//! Upstreams and clients are not trusted: every header the filter reads is read as bytes and
+//! used only if it is UTF-8 (the SDK's `String` getters panic on anything else, and a panic
+//! traps the VM for every later request); `x-envoy-attempt-count` is read only when the
+//! configuration says Envoy sets it; and every per-request header through which a client could
+//! change Envoy's retrying ([`CLIENT_RETRY_HEADERS`]) is replaced or removed.
+//!
 //! It is a thin adapter, like the component guest: every number — delays, breaker transitions,
 //! budget tokens, what counts as retryable, Retry-After parsing — comes from `ricochet-core`.
 //!
@@ -48,6 +54,21 @@ mod entry {
         proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(RicochetRoot::default()) });
     }}
 }
+
+/// Request headers through which a client could change how Envoy retries: the filter sets the
+/// first four from the policy (or removes them) and removes the rest, whatever a client sent.
+/// `x-envoy-retry-grpc-on` would add retry conditions, `x-envoy-retriable-header-names`
+/// conditions on response headers, `x-envoy-hedge-on-per-try-timeout` a second request while
+/// the first is still out.
+pub const CLIENT_RETRY_HEADERS: [&str; 7] = [
+    "x-envoy-max-retries",
+    "x-envoy-retry-on",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-retriable-header-names",
+    "x-envoy-hedge-on-per-try-timeout",
+];
 
 /// A configured plugin: what every HTTP context of the root shares.
 #[derive(Debug)]
@@ -87,7 +108,7 @@ impl RootContext for RicochetRoot {
         }
         let h = &settings.headers;
         log::info!(
-            "ricochet: {}/{}: x-envoy-max-retries {}, x-envoy-retry-on `{}`, retriable statuses `{}`, circuit breaker {}, retry budget {}",
+            "ricochet: {}/{}: x-envoy-max-retries {}, x-envoy-retry-on `{}`, retriable statuses `{}`, circuit breaker {}, retry budget {}{}, x-envoy-attempt-count {}",
             settings.service,
             settings.operation,
             h.max_retries,
@@ -95,6 +116,15 @@ impl RootContext for RicochetRoot {
             h.retriable_status_codes,
             if settings.breaker().is_some() { "on" } else { "off" },
             if settings.budget().is_some() { "on" } else { "off" },
+            guards
+                .as_ref()
+                .map(|g| format!(", shared guards `{}`", g.key()))
+                .unwrap_or_default(),
+            if settings.attempt_count_in_response {
+                "read (Envoy sets it)"
+            } else {
+                "ignored"
+            },
         );
         self.plugin = Some(Rc::new(Plugin { settings, guards }));
         true
@@ -163,16 +193,18 @@ impl HttpContext for RetryFilter {
         }
         // The filter owns these headers: whatever a client sent is replaced or removed.
         let max_retries = max_retries.to_string();
-        self.set_http_request_header("x-envoy-max-retries", Some(&max_retries));
-        self.set_http_request_header("x-envoy-retry-on", non_empty(&headers.retry_on));
-        self.set_http_request_header(
-            "x-envoy-retriable-status-codes",
+        let values: [Option<&str>; CLIENT_RETRY_HEADERS.len()] = [
+            Some(max_retries.as_str()),
+            non_empty(&headers.retry_on),
             non_empty(&headers.retriable_status_codes),
-        );
-        self.set_http_request_header(
-            "x-envoy-upstream-rq-per-try-timeout-ms",
             headers.per_try_timeout_ms.as_deref(),
-        );
+            None,
+            None,
+            None,
+        ];
+        for (name, value) in CLIENT_RETRY_HEADERS.into_iter().zip(values) {
+            self.set_http_request_header(name, value);
+        }
         Action::Continue
     }
 
@@ -187,16 +219,21 @@ impl HttpContext for RetryFilter {
         let policy = &settings.policy;
         let now_us = now_unix_ns() / 1_000;
         let status = self
-            .get_http_response_header(":status")
+            .response_header(":status")
             .and_then(|s| s.trim().parse::<u16>().ok());
         let category = status.and_then(|s| settings.category_of(s));
-        // With `include_attempt_count_in_response`, Envoy says how many calls it made; every
-        // call before the last was retried, so it ended in one of our retry-on conditions.
-        let attempts = self
-            .get_http_response_header("x-envoy-attempt-count")
-            .and_then(|s| s.trim().parse::<u32>().ok())
-            .unwrap_or(1)
-            .clamp(1, policy.max_attempts());
+        // With `include_attempt_count_in_response`, Envoy says how many calls it made (and
+        // overwrites what the upstream sent); every call before the last was retried, so it
+        // ended in one of our retry-on conditions. Without it the header is the upstream's own
+        // claim, and not believed.
+        let attempts = if settings.attempt_count_in_response {
+            self.response_header("x-envoy-attempt-count")
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                .unwrap_or(1)
+                .clamp(1, policy.max_attempts())
+        } else {
+            1
+        };
 
         let (seed, started_us) = (self.seed, self.started_us);
         let breaker_state = plugin.guards.as_ref().and_then(|guards| {
@@ -226,7 +263,7 @@ impl HttpContext for RetryFilter {
         });
 
         if status.is_some_and(|s| PUSHBACK_STATUSES.contains(&s)) {
-            let existing = self.get_http_response_header("retry-after");
+            let existing = self.response_header("retry-after");
             let own_us = retry_after::policy_delay_us(policy, seed, breaker_state, now_us);
             if let Edit::Set(secs) = retry_after::edit(existing.as_deref(), now_us, own_us) {
                 self.set_http_response_header("retry-after", Some(&secs.to_string()));
@@ -237,6 +274,13 @@ impl HttpContext for RetryFilter {
 }
 
 impl RetryFilter {
+    /// Response header `name`, if present and UTF-8. Read as bytes: the SDK's `String` getter
+    /// panics on anything else, which an upstream controls.
+    fn response_header(&self, name: &str) -> Option<String> {
+        let bytes = self.get_http_response_header_bytes(name)?;
+        std::str::from_utf8(&bytes).ok().map(str::to_string)
+    }
+
     /// Answers 503 with the cool-down left, rounded up to whole seconds.
     fn answer_circuit_open(&mut self, settings: &Settings, retry_after_us: u64) {
         self.answered_locally = true;

@@ -8,6 +8,7 @@
 //!   "config": { "max_attempts": 4, "retry_on": ["ConnectionError", "RateLimited"] },
 //!   "statuses": { "429": "RateLimited", "503": "ServiceUnavailableError" },
 //!   "attempt_timeout_ms": 250,
+//!   "include_attempt_count_in_response": true,
 //!   "circuit_breaker": { "failure_threshold": 5, "failure_rate": 0.5, "minimum_calls": 20,
 //!                        "window": 10, "cool_down": 30, "half_open_probes": 1 },
 //!   "retry_budget": { "max_tokens": 10, "token_ratio": 0.1 }
@@ -19,7 +20,10 @@
 //! given) and replaces the fields it sets. `circuit_breaker` and `retry_budget` may be given at the
 //! top level or inside `config`, not both. `statuses` maps upstream status codes to core's error
 //! categories; without it, 429 is `RateLimited` and 502, 503 and 504 are
-//! `ServiceUnavailableError`. Every other status is a success.
+//! `ServiceUnavailableError`. Every other status is a success. `include_attempt_count_in_response`
+//! says that the route (or virtual host) has Envoy's setting of that name on, so that the
+//! `x-envoy-attempt-count` of a response is Envoy's count; without it (the default) the header
+//! could be the upstream's own and is ignored.
 //!
 //! Nothing is half-configured: a JSON type error, an unknown field, an unknown preset or a value
 //! `RetryConfig::validate` rejects fails the whole configuration, with a message that names the
@@ -47,6 +51,7 @@ struct RawSettings {
     config: Option<PartialRetryConfig>,
     statuses: Option<BTreeMap<String, ErrorCategory>>,
     attempt_timeout_ms: Option<u64>,
+    include_attempt_count_in_response: Option<bool>,
     circuit_breaker: Option<BreakerConfig>,
     retry_budget: Option<BudgetConfig>,
 }
@@ -64,6 +69,9 @@ pub struct Settings {
     pub statuses: Vec<(u16, ErrorCategory)>,
     /// The values of the `x-envoy-*` request headers.
     pub headers: RetryHeaders,
+    /// Whether Envoy sets `x-envoy-attempt-count` on responses (its
+    /// `include_attempt_count_in_response`), so the filter may believe it.
+    pub attempt_count_in_response: bool,
 }
 
 /// The statuses used when the configuration gives none.
@@ -194,6 +202,7 @@ impl RawSettings {
             policy,
             statuses,
             headers,
+            attempt_count_in_response: self.include_attempt_count_in_response.unwrap_or(false),
         })
     }
 }

@@ -2,10 +2,16 @@
 //!
 //! Envoy runs one copy of the filter per worker thread; a breaker that each worker kept to
 //! itself would need N times the failures to open. So both guards live in one shared-data value
-//! under `ricochet.guards.<service>`: the breaker's [`CircuitBreaker::to_bytes`] followed by the
-//! budget's [`RetryBudget::to_bytes`] (each present only when configured). Both encodings are
-//! `ricochet-core`'s own and carry their configuration, so a value written under another
-//! configuration is recognised and replaced by fresh guards rather than misread.
+//! under `ricochet.guards.<service>.<config hash>`: the breaker's [`CircuitBreaker::to_bytes`]
+//! followed by the budget's [`RetryBudget::to_bytes`] (each present only when configured).
+//!
+//! The key carries a hash of the guards' configuration (16 hex digits of the FNV-1a hash of the
+//! fresh guards' encoding, which holds the configuration and nothing else): two plugin
+//! configurations for one service — another listener, another route — each keep their own
+//! breaker and budget instead of replacing each other's on every write, while every worker of
+//! one configuration shares one. Both encodings are `ricochet-core`'s own and carry their
+//! configuration, so a value that is not of this configuration (a hash collision, a value from
+//! another version) is still recognised and replaced by fresh guards rather than misread.
 //!
 //! Every change is a read–modify–write under the shared-data CAS token: a write that lost a
 //! race (`CasMismatch`) is redone from a fresh read, so two workers' outcomes are never lost.
@@ -49,13 +55,15 @@ impl SharedGuards {
         if breaker.is_none() && budget.is_none() {
             return None;
         }
+        let fresh = ServiceGuards {
+            breaker: breaker.map(CircuitBreaker::new),
+            // Validated with the rest of the policy, so `new` cannot fail here.
+            budget: budget.and_then(|b| RetryBudget::new(b).ok()),
+        };
+        let hash = fnv1a(&encode(&fresh));
         Some(SharedGuards {
-            key: format!("ricochet.guards.{service}"),
-            fresh: ServiceGuards {
-                breaker: breaker.map(CircuitBreaker::new),
-                // Validated with the rest of the policy, so `new` cannot fail here.
-                budget: budget.and_then(|b| RetryBudget::new(b).ok()),
-            },
+            key: format!("ricochet.guards.{service}.{hash:016x}"),
+            fresh,
         })
     }
 
@@ -81,7 +89,7 @@ impl SharedGuards {
             if read_back == Some(guards) {
                 return answer;
             }
-            match hostcalls::set_shared_data(&self.key, Some(&self.encode(&guards)), cas) {
+            match hostcalls::set_shared_data(&self.key, Some(&encode(&guards)), cas) {
                 Ok(()) => return answer,
                 Err(Status::CasMismatch) if rounds + 1 < MAX_CAS_ROUNDS => rounds += 1,
                 Err(status) => {
@@ -94,17 +102,6 @@ impl SharedGuards {
                 }
             }
         }
-    }
-
-    fn encode(&self, guards: &ServiceGuards) -> Vec<u8> {
-        let mut out = Vec::with_capacity(CircuitBreaker::ENCODED_LEN + RetryBudget::ENCODED_LEN);
-        if let Some(b) = &guards.breaker {
-            out.extend_from_slice(&b.to_bytes());
-        }
-        if let Some(b) = &guards.budget {
-            out.extend_from_slice(&b.to_bytes());
-        }
-        out
     }
 
     /// The stored guards, if they were written under this configuration.
@@ -134,6 +131,26 @@ impl SharedGuards {
         };
         rest.is_empty().then_some(ServiceGuards { breaker, budget })
     }
+}
+
+/// The stored value of `guards`: the breaker's encoding, then the budget's.
+fn encode(guards: &ServiceGuards) -> Vec<u8> {
+    let mut out = Vec::with_capacity(CircuitBreaker::ENCODED_LEN + RetryBudget::ENCODED_LEN);
+    if let Some(b) = &guards.breaker {
+        out.extend_from_slice(&b.to_bytes());
+    }
+    if let Some(b) = &guards.budget {
+        out.extend_from_slice(&b.to_bytes());
+    }
+    out
+}
+
+/// FNV-1a, 64 bits: a short, stable name for a configuration (not a defence against anyone:
+/// the stored value is checked against the configuration anyway).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// The stored bytes and CAS token of `key` (both `None` when absent).

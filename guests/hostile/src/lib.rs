@@ -4,10 +4,17 @@
 //!
 //! - `spin`: a loop that never returns (stopped by the fuel or time budget);
 //! - `hog`: reserves 1 MiB blocks until memory runs out (stopped by the memory cap);
-//! - `trap`: executes `unreachable` (an explicit trap).
+//! - `trap`: executes `unreachable` (an explicit trap);
+//! - `forger`: `decide` answers within the sandbox but against the contract — forged guard
+//!   state, delays past the config's bounds, retries the config forbids (see [`forger`]);
+//! - `intruder`: `decide` and `schedule` abuse the imports — slots for services it was not
+//!   called for, floods of store calls with endless leases, another caller's idempotency key,
+//!   megabyte log lines (see [`intruder`]).
 //!
-//! Without a feature those exports return a config error, so a native `cargo clippy` of the
-//! workspace type-checks the crate without building a weapon.
+//! `forger` and `intruder` pick what they do from the call's own inputs (`state.seed`, and
+//! `state.prev-delay-us` for sizes), so one build carries every variant and a test names the
+//! one it wants. Without a feature the misbehaving exports return a config error, so a native
+//! `cargo clippy` of the workspace type-checks the crate without building a weapon.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
 extern crate alloc;
@@ -20,6 +27,13 @@ wit_bindgen::generate!({ path: "../../wit", world: "policy" });
 use exports::ricochet::retry::retry_policy::Guest;
 use ricochet::retry::types as wit;
 
+/// The state after one more call, all else kept: what an honest answer starts from.
+#[cfg(any(feature = "forger", feature = "intruder"))]
+fn counted(mut state: wit::RetryState) -> wit::RetryState {
+    state.calls = state.calls.saturating_add(1);
+    state
+}
+
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]
 static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
@@ -29,6 +43,11 @@ static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
     core::arch::wasm32::unreachable()
 }
+
+#[cfg(feature = "forger")]
+pub mod forger;
+#[cfg(feature = "intruder")]
+pub mod intruder;
 
 struct Hostile;
 
@@ -80,13 +99,13 @@ impl Guest for Hostile {
     }
 
     fn decide(
-        _: wit::RetryConfig,
-        _: wit::RetryState,
-        _: wit::Failure,
-        _: u64,
-        _: wit::Guards,
+        config: wit::RetryConfig,
+        state: wit::RetryState,
+        failure: wit::Failure,
+        now_us: u64,
+        guards: wit::Guards,
     ) -> Result<(wit::RetryState, wit::Guards, wit::Decision), wit::ConfigError> {
-        Err(misbehave())
+        decide(config, state, failure, now_us, guards)
     }
 
     fn resolve_ticket(
@@ -99,12 +118,70 @@ impl Guest for Hostile {
     }
 
     fn schedule(
-        _: wit::RetryConfig,
-        _: String,
-        _: String,
-        _: wit::RetryState,
-        _: wit::Failure,
+        config: wit::RetryConfig,
+        service: String,
+        operation: String,
+        state: wit::RetryState,
+        failure: wit::Failure,
     ) -> Result<(wit::RetryState, wit::ScheduleOutcome), wit::ConfigError> {
-        Err(misbehave())
+        schedule(config, service, operation, state, failure)
     }
+}
+
+type Decided = Result<(wit::RetryState, wit::Guards, wit::Decision), wit::ConfigError>;
+type Scheduled = Result<(wit::RetryState, wit::ScheduleOutcome), wit::ConfigError>;
+
+#[cfg(feature = "forger")]
+fn decide(
+    config: wit::RetryConfig,
+    state: wit::RetryState,
+    failure: wit::Failure,
+    _: u64,
+    guards: wit::Guards,
+) -> Decided {
+    Ok(forger::decide(&config, state, &failure, guards))
+}
+
+#[cfg(feature = "intruder")]
+fn decide(
+    _: wit::RetryConfig,
+    state: wit::RetryState,
+    _: wit::Failure,
+    _: u64,
+    guards: wit::Guards,
+) -> Decided {
+    Ok(intruder::decide(state, guards))
+}
+
+#[cfg(not(any(feature = "forger", feature = "intruder")))]
+fn decide(
+    _: wit::RetryConfig,
+    _: wit::RetryState,
+    _: wit::Failure,
+    _: u64,
+    _: wit::Guards,
+) -> Decided {
+    Err(misbehave())
+}
+
+#[cfg(feature = "intruder")]
+fn schedule(
+    _: wit::RetryConfig,
+    service: String,
+    operation: String,
+    state: wit::RetryState,
+    _: wit::Failure,
+) -> Scheduled {
+    Ok(intruder::schedule(state, &service, &operation))
+}
+
+#[cfg(not(feature = "intruder"))]
+fn schedule(
+    _: wit::RetryConfig,
+    _: String,
+    _: String,
+    _: wit::RetryState,
+    _: wit::Failure,
+) -> Scheduled {
+    Err(misbehave())
 }

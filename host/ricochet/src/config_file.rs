@@ -542,7 +542,7 @@ fn locate(text: &str, policy: &str, field: &str) -> Option<(usize, usize)> {
     Some((policy_line + 1, policy_indent + 1))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "yaml"))]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;

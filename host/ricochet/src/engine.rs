@@ -182,7 +182,7 @@ pub struct HostBackends {
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// `metrics.*`; `None` ignores them.
     pub metrics: Option<RetryMetrics>,
-    /// Bound on all coordination calls of one export call together (and on each store call).
+    /// Bound on all coordinator and store calls of one export call together.
     pub deadline: Duration,
 }
 

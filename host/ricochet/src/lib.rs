@@ -47,7 +47,7 @@
 //!
 //! | feature | default | what it adds | what it costs |
 //! |---|---|---|---|
-//! | `prometheus` | yes | the seed's metrics on a prometheus registry ([`metrics`]) | the `prometheus` crate |
+//! | `prometheus` | no | the seed's metrics on a prometheus registry ([`metrics`]) | `prometheus` (with `parking_lot`, `thiserror`): about a fifth of the default build |
 //! | `yaml` | no | YAML policy files (the seed's format); JSON files need no feature | `serde_yaml_ng` |
 //! | `redis` | no | [`redis`]: Redis and Redis Cluster coordination and idempotency, `rediss://` | `redis`, `rustls` (ring), `sha2` |
 //! | `component` | no | [`component`]: policies as sandboxed `ricochet:retry` components | `wasmtime` (Cranelift): minutes of build |
@@ -59,8 +59,10 @@
 //! | `interop` | no | [`interop`]: import Envoy route and gRPC service configs as policies, export a policy as an Envoy `retry_policy` (YAML input with `yaml`) | nothing |
 //!
 //! With default features a service pulls the core, tokio (`rt`, `time`, `sync`), serde and
-//! serde_json, tracing and prometheus — no wasmtime, no CLI parser, no plotting, no HTTP server,
-//! and no build script: nothing here needs a wasm toolchain.
+//! serde_json, and tracing — no wasmtime, no CLI parser, no plotting, no HTTP server, and no
+//! build script: nothing here needs a wasm toolchain. The seed's metrics are one feature away
+//! (`features = ["prometheus"]`); they are not on by default because a service that exports its
+//! metrics another way should not compile prometheus to retry a call.
 //!
 //! # Why one crate with features
 //!

@@ -1,5 +1,5 @@
 //! The seed's metrics, exactly: names, labels and buckets, on a `prometheus` registry
-//! (feature `prometheus`, on by default).
+//! (feature `prometheus`).
 //!
 //! | metric | kind | labels |
 //! |---|---|---|

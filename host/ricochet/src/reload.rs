@@ -98,7 +98,7 @@ impl ReloadablePolicy {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "yaml"))]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;

@@ -37,6 +37,10 @@ fn rows() -> Vec<(&'static str, &'static str, Vec<u8>, Vec<&'static str>)> {
         ("budget of zero tokens", "p.yaml", policy("    retry_budget: {max_tokens: 0, token_ratio: 0.1}\n"), vec!["retry_budget.max_tokens must be within [1, 1000], got 0"]),
         ("extends cycle", "p.yaml", b"retry_policies:\n  a:\n    extends: b\n  b:\n    extends: a\n".to_vec(), vec!["extends: cycle a -> b -> a"]),
         ("extends unknown", "p.yaml", b"retry_policies:\n  a:\n    extends: nowhere\n".to_vec(), vec!["p.yaml:3:5", "unknown policy `nowhere`"]),
+        ("empty policy name", "p.yaml", b"retry_policies:\n  \"\": {max_attempts: 3}\n".to_vec(), vec!["p.yaml:2:", "policy name \"\" is empty"]),
+        ("policy name of spaces", "p.yaml", b"retry_policies:\n  \"  \": {max_attempts: 3}\n".to_vec(), vec!["policy name \"  \" is empty"]),
+        ("policy name with a control character", "p.yaml", b"retry_policies:\n  \"a\\u001b[31mb\": {max_attempts: 3}\n".to_vec(), vec!["contains a control character"]),
+        ("extends a name over 64 bytes", "p.yaml", format!("retry_policies:\n  a:\n    extends: {}\n", "x".repeat(65)).into_bytes(), vec!["a policy name may be at most 64 bytes long, got 65"]),
         ("empty file", "p.yaml", Vec::new(), vec!["empty file"]),
         ("binary garbage", "p.yaml", vec![0x00, 0xff, 0xfe, 0x13, 0x37, 0x80, 0x81], vec!["not UTF-8"]),
         ("deeply nested YAML", "p.yaml", deep, vec!["p.yaml:1:17", "invalid type: sequence, expected a map"]),
@@ -74,8 +78,8 @@ fn every_bad_input_gets_its_error() {
 
 #[test]
 fn reliability_md_lists_every_row() {
-    let doc =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../RELIABILITY.md")).unwrap();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../RELIABILITY.md"))
+        .unwrap();
     for (name, ..) in rows() {
         assert!(
             doc.contains(&format!("| {name} |")),

@@ -3,23 +3,47 @@
 //! | import | served by |
 //! |---|---|
 //! | `clock.now-us` | the coordinator's clock: the host's wall clock plus the estimated coordinator offset (0 in memory) |
-//! | `coordination.acquire-slot` | the configured [`Coordinator`] (memory or Redis), within the coordination deadline |
-//! | `coordination.idempotency-*` | the configured [`IdempotencyStore`], within the same deadline |
-//! | `metrics.*` | the seed's metrics on the configured Prometheus registry ([`RetryMetrics`]) |
+//! | `coordination.acquire-slot` | the configured [`Coordinator`](crate::coordination::Coordinator) (memory or Redis), within the coordination deadline |
+//! | `coordination.idempotency-*` | the configured [`IdempotencyStore`](crate::idempotency::IdempotencyStore), within the same deadline |
+//! | `metrics.*` | the seed's metrics on the configured Prometheus registry ([`RetryMetrics`](crate::metrics::RetryMetrics)) |
 //! | `logging.log` | a `tracing` event with target [`TARGET`](crate::logging::TARGET), rendered by `SeedJsonLayer` |
 //!
 //! **Deadline and fallback.** A coordination import obeys the same rule as the native
-//! `schedule_retry`: all acquisitions of one export call share one deadline (25 ms by default);
-//! a timeout or a backend error comes back as `coordination-error`, and the host counts it in
+//! `schedule_retry`: all coordinator *and* store calls of one export call share one deadline
+//! (25 ms by default); a timeout or a backend error comes back as `coordination-error`, and the
+//! host counts a failed `acquire-slot` in
 //! `retry_coordination_fallback_total{service,operation,reason}` (reasons `timeout`,
 //! `connection`, `backend`, as natively). The guest then takes its local slot and must not count
-//! the fallback again. The wait never blocks past the deadline (see `bridge`).
+//! the fallback again. The wait never blocks past the deadline (see `bridge`), and the time is
+//! the host's: it is not charged to the guest's time budget, so the deadline is what bounds it.
 //!
-//! **Metrics from a guest.** Known names map onto [`RetryMetrics`] when the labels are exactly
-//! the metric's label names: the counters `retry_attempts_total`, `retry_success_total`,
-//! `retry_failure_total`, `retry_coordination_fallback_total`, `retry_policy_fallback_total`
-//! and the histogram `retry_duration_seconds`. Anything else — an unknown name, missing or extra
-//! labels, a label value over 64 bytes, a non-finite observation — is ignored and counted in
+//! **What a guest may ask for.** A guest is not trusted with names, keys or sizes that outlive
+//! the call (metric series, coordinator keys, store records):
+//!
+//! - `acquire-slot` may name only the service and operation the host called the export for
+//!   (`schedule`'s arguments); an export called for none (`decide`, …) may not take a slot at
+//!   all. At most [`MAX_SLOT_CALLS_PER_CALL`] acquisitions per export call.
+//! - `idempotency-*`: at most [`MAX_STORE_CALLS_PER_CALL`] calls per export call; keys and
+//!   fingerprints of at most [`MAX_GUEST_KEY_BYTES`], values of at most
+//!   [`MAX_GUEST_VALUE_BYTES`]; a lease of at most [`MAX_GUEST_LEASE_MS`] and a TTL of at most
+//!   the config's `idempotency_ttl` (and [`MAX_GUEST_TTL_MS`]) — longer ones are shortened. Every
+//!   key is stored under the component's own namespace (`␞component:<sha-256 of the component,
+//!   32 hex digits>␟<key>`), so a guest can neither read nor claim a key of the native executor
+//!   (`<service>␟<operation>␟<key>`) or of another component; only keys this component claimed
+//!   can be completed.
+//! - `logging.log`: at most [`MAX_LOG_LINES_PER_CALL`] lines per export call; service and
+//!   operation are cut to [`MAX_LOG_NAME_BYTES`], the error to [`MAX_LOG_ERROR_BYTES`], the
+//!   trace id to 64 bytes (the JSON encoder escapes what remains).
+//!
+//! A refused call comes back as `coordination-error::backend` with the rule it broke, touches no
+//! backend and is counted in [`ImportStats::refused_import_calls`].
+//!
+//! **Metrics from a guest.** Known names map onto [`RetryMetrics`](crate::metrics::RetryMetrics)
+//! when the labels are exactly the metric's label names: the counters `retry_attempts_total`,
+//! `retry_success_total`, `retry_failure_total`, `retry_coordination_fallback_total`,
+//! `retry_policy_fallback_total` and the histogram `retry_duration_seconds`. Anything else — an
+//! unknown name, missing or extra labels, a label value over 64 bytes or with a control
+//! character, a non-finite observation — is ignored and counted in
 //! [`ImportStats::ignored_metric_calls`]. So that a guest cannot blow up the registry's
 //! cardinality, one component may create at most [`MAX_GUEST_SERIES`] distinct series; further
 //! new series are ignored the same way.
@@ -38,10 +62,42 @@ use crate::logging::{current_trace_id, TARGET};
 
 use super::bindings::{clock, coordination, logging, metrics, types};
 use super::bridge::{run_until, BridgeError};
+use super::guest_text::clipped;
 use types::{BeginOutcome, Label, LogLevel, LogRecord, SlotGrant};
 
 /// Distinct metric series one component may create.
 pub const MAX_GUEST_SERIES: usize = 256;
+
+/// `acquire-slot` calls one export call may make: the first window and every move to a later
+/// one (`ricochet_core::MAX_WINDOW_MOVES` = 4), with room to spare.
+pub const MAX_SLOT_CALLS_PER_CALL: u32 = 8;
+
+/// `idempotency-*` calls one export call may make.
+pub const MAX_STORE_CALLS_PER_CALL: u32 = 16;
+
+/// `logging.log` lines one export call may write (more are dropped and counted).
+pub const MAX_LOG_LINES_PER_CALL: u32 = 16;
+
+/// The longest idempotency key or fingerprint a guest may pass, bytes.
+pub const MAX_GUEST_KEY_BYTES: usize = 256;
+
+/// The largest result a guest may store, bytes.
+pub const MAX_GUEST_VALUE_BYTES: usize = 64 << 10;
+
+/// The longest lease a guest may take, ms (longer ones are shortened to it).
+pub const MAX_GUEST_LEASE_MS: u64 = 60_000;
+
+/// The longest TTL a guest may give a result, ms, whatever the config's `idempotency_ttl`.
+pub const MAX_GUEST_TTL_MS: u64 = 24 * 3_600_000;
+
+/// The longest service or operation in a guest's log line, bytes.
+pub const MAX_LOG_NAME_BYTES: usize = 256;
+
+/// The longest error in a guest's log line, bytes.
+pub const MAX_LOG_ERROR_BYTES: usize = 2048;
+
+/// The longest trace id in a guest's log line, bytes (a W3C trace id has 32 hex digits).
+const MAX_TRACE_ID_BYTES: usize = 64;
 
 /// Idempotency keys one component may hold open at once (the oldest claim is forgotten first).
 const MAX_HELD_KEYS: usize = 1024;
@@ -53,15 +109,59 @@ pub struct ImportStats {
     pub ignored_metric_calls: AtomicU64,
     /// Coordination and store calls that failed or missed the deadline.
     pub backend_failures: AtomicU64,
+    /// Coordination and store calls refused without reaching a backend: a slot for a service or
+    /// operation the export was not called for, more calls than one export call may make, an
+    /// oversize key, fingerprint or value (see the module docs).
+    pub refused_import_calls: AtomicU64,
+    /// Log lines dropped because the export call had written its share.
+    pub dropped_log_lines: AtomicU64,
 }
 
-/// State shared by every instance of one component: open idempotency claims, guest metric
-/// series, counters.
-#[derive(Default)]
+/// State shared by every instance of one component: its key namespace, open idempotency
+/// claims, guest metric series, counters.
 pub(crate) struct Shared {
+    /// The prefix of every idempotency key this component uses.
+    key_prefix: String,
     holders: Mutex<(HashMap<String, HolderToken>, VecDeque<String>)>,
     series: Mutex<HashSet<(String, Vec<String>)>>,
     pub(crate) stats: ImportStats,
+}
+
+impl Shared {
+    /// The shared state of a component whose namespace is `namespace` (the hex digest of its
+    /// bytes). The prefix starts with a record separator, which no native key starts with
+    /// unless its service name does.
+    pub(crate) fn new(namespace: &str) -> Self {
+        Self {
+            key_prefix: format!("\u{1e}component:{namespace}\u{1f}"),
+            holders: Mutex::default(),
+            series: Mutex::default(),
+            stats: ImportStats::default(),
+        }
+    }
+}
+
+/// What one export call lets the guest's imports do.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CallScope {
+    /// The service and operation the host called the export for (`schedule`'s): the only ones
+    /// `acquire-slot` may name. `None`: the export has none, and may not take a slot.
+    pub(crate) names: Option<(String, String)>,
+    /// The longest TTL a guest may ask for, ms: the config's `idempotency_ttl`, at most
+    /// [`MAX_GUEST_TTL_MS`], at least 1.
+    pub(crate) ttl_cap_ms: u64,
+}
+
+impl CallScope {
+    /// The scope of an export called with `config`, for `names` if any.
+    pub(crate) fn new(config: &ricochet_core::RetryConfig, names: Option<(&str, &str)>) -> Self {
+        let ttl_ms = Duration::try_from_secs_f64(config.idempotency_ttl)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Self {
+            names: names.map(|(s, o)| (s.to_string(), o.to_string())),
+            ttl_cap_ms: ttl_ms.clamp(1, MAX_GUEST_TTL_MS),
+        }
+    }
 }
 
 /// The guest's memory grew past its cap.
@@ -85,14 +185,44 @@ impl std::fmt::Display for MemoryCapExceeded {
 
 impl std::error::Error for MemoryCapExceeded {}
 
+/// A guest table grew (or was declared) past its cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableCapExceeded {
+    /// The elements the guest asked for.
+    pub requested_elements: usize,
+    /// The cap, elements per table.
+    pub limit_elements: usize,
+}
+
+impl std::fmt::Display for TableCapExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a guest table would grow to {} elements, over its cap of {} elements",
+            self.requested_elements, self.limit_elements
+        )
+    }
+}
+
+impl std::error::Error for TableCapExceeded {}
+
 /// The store data of one component instance.
 pub struct HostState {
     limits: StoreLimits,
     max_memory_bytes: usize,
+    max_table_elements: usize,
     backends: Arc<HostBackends>,
     shared: Arc<Shared>,
-    /// Coordination time spent in the current export call.
-    coordination_spent: Duration,
+    /// What the current export call may do.
+    scope: CallScope,
+    /// Time the current export call spent in coordinator and store calls (one deadline for all).
+    backend_spent: Duration,
+    /// `acquire-slot` calls of the current export call.
+    slot_calls: u32,
+    /// `idempotency-*` calls of the current export call.
+    store_calls: u32,
+    /// Log lines of the current export call.
+    log_lines: u32,
     /// When the current export call started (time-metered stores only).
     pub(crate) call_started: Option<Instant>,
     /// Time the current export call spent in host imports (not the guest's).
@@ -101,33 +231,48 @@ pub struct HostState {
 
 impl HostState {
     pub(crate) fn new(
-        max_memory_bytes: usize,
+        sandbox: &super::Sandbox,
         backends: Arc<HostBackends>,
         shared: Arc<Shared>,
     ) -> Self {
         Self {
             limits: StoreLimitsBuilder::new()
-                .memory_size(max_memory_bytes)
+                .memory_size(sandbox.max_memory_bytes)
+                .table_elements(sandbox.max_table_elements)
                 // A componentized module is a handful of core instances, tables and memories.
                 .instances(16)
                 .tables(16)
                 .memories(4)
                 .build(),
-            max_memory_bytes,
+            max_memory_bytes: sandbox.max_memory_bytes,
+            max_table_elements: sandbox.max_table_elements,
             backends,
             shared,
-            coordination_spent: Duration::ZERO,
+            scope: CallScope::default(),
+            backend_spent: Duration::ZERO,
+            slot_calls: 0,
+            store_calls: 0,
+            log_lines: 0,
             call_started: None,
             host_time: Duration::ZERO,
         }
     }
 
-    /// Prepares for one export call served by `backends`.
-    pub(crate) fn begin_call(&mut self, backends: &Arc<HostBackends>, timed: bool) {
+    /// Prepares for one export call served by `backends`, within `scope`.
+    pub(crate) fn begin_call(
+        &mut self,
+        backends: &Arc<HostBackends>,
+        scope: CallScope,
+        timed: bool,
+    ) {
         if !Arc::ptr_eq(&self.backends, backends) {
             self.backends = backends.clone();
         }
-        self.coordination_spent = Duration::ZERO;
+        self.scope = scope;
+        self.backend_spent = Duration::ZERO;
+        self.slot_calls = 0;
+        self.store_calls = 0;
+        self.log_lines = 0;
         self.host_time = Duration::ZERO;
         self.call_started = timed.then(Instant::now);
     }
@@ -142,20 +287,46 @@ impl HostState {
         }
     }
 
-    /// Runs a backend future within `budget`, accounting the time as the host's.
-    fn wait<T, F>(&mut self, budget: Duration, future: F) -> Result<T, BridgeError>
+    /// Refuses an import call that broke `rule`, without reaching a backend.
+    fn refuse(&self, import: &str, rule: &str) -> types::CoordinationError {
+        self.shared
+            .stats
+            .refused_import_calls
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(import, rule, "refused an import call of a policy component");
+        types::CoordinationError::Backend(format!("{import} refused: {rule}"))
+    }
+
+    /// Runs a backend future within what is left of the export call's deadline, accounting
+    /// the time as the host's.
+    fn wait<T, F>(&mut self, future: F) -> Result<T, BridgeError>
     where
         F: std::future::Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
+        let budget = self.backends.deadline.saturating_sub(self.backend_spent);
         let started = Instant::now();
         let result = if budget.is_zero() {
             Err(BridgeError::Timeout)
         } else {
             run_until(started + budget, future)
         };
-        self.host_time += started.elapsed();
+        let spent = started.elapsed();
+        self.backend_spent += spent;
+        self.host_time += spent;
         result
+    }
+
+    /// Counts one more store call of this export call, or refuses it.
+    fn admit_store_call(&mut self, import: &str) -> Result<(), types::CoordinationError> {
+        if self.store_calls >= MAX_STORE_CALLS_PER_CALL {
+            return Err(self.refuse(
+                import,
+                &format!("one call may make at most {MAX_STORE_CALLS_PER_CALL} idempotency calls"),
+            ));
+        }
+        self.store_calls += 1;
+        Ok(())
     }
 
     fn store_call<T, F>(&mut self, future: F) -> Result<T, types::CoordinationError>
@@ -163,8 +334,7 @@ impl HostState {
         F: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
-        let deadline = self.backends.deadline;
-        let result = match self.wait(deadline, future) {
+        let result = match self.wait(future) {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) => store_error(e),
             Err(e) => bridge_error(e),
@@ -174,6 +344,14 @@ impl HostState {
             .backend_failures
             .fetch_add(1, Ordering::Relaxed);
         Err(result)
+    }
+
+    /// The store key of the guest's `key`: under this component's namespace.
+    fn store_key(&self, key: &str) -> String {
+        let mut stored = String::with_capacity(self.shared.key_prefix.len() + key.len());
+        stored.push_str(&self.shared.key_prefix);
+        stored.push_str(key);
+        stored
     }
 
     fn hold(&self, key: String, token: HolderToken) {
@@ -196,6 +374,16 @@ impl HostState {
         }
     }
 
+    /// Whether this component holds the claim on `key` (a store key).
+    fn holds(&self, key: &str) -> bool {
+        let guard = self
+            .shared
+            .holders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        guard.0.contains_key(key)
+    }
+
     fn release(&self, key: &str) -> Option<HolderToken> {
         let mut guard = self
             .shared
@@ -214,7 +402,7 @@ impl HostState {
             .ignored_metric_calls
             .fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
-            metric = name,
+            metric = %clipped(name.to_string(), 64),
             why,
             "ignored a metric from a policy component"
         );
@@ -233,8 +421,14 @@ impl HostState {
                 self.ignore_metric(metric, "unknown label");
                 return None;
             };
-            if label.value.len() > 64 || values[i].is_some() {
-                self.ignore_metric(metric, "label value too long or label repeated");
+            if label.value.len() > 64
+                || label.value.chars().any(char::is_control)
+                || values[i].is_some()
+            {
+                self.ignore_metric(
+                    metric,
+                    "label value too long, with a control character, or repeated",
+                );
                 return None;
             }
             values[i] = Some(label.value);
@@ -313,7 +507,17 @@ impl ResourceLimiter for HostState {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
+        if self.limits.table_growing(current, desired, maximum)? {
+            Ok(true)
+        } else {
+            // A trap, like memory: a guest that grows a table past the cap is hostile, and a
+            // pooled instance would otherwise keep what it did manage to grow.
+            Err(TableCapExceeded {
+                requested_elements: desired,
+                limit_elements: self.max_table_elements,
+            }
+            .into())
+        }
     }
 
     fn instances(&self) -> usize {
@@ -345,19 +549,28 @@ impl coordination::Host for HostState {
         delay_us: u64,
         window_us: u64,
     ) -> Result<SlotGrant, types::CoordinationError> {
-        let budget = self
-            .backends
-            .deadline
-            .saturating_sub(self.coordination_spent);
-        let started = Instant::now();
+        const IMPORT: &str = "acquire-slot";
+        let bound = matches!(&self.scope.names, Some((s, o)) if *s == service && *o == operation);
+        if !bound {
+            return Err(self.refuse(
+                IMPORT,
+                "a slot may be taken only for the service and operation this call was made for",
+            ));
+        }
+        if self.slot_calls >= MAX_SLOT_CALLS_PER_CALL {
+            return Err(self.refuse(
+                IMPORT,
+                &format!("one call may take at most {MAX_SLOT_CALLS_PER_CALL} slots"),
+            ));
+        }
+        self.slot_calls += 1;
         let coordinator = self.backends.coordinator.clone();
         let (svc, op) = (service.clone(), operation.clone());
-        let answer = self.wait(budget, async move {
+        let answer = self.wait(async move {
             coordinator
                 .acquire_slot(&svc, &op, delay_us, window_us)
                 .await
         });
-        self.coordination_spent += started.elapsed();
         let error = match answer {
             Ok(Ok(g)) => {
                 return Ok(SlotGrant {
@@ -380,13 +593,23 @@ impl coordination::Host for HostState {
         fingerprint: String,
         lease_ms: u64,
     ) -> Result<BeginOutcome, types::CoordinationError> {
+        const IMPORT: &str = "idempotency-begin";
+        if key.len() > MAX_GUEST_KEY_BYTES || fingerprint.len() > MAX_GUEST_KEY_BYTES {
+            return Err(self.refuse(
+                IMPORT,
+                &format!("keys and fingerprints may be at most {MAX_GUEST_KEY_BYTES} bytes"),
+            ));
+        }
+        self.admit_store_call(IMPORT)?;
+        let lease_ms = lease_ms.clamp(1, MAX_GUEST_LEASE_MS);
         let store = self.backends.idempotency.clone();
-        let k = key.clone();
+        let stored = self.store_key(&key);
+        let k = stored.clone();
         let begun =
             self.store_call(async move { store.begin(&k, &fingerprint, lease_ms).await })?;
         Ok(match begun {
             Begin::Started(token) => {
-                self.hold(key, token);
+                self.hold(stored, token);
                 BeginOutcome::Started
             }
             Begin::Completed(value) => BeginOutcome::Completed(value),
@@ -402,21 +625,42 @@ impl coordination::Host for HostState {
         value: Vec<u8>,
         ttl_ms: u64,
     ) -> Result<(), types::CoordinationError> {
-        let Some(token) = self.release(&key) else {
+        const IMPORT: &str = "idempotency-complete";
+        if value.len() > MAX_GUEST_VALUE_BYTES {
+            return Err(self.refuse(
+                IMPORT,
+                &format!("a stored value may be at most {MAX_GUEST_VALUE_BYTES} bytes"),
+            ));
+        }
+        let stored = self.store_key(&key);
+        if !self.holds(&stored) {
             return Err(types::CoordinationError::Backend(format!(
-                "idempotency key `{key}` is not held by this component"
+                "idempotency key `{}` is not held by this component",
+                clipped(key, MAX_GUEST_KEY_BYTES)
             )));
+        }
+        self.admit_store_call(IMPORT)?;
+        let Some(token) = self.release(&stored) else {
+            return Err(types::CoordinationError::Backend(
+                "idempotency key is no longer held by this component".into(),
+            ));
         };
+        let ttl_ms = ttl_ms.min(self.scope.ttl_cap_ms).max(1);
         let store = self.backends.idempotency.clone();
-        self.store_call(async move { store.complete(&key, &token, &value, ttl_ms).await })
+        self.store_call(async move { store.complete(&stored, &token, &value, ttl_ms).await })
     }
 
     fn idempotency_fail(&mut self, key: String) -> Result<(), types::CoordinationError> {
-        let Some(token) = self.release(&key) else {
+        let stored = self.store_key(&key);
+        if !self.holds(&stored) {
+            return Ok(());
+        }
+        self.admit_store_call("idempotency-fail")?;
+        let Some(token) = self.release(&stored) else {
             return Ok(());
         };
         let store = self.backends.idempotency.clone();
-        self.store_call(async move { store.fail(&key, &token).await })
+        self.store_call(async move { store.fail(&stored, &token).await })
     }
 }
 
@@ -462,6 +706,14 @@ impl metrics::Host for HostState {
 
 impl logging::Host for HostState {
     fn log(&mut self, line: LogRecord) {
+        if self.log_lines >= MAX_LOG_LINES_PER_CALL {
+            self.shared
+                .stats
+                .dropped_log_lines
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.log_lines += 1;
         let LogRecord {
             level,
             service,
@@ -471,7 +723,10 @@ impl logging::Host for HostState {
             error,
             trace_id,
         } = line;
-        let trace_id = trace_id.unwrap_or_else(current_trace_id);
+        let service = clipped(service, MAX_LOG_NAME_BYTES);
+        let operation = clipped(operation, MAX_LOG_NAME_BYTES);
+        let error = error.map(|e| clipped(e, MAX_LOG_ERROR_BYTES));
+        let trace_id = trace_id.map_or_else(current_trace_id, |t| clipped(t, MAX_TRACE_ID_BYTES));
         let (service, operation) = (service.as_str(), operation.as_str());
         let (error, trace_id) = (error.as_deref().unwrap_or(""), trace_id.as_str());
         match level {
@@ -501,11 +756,18 @@ mod tests {
     use metrics::Host as _;
 
     fn state(metrics: Option<RetryMetrics>) -> HostState {
-        let backends = HostBackends {
+        let backends = Arc::new(HostBackends {
             metrics,
             ..HostBackends::default()
-        };
-        HostState::new(1 << 20, Arc::new(backends), Arc::default())
+        });
+        let mut s = HostState::new(
+            &crate::component::Sandbox::default(),
+            backends.clone(),
+            Arc::new(Shared::new("test")),
+        );
+        let scope = CallScope::new(&ricochet_core::RetryConfig::DEFAULT, Some(("svc", "op")));
+        s.begin_call(&backends, scope, false);
+        s
     }
 
     fn label(name: &str, value: &str) -> Label {

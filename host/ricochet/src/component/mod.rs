@@ -9,17 +9,23 @@
 //! # Sandbox
 //!
 //! Every call runs within the [`Sandbox`]: fuel (10 million units, a few milliseconds, by
-//! default) and/or a guest time budget (epoch interruption), a memory cap (16 MiB) and a wasm
-//! stack cap. A trap, an exhausted budget
-//! or an oversize allocation comes back as a typed [`ComponentError`]; the instance that failed
-//! is dropped (a trapped instance refuses further calls), and the next call runs on a fresh one.
-//! The host keeps serving.
+//! default) and/or a guest time budget (epoch interruption), a memory cap (16 MiB), a cap on
+//! table elements (20 000 per table) and a wasm stack cap. A trap, an exhausted budget or an
+//! oversize allocation comes back as a typed [`ComponentError`]; the instance that failed is
+//! dropped (a trapped instance refuses further calls), and the next call runs on a fresh one.
+//! The host keeps serving. Text the guest chose that can end up in an error — a trap's
+//! backtrace carries the names of the guest's name section, a `config-error` its own field and
+//! message — has its control characters escaped and is cut to 1 KiB, so it cannot forge log
+//! lines or drive a terminal.
 //!
 //! # Imports
 //!
 //! The guest's `clock`, `coordination`, `metrics` and `logging` imports are served by
 //! [`HostBackends`]: the same coordinator, idempotency store, Prometheus metrics and JSON log as
-//! the native executor, with the same coordination deadline and fallback (see `imports`).
+//! the native executor, with the same coordination deadline and fallback (see `imports`). What
+//! a guest may ask of them is bounded per export call: slots only for the service and operation
+//! the host called it for, a few store calls and log lines, capped leases and TTLs, keys under
+//! the component's own namespace.
 //! Calls are synchronous (`component-model-async` stays off for speed); the asynchronous
 //! backends are reached through a bounded bridge that never blocks past the deadline.
 //!
@@ -35,6 +41,7 @@ mod bindings;
 mod bridge;
 mod convert;
 mod engine;
+mod guest_text;
 mod imports;
 mod sandbox;
 mod world;
@@ -56,8 +63,14 @@ pub use convert::{
     category_to_wit, decision_from_wit, failure_to_wit, reason_from_wit, state_from_wit,
     state_to_wit, to_wit,
 };
-use imports::HostState;
-pub use imports::{ImportStats, MemoryCapExceeded, MAX_GUEST_SERIES};
+use guest_text::{sanitized, MAX_MESSAGE_BYTES};
+use imports::{CallScope, HostState};
+pub use imports::{
+    ImportStats, MemoryCapExceeded, TableCapExceeded, MAX_GUEST_KEY_BYTES, MAX_GUEST_LEASE_MS,
+    MAX_GUEST_SERIES, MAX_GUEST_TTL_MS, MAX_GUEST_VALUE_BYTES, MAX_LOG_ERROR_BYTES,
+    MAX_LOG_LINES_PER_CALL, MAX_LOG_NAME_BYTES, MAX_SLOT_CALLS_PER_CALL, MAX_STORE_CALLS_PER_CALL,
+};
+use sandbox::MeteredCall;
 pub use sandbox::Sandbox;
 
 use crate::coordination::Coordinator;
@@ -88,6 +101,8 @@ pub enum ComponentError {
     },
     /// The guest tried to grow its memory past the cap.
     MemoryLimit(MemoryCapExceeded),
+    /// The guest tried to grow (or declared) a table past the cap.
+    TableLimit(TableCapExceeded),
     /// The guest overflowed its stack.
     StackOverflow,
     /// Any other trap (`unreachable`, an out-of-bounds access, …), as wasmtime describes it.
@@ -95,7 +110,7 @@ pub enum ComponentError {
 }
 
 impl ComponentError {
-    /// A short label: `invalid`, `wrong_world`, `out_of_fuel`, `timeout`, `memory`,
+    /// A short label: `invalid`, `wrong_world`, `out_of_fuel`, `timeout`, `memory`, `table`,
     /// `stack_overflow` or `trap` (the `reason` of `retry_policy_fallback_total`).
     pub fn reason(&self) -> &'static str {
         match self {
@@ -104,6 +119,7 @@ impl ComponentError {
             Self::OutOfFuel { .. } => "out_of_fuel",
             Self::TimedOut { .. } => "timeout",
             Self::MemoryLimit(_) => "memory",
+            Self::TableLimit(_) => "table",
             Self::StackOverflow => "stack_overflow",
             Self::Trap(_) => "trap",
         }
@@ -124,6 +140,7 @@ impl fmt::Display for ComponentError {
                 "policy component ran past its time budget ({budget:?} per call)"
             ),
             Self::MemoryLimit(e) => write!(f, "policy component exceeded its memory: {e}"),
+            Self::TableLimit(e) => write!(f, "policy component exceeded its tables: {e}"),
             Self::StackOverflow => f.write_str("policy component overflowed its stack"),
             Self::Trap(e) => write!(f, "policy component trapped: {e}"),
         }
@@ -176,11 +193,12 @@ impl PolicyComponent {
     /// pre-instantiates it. Its imports are served by [`HostBackends::default`] until
     /// [`with_backends`](Self::with_backends) says otherwise.
     pub fn from_bytes(bytes: &[u8], sandbox: Sandbox) -> Result<Self, ComponentError> {
-        let invalid = |e: wasmtime::Error| ComponentError::Invalid(format!("{e:#}"));
-        let wrong_world = |e: wasmtime::Error| ComponentError::WrongWorld(format!("{e:#}"));
+        let invalid = |e: wasmtime::Error| ComponentError::Invalid(guest_error_text(&e));
+        let wrong_world = |e: wasmtime::Error| ComponentError::WrongWorld(guest_error_text(&e));
         let engine = sandbox::engine_for(&sandbox).map_err(invalid)?;
         let component = Component::new(&engine, bytes).map_err(invalid)?;
-        world::check(&engine, &component).map_err(ComponentError::WrongWorld)?;
+        world::check(&engine, &component)
+            .map_err(|e| ComponentError::WrongWorld(sanitized(&e, MAX_MESSAGE_BYTES)))?;
         let mut linker = Linker::<HostState>::new(&engine);
         PolicyWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(invalid)?;
         let instance_pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
@@ -190,7 +208,7 @@ impl PolicyComponent {
                 engine,
                 pre,
                 sandbox,
-                shared: Arc::default(),
+                shared: Arc::new(imports::Shared::new(&namespace_of(bytes))),
                 idle: Mutex::new(Vec::new()),
                 instantiated: AtomicU64::new(0),
             }),
@@ -203,6 +221,7 @@ impl PolicyComponent {
     /// Instantiates once to type-check every export (wasmtime checks export types only when
     /// they are first looked up) and keeps the instance for the first call.
     fn probe(&self) -> Result<(), ComponentError> {
+        let _metered = self.metered();
         let mut store = self
             .new_store(&self.backends)
             .map_err(|e| self.classify(e))?;
@@ -212,9 +231,10 @@ impl PolicyComponent {
             .instance_pre()
             .instantiate(&mut store)
             .map_err(|e| self.classify(e))?;
-        world::check_functions(&mut store, &instance).map_err(ComponentError::WrongWorld)?;
+        world::check_functions(&mut store, &instance)
+            .map_err(|e| ComponentError::WrongWorld(sanitized(&e, MAX_MESSAGE_BYTES)))?;
         let world = PolicyWorld::new(&mut store, &instance)
-            .map_err(|e| ComponentError::WrongWorld(format!("{e:#}")))?;
+            .map_err(|e| ComponentError::WrongWorld(guest_error_text(&e)))?;
         self.loaded.instantiated.fetch_add(1, Ordering::Relaxed);
         self.release(Instance { store, world });
         Ok(())
@@ -294,6 +314,7 @@ impl PolicyComponent {
     /// Creates an instance now and keeps it for the next call (so the first call does not pay
     /// for it).
     pub fn prewarm(&self) -> Result<(), ComponentError> {
+        let _metered = self.metered();
         let instance = self.instantiate(&self.backends)?;
         self.release(instance);
         Ok(())
@@ -312,11 +333,7 @@ impl PolicyComponent {
     fn new_store(&self, backends: &Arc<HostBackends>) -> wasmtime::Result<Store<HostState>> {
         let loaded = &self.loaded;
         let sandbox = loaded.sandbox;
-        let state = HostState::new(
-            sandbox.max_memory_bytes,
-            backends.clone(),
-            loaded.shared.clone(),
-        );
+        let state = HostState::new(&sandbox, backends.clone(), loaded.shared.clone());
         let mut store = Store::new(&loaded.engine, state);
         store.limiter(|s| s as &mut dyn ResourceLimiter);
         if let Some(budget) = sandbox.time_per_call {
@@ -335,8 +352,9 @@ impl PolicyComponent {
                 })
             });
         }
-        // Instantiation runs guest code too (initialisers): the same budget applies.
-        Self::prepare(&mut store, &sandbox, backends)?;
+        // Instantiation runs guest code too (initialisers): the same budget applies, and its
+        // imports may do what an export without names may.
+        Self::prepare(&mut store, &sandbox, backends, CallScope::default())?;
         Ok(store)
     }
 
@@ -355,17 +373,26 @@ impl PolicyComponent {
         store: &mut Store<HostState>,
         sandbox: &Sandbox,
         backends: &Arc<HostBackends>,
+        scope: CallScope,
     ) -> wasmtime::Result<()> {
         let timed = sandbox.time_per_call.is_some();
-        store.data_mut().begin_call(backends, timed);
+        store.data_mut().begin_call(backends, scope, timed);
         if let Some(fuel) = sandbox.fuel_per_call {
             store.set_fuel(fuel)?;
         }
         if timed {
             store.set_epoch_deadline(1);
-            sandbox::note_metered_call();
         }
         Ok(())
+    }
+
+    /// Keeps the epoch ticker fast while a time-metered call (or instantiation) runs.
+    fn metered(&self) -> Option<MeteredCall> {
+        self.loaded
+            .sandbox
+            .time_per_call
+            .is_some()
+            .then(MeteredCall::start)
     }
 
     fn release(&self, instance: Instance) {
@@ -379,6 +406,9 @@ impl PolicyComponent {
         if let Some(m) = e.downcast_ref::<MemoryCapExceeded>() {
             return ComponentError::MemoryLimit(*m);
         }
+        if let Some(t) = e.downcast_ref::<TableCapExceeded>() {
+            return ComponentError::TableLimit(*t);
+        }
         let sandbox = &self.loaded.sandbox;
         match e.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => ComponentError::OutOfFuel {
@@ -388,17 +418,19 @@ impl PolicyComponent {
                 budget: sandbox.time_per_call.unwrap_or_default(),
             },
             Some(Trap::StackOverflow) => ComponentError::StackOverflow,
-            _ => ComponentError::Trap(format!("{e:#}")),
+            _ => ComponentError::Trap(guest_error_text(&e)),
         }
     }
 
-    /// Runs `f` on an instance with a fresh budget, its imports served by `backends`. A failed
-    /// call drops its instance.
+    /// Runs `f` on an instance with a fresh budget, its imports served by `backends` within
+    /// `scope`. A failed call drops its instance.
     fn call<R>(
         &self,
         backends: &Arc<HostBackends>,
+        scope: CallScope,
         f: impl FnOnce(&PolicyWorld, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, ComponentError> {
+        let _metered = self.metered();
         let pooled = self
             .loaded
             .idle
@@ -406,13 +438,11 @@ impl PolicyComponent {
             .unwrap_or_else(|p| p.into_inner())
             .pop();
         let mut instance = match pooled {
-            Some(mut instance) => {
-                Self::prepare(&mut instance.store, &self.loaded.sandbox, backends)
-                    .map_err(|e| self.classify(e))?;
-                instance
-            }
+            Some(instance) => instance,
             None => self.instantiate(backends)?,
         };
+        Self::prepare(&mut instance.store, &self.loaded.sandbox, backends, scope)
+            .map_err(|e| self.classify(e))?;
         let out = f(&instance.world, &mut instance.store).map_err(|e| self.classify(e))?;
         self.release(instance);
         Ok(out)
@@ -424,7 +454,7 @@ impl PolicyComponent {
         config: &rc::RetryConfig,
     ) -> Result<Result<(), wit::ConfigError>, ComponentError> {
         let c = to_wit(config);
-        self.call(&self.backends, |w, s| {
+        self.call(&self.backends, CallScope::new(config, None), |w, s| {
             w.ricochet_retry_retry_policy().call_validate(s, c)
         })
     }
@@ -438,7 +468,7 @@ impl PolicyComponent {
         prev_delay_us: u64,
     ) -> Result<Result<u64, wit::ConfigError>, ComponentError> {
         let c = to_wit(config);
-        self.call(&self.backends, |w, s| {
+        self.call(&self.backends, CallScope::new(config, None), |w, s| {
             w.ricochet_retry_retry_policy()
                 .call_next_delay(s, c, retry, seed, prev_delay_us)
         })
@@ -451,7 +481,7 @@ impl PolicyComponent {
         seed: u64,
     ) -> Result<Result<Vec<wit::PlannedRetry>, wit::ConfigError>, ComponentError> {
         let c = to_wit(config);
-        self.call(&self.backends, |w, s| {
+        self.call(&self.backends, CallScope::new(config, None), |w, s| {
             w.ricochet_retry_retry_policy().call_plan(s, c, seed)
         })
     }
@@ -485,7 +515,7 @@ impl PolicyComponent {
         ComponentError,
     > {
         let c = to_wit(config);
-        self.call(backends, |w, s| {
+        self.call(backends, CallScope::new(config, None), |w, s| {
             w.ricochet_retry_retry_policy()
                 .call_decide(s, c, state, failure, now_us, guards)
         })
@@ -500,7 +530,7 @@ impl PolicyComponent {
         seed: u64,
     ) -> Result<Result<Option<u64>, wit::ConfigError>, ComponentError> {
         let c = to_wit(config);
-        self.call(&self.backends, |w, s| {
+        self.call(&self.backends, CallScope::new(config, None), |w, s| {
             w.ricochet_retry_retry_policy()
                 .call_resolve_ticket(s, c, request, ticket, seed)
         })
@@ -518,11 +548,29 @@ impl PolicyComponent {
     ) -> Result<Result<(wit::RetryState, wit::ScheduleOutcome), wit::ConfigError>, ComponentError>
     {
         let c = to_wit(config);
-        self.call(&self.backends, |w, s| {
+        let scope = CallScope::new(config, Some((service, operation)));
+        self.call(&self.backends, scope, |w, s| {
             w.ricochet_retry_retry_policy()
                 .call_schedule(s, c, service, operation, state, failure)
         })
     }
+}
+
+/// What wasmtime says about a failure, fit for a log line: a trap's backtrace names functions
+/// from the guest's name section, which the guest wrote.
+fn guest_error_text(e: &wasmtime::Error) -> String {
+    sanitized(&format!("{e:#}"), MAX_MESSAGE_BYTES)
+}
+
+/// The component's key namespace: the first 128 bits of the SHA-256 of its bytes, in hex. The
+/// same component has the same namespace on every host of a fleet; another component, or
+/// another build of this one, has another.
+fn namespace_of(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg_attr(docsrs, doc(cfg(feature = "component")))]
