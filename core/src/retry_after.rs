@@ -171,6 +171,36 @@ pub const fn retry_after_seconds(delay_us: u64) -> u64 {
     delay_us.div_ceil(US_PER_SEC)
 }
 
+/// What a gRPC server's `grpc-retry-pushback-ms` asks for (gRPC proposal A6, "Pushback").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GrpcPushback {
+    /// Retry no sooner than this many µs from now (the value in ms, × 1000).
+    RetryAfterUs(u64),
+    /// Do not retry this call at all.
+    DoNotRetry,
+}
+
+/// `grpc-retry-pushback-ms` (gRPC A6): an ASCII signed 32-bit integer of milliseconds. A
+/// non-negative value is a delay; a negative one, or anything that is not such an integer
+/// (empty, a fraction, a unit, a value beyond `i32`), is the server asking not to retry at all —
+/// A6 reads malformed pushback as "do not retry", unlike `Retry-After`, whose garbage is
+/// ignored. Surrounding SP/HTAB is ignored; leading zeros are accepted (A6 asks servers not to
+/// send them, and a strict reading would turn a sloppy delay into a refusal).
+#[must_use]
+pub fn parse_grpc_pushback(value: &str) -> GrpcPushback {
+    let bytes = trim_ows(value);
+    let (negative, digits) = match bytes.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, bytes),
+    };
+    match digits_saturating(digits) {
+        Some(ms) if ms <= i32::MAX as u64 && !(negative && ms > 0) => {
+            GrpcPushback::RetryAfterUs(ms * 1000)
+        }
+        _ => GrpcPushback::DoNotRetry,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Small helpers shared by every parser.
 
@@ -723,6 +753,36 @@ fn is_tchar(b: u8) -> bool {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn grpc_pushback_is_a_delay_or_a_refusal() {
+        use super::GrpcPushback::{DoNotRetry, RetryAfterUs};
+        assert_eq!(parse_grpc_pushback("250"), RetryAfterUs(250_000));
+        assert_eq!(parse_grpc_pushback(" 0\t"), RetryAfterUs(0));
+        assert_eq!(parse_grpc_pushback("007"), RetryAfterUs(7_000));
+        assert_eq!(
+            parse_grpc_pushback("2147483647"),
+            RetryAfterUs(2_147_483_647_000)
+        );
+        assert_eq!(parse_grpc_pushback("-0"), RetryAfterUs(0));
+        for refusal in [
+            "-1",
+            "-2147483648",
+            "2147483648",
+            "99999999999999999999999",
+            "",
+            " ",
+            "1.5",
+            "1s",
+            "+1",
+            "--1",
+            "0x10",
+            "1 2",
+            "\u{0661}",
+        ] {
+            assert_eq!(parse_grpc_pushback(refusal), DoNotRetry, "{refusal:?}");
+        }
+    }
+
     extern crate std;
 
     use super::*;

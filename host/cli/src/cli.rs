@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::{demo, plan, run, sim};
+use crate::{demo, interop, plan, run, sim};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -55,6 +55,16 @@ pub enum Command {
         /// The policy file (YAML, or JSON for *.json).
         file: PathBuf,
     },
+    /// Import an Envoy route config or a gRPC service config as a ricochet policy file.
+    #[command(
+        after_help = "Examples:\n  ricochet import envoy envoy.yaml > policies.yaml\n  ricochet import grpc service_config.json --out policies.yaml\n  ricochet import envoy route.yaml --strict\n\nNotes (where the translation is not exact) go to stderr and into the file as comments.\nExit status: 0, or 2 with every field that cannot be imported (file:line: path: why)."
+    )]
+    Import(interop::ImportArgs),
+    /// Export a ricochet policy as an Envoy route `retry_policy` (for routes running the ricochet filter).
+    #[command(
+        after_help = "Examples:\n  ricochet export envoy --policy aggressive\n  ricochet export envoy --config retry.yaml --policy critical --attempt-timeout 2s --json"
+    )]
+    Export(interop::ExportArgs),
     /// Write the policy component built into this binary (`ricochet-core` as a
     /// `ricochet:retry` component), for a service that loads it with ricochet's `component`
     /// feature (`PolicyComponent::from_file`) or for any other component host.

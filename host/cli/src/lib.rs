@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod demo;
 pub mod flaky;
+pub mod interop;
 pub mod plan;
 pub mod run;
 pub mod sim;

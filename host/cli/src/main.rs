@@ -1,16 +1,18 @@
-//! `ricochet`: demo, run, simulate, plan and check retry policies.
+//! `ricochet`: demo, run, simulate, plan, check, import and export retry policies.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use ricochet_cli::cli::{self, Cli, Command};
-use ricochet_cli::{demo, plan, run as run_cmd, sim};
+use ricochet_cli::{demo, interop, plan, run as run_cmd, sim};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plan(args) => plan::plan(args).map(|()| ExitCode::SUCCESS),
         Command::Check { file } => Ok(plan::check(&file)),
+        Command::Import(args) => interop::import(args),
+        Command::Export(args) => interop::export(args),
         Command::Component { out } => cli::write_component(&out).map(|()| ExitCode::SUCCESS),
         Command::Simulate(args) => sim::simulate(args),
         Command::Run(args) => runtime().and_then(|rt| rt.block_on(run(args))),

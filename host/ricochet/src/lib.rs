@@ -45,6 +45,9 @@
 //! - [`metrics`] and [`logging`]: the seed's Prometheus metrics and JSON log lines.
 //! - [`redis`] (feature `redis`) and [`component`] (feature `component`): backends that plug
 //!   into those seams from above.
+//! - [`tower`], [`reqwest`] and [`grpc`] (features `tower`, `reqwest`, `tonic`): retries where
+//!   a service makes its calls, with the rules in [`http`]; [`interop`] (feature `interop`):
+//!   policies from and to Envoy and gRPC service configs.
 //!
 //! # Features
 //!
@@ -56,6 +59,10 @@
 //! | `component` | no | [`component`]: policies as sandboxed `ricochet:retry` components | `wasmtime` (Cranelift): minutes of build |
 //! | `opentelemetry` | no | log lines take `trace_id` from the current OpenTelemetry span | `opentelemetry` (the API crate) |
 //! | `anyhow` | no | `#[with_retry(retry_on = …)]` also looks inside `anyhow::Error` | `anyhow` |
+//! | `tower` | no | [`tower::RetryLayer`]: retries for any tower `Service<http::Request<B>>` (hyper client, …), bodies recorded up to a limit | `tower-service`, `tower-layer`, `http`, `http-body`, `bytes` |
+//! | `reqwest` | no | [`reqwest::RetryMiddleware`]: the same retries as a `reqwest-middleware` middleware | `reqwest` (no TLS of its own), `reqwest-middleware`, `async-trait` |
+//! | `tonic` | no | [`grpc`]: gRPC status codes onto the categories, `grpc-retry-pushback-ms`, `RetryLayer::grpc` for a tonic channel; implies `tower` | `tonic` without its transport |
+//! | `interop` | no | [`interop`]: import Envoy route and gRPC service configs as policies, export a policy as an Envoy `retry_policy` (YAML input with `yaml`) | nothing |
 //!
 //! With default features a service pulls the core, tokio (`rt`, `time`, `sync`), serde and
 //! serde_json, and tracing — no wasmtime, no CLI parser, no plotting, no HTTP server, and no
@@ -98,6 +105,22 @@ pub mod component;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
+
+#[cfg(any(feature = "tonic", feature = "interop"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "tonic", feature = "interop"))))]
+pub mod grpc;
+#[cfg(any(feature = "tower", feature = "reqwest"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "tower", feature = "reqwest"))))]
+pub mod http;
+#[cfg(feature = "interop")]
+#[cfg_attr(docsrs, doc(cfg(feature = "interop")))]
+pub mod interop;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod reqwest;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod tower;
 
 pub use classify::{Classification, Classify, HttpError};
 pub use executor::{AttemptError, MaxRetriesExceeded, RetryError, RetryEvent, RetryPolicy};

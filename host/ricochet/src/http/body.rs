@@ -1,0 +1,360 @@
+//! Request bodies that can be sent again: recorded while the first attempt sends them.
+//!
+//! A retry needs the request body a second time, but most bodies can be read only once: tower's
+//! `Retry` asks the policy to clone the whole request (tower-rs/tower#790), which a streaming
+//! body cannot do. linkerd solves this by keeping a copy of what it sends, up to 64 KiB; so does
+//! [`ReplayBody`]. The first attempt streams the caller's body through untouched — no waiting for
+//! the end before sending, so a bidirectional gRPC stream still flows — while a [`BodyTape`]
+//! keeps each chunk (a `Bytes` handle: a body that already holds `Bytes` is kept without a copy).
+//! A retry is possible only when the tape holds the *whole* body:
+//!
+//! - the body ended (or its trailers arrived) before the attempt's failure was seen;
+//! - it stayed within the limit (a body that announces a larger exact size is not recorded at
+//!   all);
+//! - it did not fail while being read.
+//!
+//! Otherwise the failure of the first attempt is final: a body is never replayed in part, and
+//! the first attempt is never cut short to fit the limit.
+//!
+//! A body that an attempt dropped without reading a single frame (the connection was refused,
+//! the service never became ready) goes back to the tape whole, and the next attempt sends it
+//! as if it were the first: the commonest failure of all costs no limit.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+
+/// How much of a request body is kept for retries when none is set: linkerd's figure.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// A request body on its way to one attempt: the caller's body, recorded as it is sent, or a
+/// recording played back.
+pub struct ReplayBody<B> {
+    inner: Inner<B>,
+}
+
+enum Inner<B> {
+    /// The caller's body, read for the first (or only) attempt.
+    Live {
+        /// `None` only once handed back to the tape.
+        source: Option<Pin<Box<B>>>,
+        tape: Option<Arc<Tape>>,
+        /// Whether a frame was asked for: an untouched body goes back to the tape on drop.
+        touched: bool,
+        /// Puts an untouched body back on the tape (made where `B: Send + 'static` is known).
+        give_back: fn(Pin<Box<B>>, &Tape),
+    },
+    /// A complete recording, sent again.
+    Replay {
+        chunks: std::vec::IntoIter<Bytes>,
+        trailers: Option<HeaderMap>,
+    },
+}
+
+impl<B: Body + Send + 'static> ReplayBody<B> {
+    /// The caller's body for the first attempt, and the tape that records it (keeping at most
+    /// `limit` bytes).
+    pub fn record(source: B, limit: usize) -> (Self, BodyTape) {
+        let state = if source.is_end_stream() {
+            TapeStatus::Complete
+        } else if source.size_hint().lower() > limit as u64 {
+            TapeStatus::Overflowed
+        } else {
+            TapeStatus::Recording
+        };
+        let tape = Arc::new(Tape {
+            limit,
+            state: Mutex::new(TapeState {
+                chunks: Vec::new(),
+                len: 0,
+                trailers: None,
+                recording: state,
+                unsent: None,
+            }),
+        });
+        let body = Self::live(Box::pin(source), Some(tape.clone()));
+        (body, BodyTape(tape))
+    }
+
+    /// The caller's body for a request that is not retried: passed through, nothing kept.
+    pub fn passthrough(source: B) -> Self {
+        Self::live(Box::pin(source), None)
+    }
+
+    fn live(source: Pin<Box<B>>, tape: Option<Arc<Tape>>) -> Self {
+        fn give_back<B: Send + 'static>(source: Pin<Box<B>>, tape: &Tape) {
+            tape.lock().unsent = Some(Box::new(source));
+        }
+        Self {
+            inner: Inner::Live {
+                source: Some(source),
+                tape,
+                touched: false,
+                give_back: give_back::<B>,
+            },
+        }
+    }
+}
+
+impl<B> Drop for ReplayBody<B> {
+    fn drop(&mut self) {
+        if let Inner::Live {
+            source,
+            tape: Some(tape),
+            touched: false,
+            give_back,
+        } = &mut self.inner
+        {
+            if let Some(source) = source.take() {
+                give_back(source, tape);
+            }
+        }
+    }
+}
+
+/// The recording of one request body, shared between the first attempt's body and the retries.
+#[derive(Clone)]
+pub struct BodyTape(Arc<Tape>);
+
+struct Tape {
+    limit: usize,
+    state: Mutex<TapeState>,
+}
+
+struct TapeState {
+    chunks: Vec<Bytes>,
+    len: usize,
+    trailers: Option<HeaderMap>,
+    recording: TapeStatus,
+    /// The caller's body, untouched, when its attempt dropped it without reading it.
+    unsent: Option<Box<dyn std::any::Any + Send>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TapeStatus {
+    /// The first attempt is still sending it.
+    Recording,
+    /// The whole body is on the tape.
+    Complete,
+    /// Larger than the limit: nothing kept.
+    Overflowed,
+    /// The caller's body failed while it was read.
+    Failed,
+}
+
+impl Tape {
+    fn lock(&self) -> MutexGuard<'_, TapeState> {
+        // Nothing panics while holding the lock; a poisoned tape is still a consistent one.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl BodyTape {
+    /// Whether another attempt can send the whole body: it is recorded in full, or it came
+    /// back untouched.
+    pub fn is_complete(&self) -> bool {
+        let state = self.0.lock();
+        state.recording == TapeStatus::Complete || state.unsent.is_some()
+    }
+
+    /// Why the body cannot be sent again, if it cannot.
+    pub fn not_replayable_reason(&self) -> Option<&'static str> {
+        let state = self.0.lock();
+        if state.unsent.is_some() {
+            return None;
+        }
+        match state.recording {
+            TapeStatus::Complete => None,
+            TapeStatus::Recording => Some("the request body was still being sent"),
+            TapeStatus::Overflowed => Some("the request body is larger than the replay limit"),
+            TapeStatus::Failed => Some("the request body failed while it was sent"),
+        }
+    }
+
+    /// The body for another attempt: the caller's own when it came back untouched (recorded
+    /// again as it is sent), else the recording; `None` when neither is whole. `B` is the
+    /// caller's body type, as given to [`ReplayBody::record`].
+    pub fn replay<B: Body + Send + 'static>(&self) -> Option<ReplayBody<B>> {
+        let mut state = self.0.lock();
+        if let Some(unsent) = state.unsent.take() {
+            match unsent.downcast::<Pin<Box<B>>>() {
+                Ok(source) => {
+                    drop(state);
+                    return Some(ReplayBody::live(*source, Some(self.0.clone())));
+                }
+                // Asked for another type than was recorded: keep it for the right one.
+                Err(other) => state.unsent = Some(other),
+            }
+        }
+        (state.recording == TapeStatus::Complete).then(|| ReplayBody {
+            inner: Inner::Replay {
+                chunks: state.chunks.clone().into_iter(),
+                trailers: state.trailers.clone(),
+            },
+        })
+    }
+
+    /// The replay limit this tape records up to, in bytes.
+    pub fn limit(&self) -> usize {
+        self.0.limit
+    }
+}
+
+impl std::fmt::Debug for BodyTape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.0.lock();
+        f.debug_struct("BodyTape")
+            .field("recording", &s.recording)
+            .field("len", &s.len)
+            .field("limit", &self.0.limit)
+            .finish()
+    }
+}
+
+impl<B> std::fmt::Debug for ReplayBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.inner {
+            Inner::Live { tape, .. } => f
+                .debug_struct("ReplayBody::Live")
+                .field("recorded", &tape.is_some())
+                .finish_non_exhaustive(),
+            Inner::Replay { chunks, .. } => f
+                .debug_struct("ReplayBody::Replay")
+                .field("chunks_left", &chunks.len())
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl TapeState {
+    fn data(&mut self, limit: usize, bytes: &Bytes) {
+        if self.recording != TapeStatus::Recording {
+            return;
+        }
+        self.len = self.len.saturating_add(bytes.len());
+        if self.len > limit {
+            self.recording = TapeStatus::Overflowed;
+            self.chunks = Vec::new();
+        } else if !bytes.is_empty() {
+            self.chunks.push(bytes.clone());
+        }
+    }
+
+    /// A recording that is complete stays complete: what was sent in full can be sent again.
+    fn fail(&mut self) {
+        if self.recording == TapeStatus::Recording {
+            self.recording = TapeStatus::Failed;
+            self.chunks = Vec::new();
+        }
+    }
+
+    fn end(&mut self) {
+        if self.recording == TapeStatus::Recording {
+            self.recording = TapeStatus::Complete;
+        }
+    }
+}
+
+impl<B> Body for ReplayBody<B>
+where
+    B: Body,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        // `Inner` holds no pinned data of its own (the source is boxed), so it is `Unpin`.
+        match &mut self.get_mut().inner {
+            Inner::Replay { chunks, trailers } => Poll::Ready(match chunks.next() {
+                Some(chunk) => Some(Ok(Frame::data(chunk))),
+                None => trailers.take().map(|t| Ok(Frame::trailers(t))),
+            }),
+            Inner::Live {
+                source: Some(source),
+                tape,
+                touched,
+                ..
+            } => loop {
+                *touched = true;
+                let frame = ready!(source.as_mut().poll_frame(cx));
+                let out = match frame {
+                    None => {
+                        if let Some(t) = tape {
+                            t.lock().end();
+                        }
+                        None
+                    }
+                    Some(Err(e)) => {
+                        if let Some(t) = tape {
+                            t.lock().fail();
+                        }
+                        Some(Err(e))
+                    }
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(mut data) => {
+                            let bytes = data.copy_to_bytes(data.remaining());
+                            if let Some(t) = tape {
+                                t.lock().data(t.limit, &bytes);
+                            }
+                            Some(Ok(Frame::data(bytes)))
+                        }
+                        Err(frame) => match frame.into_trailers() {
+                            Ok(trailers) => {
+                                if let Some(t) = tape {
+                                    let mut s = t.lock();
+                                    if s.recording == TapeStatus::Recording {
+                                        s.trailers = Some(trailers.clone());
+                                    }
+                                    s.end();
+                                }
+                                Some(Ok(Frame::trailers(trailers)))
+                            }
+                            // http-body 1 has only data and trailers frames; a kind this code
+                            // cannot copy makes the body unreplayable rather than half-recorded.
+                            Err(_) => {
+                                if let Some(t) = tape {
+                                    t.lock().fail();
+                                }
+                                continue;
+                            }
+                        },
+                    },
+                };
+                // A sender may stop polling once the body says it has ended (hyper does): the
+                // recording is complete then, not only after a final `None`.
+                if let Some(t) = tape {
+                    if source.is_end_stream() {
+                        t.lock().end();
+                    }
+                }
+                return Poll::Ready(out);
+            },
+            Inner::Live { source: None, .. } => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Replay { chunks, trailers } => chunks.len() == 0 && trailers.is_none(),
+            Inner::Live { source, .. } => source.as_ref().is_none_or(|s| s.is_end_stream()),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Replay { chunks, .. } => {
+                SizeHint::with_exact(chunks.as_slice().iter().map(|c| c.len() as u64).sum())
+            }
+            Inner::Live { source, .. } => source
+                .as_ref()
+                .map_or_else(|| SizeHint::with_exact(0), |s| s.size_hint()),
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! What the HTTP integrations share: which requests are retried, what a response means, and
+//! how a body is kept for the next attempt.
+//!
+//! [`RetryLayer`](crate::tower::RetryLayer) (feature `tower`) and
+//! [`RetryMiddleware`](crate::reqwest::RetryMiddleware) (feature `reqwest`) are thin adapters
+//! over [`RetryPolicy::execute_classified`]: every attempt is one call of the executor's
+//! operation, so the breaker, the budget, the retry slots, the metrics and the JSON log lines are
+//! the executor's own. This module decides only what the executor cannot know about HTTP.
+//!
+//! # Which requests are retried
+//!
+//! A retry sends a request again, so only requests that may safely arrive twice are retried
+//! (RFC 9110 §9.2.2): `GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE` and `TRACE`. `POST` and `PATCH`
+//! are retried only when they carry an `Idempotency-Key` header (the IETF httpapi draft: the
+//! server deduplicates by it), or when the caller opts in with `retry_non_idempotent()`. Any
+//! other method (`CONNECT`, extensions) is never retried. A request that is not retried goes
+//! straight to the inner service, once, untouched: no body recording, no delay, no metrics —
+//! as tower's `Retry` does when its policy declines to clone a request.
+//!
+//! # What a response means
+//!
+//! - `2xx` and `3xx`: success.
+//! - `4xx` and `5xx`: a failure, classified by [`HttpError`] (statuses onto the seed's
+//!   categories; `Retry-After`, `RateLimit` and `X-RateLimit-Reset` read by the core's parsers).
+//!   Delay header values that are not UTF-8 or longer than [`MAX_DELAY_HEADER_BYTES`] count as
+//!   absent.
+//! - A gRPC response (`content-type: application/grpc…`, feature `tonic`) carrying a non-zero
+//!   `grpc-status` in its headers — a Trailers-Only answer — is classified by its code (see
+//!   [`crate::grpc`]), with `grpc-retry-pushback-ms` as the server's delay; a gRPC response
+//!   without one has committed to an answer (gRPC A6) and is a success here.
+//! - An error of the inner service (no response at all) is classified by the `std::io::Error`
+//!   in its source chain when there is one (a refused connection is a `ConnectionError`, a
+//!   timeout a `TimeoutError`), and as a `ConnectionError` otherwise: no response arrived.
+//!
+//! # What the caller gets back
+//!
+//! The last response, whatever its status: like tower's `Retry`, an HTTP error status is a
+//! response, not an error, so the caller reads its status and body as it would without the
+//! retries. Errors are the inner service's last error, an attempt that timed out, or a circuit
+//! that was open before any call was made ([`CallError`]).
+//!
+//! # Bodies
+//!
+//! See [`ReplayBody`]: recorded while the first attempt sends it, up to a limit
+//! ([`DEFAULT_BODY_LIMIT`], 64 KiB); a body that did not fit, failed, or was still being sent
+//! when the failure arrived is not sent again, and the failure is final.
+//!
+//! # Timeouts
+//!
+//! Give the per-attempt timeout to the layer or middleware (`attempt_timeout`), not to the
+//! policy: the integration's own timer knows whether the body can be sent again after a
+//! timed-out attempt, and it also ends an attempt when the policy's `max_elapsed` runs out, so
+//! the total deadline holds even for a hanging upstream. A timed-out attempt is a
+//! `TimeoutError`.
+//!
+//! # A gap in the executor's API, and its stand-in
+//!
+//! Some failures must not be retried although their category is retryable: a `503` whose request
+//! body could not be kept, a gRPC pushback that says "do not retry". [`Classification`] has no
+//! way to say "final". Until it has, such a failure keeps its true category (so the breaker and
+//! the budget count it as they should) and carries a server delay longer than any
+//! `max_retry_after`, so the core gives up at once, with the reason `retry_after_too_long` in
+//! the metrics; a `debug` event names the real reason.
+
+pub mod body;
+
+use std::fmt;
+use std::time::Duration;
+
+use http::{HeaderMap, Method, StatusCode};
+use ricochet_core::ErrorCategory;
+
+use crate::classify::{Classification, Classify, HttpError};
+use crate::executor::{AttemptError, RetryError, RetryPolicy};
+
+pub use body::{BodyTape, ReplayBody, DEFAULT_BODY_LIMIT};
+
+/// The request header that makes a `POST` or `PATCH` retryable (IETF httpapi
+/// `Idempotency-Key`).
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Longest delay header value that is read: a real `Retry-After` is under 30 bytes.
+pub const MAX_DELAY_HEADER_BYTES: usize = 256;
+
+/// Why a call through a retrying HTTP client returned no response.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CallError<E> {
+    /// The inner service's (or client's) error from the last attempt.
+    Inner(E),
+    /// The last attempt ran past the per-attempt timeout.
+    TimedOut(Duration),
+    /// The circuit breaker was open: no request was sent.
+    CircuitOpen {
+        /// How long until the breaker lets a probe through.
+        retry_after: Duration,
+    },
+    /// A retry was due but its request could not be made: the body could not be sent again.
+    /// Happens only when the *policy's* own attempt timeout (`RetryPolicy::with_attempt_timeout`)
+    /// ended an attempt while its body was still being sent; the integration's
+    /// `attempt_timeout` ends such a call with [`CallError::TimedOut`] instead.
+    NotSent {
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+impl<E: fmt::Display> fmt::Display for CallError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Inner(e) => e.fmt(f),
+            Self::TimedOut(d) => write!(f, "attempt timed out after {:.3}s", d.as_secs_f64()),
+            Self::CircuitOpen { retry_after } => write!(
+                f,
+                "circuit open: no request sent, retry after {:.3}s",
+                retry_after.as_secs_f64()
+            ),
+            Self::NotSent { reason } => write!(f, "retry not sent: {reason}"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for CallError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Inner(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// How the metrics and log lines name the operation of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperationName {
+    /// The same name for every request.
+    Fixed(String),
+    /// The request's method (`GET`, `POST`, …): the default for HTTP, bounded in number.
+    Method,
+    /// The request's path: the default for gRPC, where it names the method
+    /// (`/grpc.health.v1.Health/Check`). Do not use it for HTTP paths with ids in them: every
+    /// distinct path becomes a metric series.
+    Path,
+}
+
+/// The settings every HTTP integration shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub policy: RetryPolicy,
+    pub service: String,
+    pub operation: OperationName,
+    pub body_limit: usize,
+    pub attempt_timeout: Option<Duration>,
+    pub retry_non_idempotent: bool,
+    /// gRPC over HTTP/2 sends every call as a `POST`; the caller opted in by putting the layer
+    /// on a gRPC channel, as a `retryPolicy` in a service config does in A6.
+    pub any_method: bool,
+}
+
+impl Settings {
+    pub fn new(policy: RetryPolicy, service: impl Into<String>) -> Self {
+        Self {
+            policy,
+            service: service.into(),
+            operation: OperationName::Method,
+            body_limit: DEFAULT_BODY_LIMIT,
+            attempt_timeout: None,
+            retry_non_idempotent: false,
+            any_method: false,
+        }
+    }
+
+    /// Whether a request with this method and these headers may be retried.
+    pub fn retries(&self, method: &Method, headers: &HeaderMap) -> bool {
+        if self.any_method {
+            return true;
+        }
+        const IDEMPOTENT: [Method; 6] = [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::PUT,
+            Method::DELETE,
+            Method::TRACE,
+        ];
+        if IDEMPOTENT.contains(method) {
+            return true;
+        }
+        (method == Method::POST || method == Method::PATCH)
+            && (self.retry_non_idempotent
+                || headers
+                    .get(IDEMPOTENCY_KEY)
+                    .is_some_and(|key| !key.as_bytes().trim_ascii().is_empty()))
+    }
+
+    /// The operation name of a request.
+    pub fn operation<'a>(&'a self, method: &'a Method, path: &'a str) -> &'a str {
+        match &self.operation {
+            OperationName::Fixed(name) => name,
+            OperationName::Method => method.as_str(),
+            OperationName::Path => path,
+        }
+    }
+}
+
+/// A failed response: what it means to the policy, and how the log line shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct ResponseFailure {
+    pub class: Classification,
+    pub summary: String,
+}
+
+/// Whether a response is a failure, and what kind. `None` for a success.
+pub(crate) fn classify_response(
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> Option<ResponseFailure> {
+    #[cfg(feature = "tonic")]
+    if let Some(failure) = crate::grpc::classify_grpc_headers(status, headers) {
+        return failure;
+    }
+    if !(status.is_client_error() || status.is_server_error()) {
+        return None;
+    }
+    let readable = |name: &str| {
+        headers
+            .get(name)
+            .filter(|v| v.len() <= MAX_DELAY_HEADER_BYTES)
+            .and_then(|v| v.to_str().ok())
+    };
+    let delay_headers = ["retry-after", "ratelimit", "x-ratelimit-reset"]
+        .into_iter()
+        .filter_map(|name| readable(name).map(|v| (name, v)));
+    let error = HttpError::from_headers(status.as_u16(), delay_headers);
+    Some(ResponseFailure {
+        class: error.classify(),
+        summary: error.to_string(),
+    })
+}
+
+/// An error with no response: the `io::Error` in its source chain decides, else it is a
+/// connection failure (nothing came back).
+pub(crate) fn classify_transport(error: &(dyn std::error::Error + 'static)) -> Classification {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.classify();
+        }
+        if e.is::<tokio::time::error::Elapsed>() {
+            return Classification::new(ErrorCategory::Timeout);
+        }
+        next = e.source();
+    }
+    Classification::new(ErrorCategory::Connection)
+}
+
+/// A server delay no policy accepts (`max_retry_after` is at most 2^53 µs): the core gives up.
+const NEVER: Duration = Duration::from_micros(u64::MAX);
+
+/// `class`, made final when `not_retried` says why it must not be retried (see the module docs
+/// for the stand-in).
+pub(crate) fn settle(
+    class: Classification,
+    not_retried: Option<&'static str>,
+    service: &str,
+    operation: &str,
+) -> Classification {
+    match not_retried {
+        None => class,
+        Some(reason) => {
+            tracing::debug!(target: "ricochet::http", service, operation, reason, "failure not retried");
+            never_retry(class)
+        }
+    }
+}
+
+/// `class` with a server delay no policy accepts: the core gives up on it at once.
+pub(crate) fn never_retry(class: Classification) -> Classification {
+    Classification {
+        category: class.category,
+        server_delay: Some(NEVER),
+    }
+}
+
+/// The time an attempt may take: the attempt timeout, cut to what is left of the policy's
+/// `max_elapsed` (so a hanging upstream cannot hold a call past its deadline).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttemptClock {
+    timeout: Option<Duration>,
+    /// The deadline and when the call started; the clock is read only when there is one.
+    max_elapsed: Option<(Duration, std::time::Instant)>,
+}
+
+impl AttemptClock {
+    pub fn start(timeout: Option<Duration>, policy: &ricochet_core::Policy) -> Self {
+        Self {
+            timeout,
+            max_elapsed: policy
+                .max_elapsed_us()
+                .map(|us| (Duration::from_micros(us), std::time::Instant::now())),
+        }
+    }
+
+    /// The limit for an attempt starting now; `None` for none.
+    pub fn limit(&self) -> Option<Duration> {
+        let left = self
+            .max_elapsed
+            .map(|(m, started)| m.saturating_sub(started.elapsed()));
+        match (self.timeout, left) {
+            (Some(t), Some(l)) => Some(t.min(l)),
+            (t, l) => t.or(l),
+        }
+    }
+
+    /// Runs `attempt` within the limit.
+    pub async fn bound<T, R, E>(
+        self,
+        attempt: impl std::future::Future<Output = Result<T, Failed<R, E>>>,
+    ) -> Result<T, Failed<R, E>> {
+        match self.limit() {
+            None => attempt.await,
+            Some(limit) => tokio::time::timeout(limit, attempt)
+                .await
+                .unwrap_or(Err(Failed::TimedOut(limit))),
+        }
+    }
+}
+
+/// One failed attempt, as the executor sees it.
+pub(crate) enum Failed<R, E> {
+    /// A response that is a failure; returned as it is when it is the last.
+    Response {
+        response: R,
+        failure: ResponseFailure,
+    },
+    /// No response: the inner service's error.
+    Transport(E),
+    /// No response within the attempt's time.
+    TimedOut(Duration),
+    /// The request could not be made again (see [`CallError::NotSent`]).
+    NotSent(&'static str),
+}
+
+impl<R, E: fmt::Display> fmt::Display for Failed<R, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Response { failure, .. } => f.write_str(&failure.summary),
+            Self::Transport(e) => e.fmt(f),
+            Self::TimedOut(d) => write!(f, "attempt timed out after {:.3}s", d.as_secs_f64()),
+            Self::NotSent(reason) => write!(f, "retry not sent: {reason}"),
+        }
+    }
+}
+
+impl<R, E: std::error::Error + 'static> Failed<R, E> {
+    /// The classification, before the replay check.
+    pub fn classification(&self) -> Classification {
+        match self {
+            Self::Response { failure, .. } => failure.class,
+            Self::Transport(e) => classify_transport(e),
+            Self::TimedOut(_) => Classification::new(ErrorCategory::Timeout),
+            Self::NotSent(_) => Classification::new(ErrorCategory::Connection),
+        }
+    }
+}
+
+/// The executor's answer as the HTTP caller gets it: the last response, or an error.
+pub(crate) fn finish<R, E>(
+    outcome: Result<R, RetryError<Failed<R, E>>>,
+) -> Result<R, CallError<E>> {
+    let last = match outcome {
+        Ok(response) => return Ok(response),
+        Err(RetryError::NonRetryable(failed)) => failed,
+        Err(RetryError::MaxRetriesExceeded(m)) => match m.last_error {
+            AttemptError::Failed(failed) => failed,
+            AttemptError::TimedOut(d) => return Err(CallError::TimedOut(d)),
+        },
+        Err(RetryError::CircuitOpen { retry_after }) => {
+            return Err(CallError::CircuitOpen { retry_after })
+        }
+    };
+    match last {
+        Failed::Response { response, .. } => Ok(response),
+        Failed::Transport(e) => Err(CallError::Inner(e)),
+        Failed::TimedOut(d) => Err(CallError::TimedOut(d)),
+        Failed::NotSent(reason) => Err(CallError::NotSent { reason }),
+    }
+}

@@ -1,0 +1,459 @@
+//! Envoy route configs and gRPC service configs imported as ricochet policies, through the
+//! policy file and back; unsupported fields named; a policy exported as an Envoy retry_policy.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ricochet::config_file::PolicyFile;
+use ricochet::interop::{
+    export_envoy, import_envoy, import_grpc_service_config, Document, Imported,
+};
+use ricochet_core::{CategorySet, ErrorCategory as C, JitterStrategy, RetryConfig};
+
+fn data(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data")
+        .join(path)
+}
+
+fn document(path: &str) -> Document {
+    let file = data(path);
+    let text = std::fs::read_to_string(&file).unwrap();
+    Document::parse(&file.display().to_string(), &text).unwrap()
+}
+
+/// Writes the import as a policy file, loads it as `ricochet check` would, and returns the
+/// resolved policies: what a user of the file gets.
+fn through_policy_file(imported: &Imported) -> PolicyFile {
+    let text = imported.to_policy_file();
+    let file = PolicyFile::parse(Path::new("imported.yaml"), &text)
+        .unwrap_or_else(|e| panic!("the written policy file does not load: {e}\n{text}"));
+    for (name, p) in &imported.policies {
+        assert_eq!(
+            file.get(name).unwrap(),
+            p.config.apply(RetryConfig::default()),
+            "{name} did not round-trip"
+        );
+    }
+    assert_eq!(file.policies().len(), imported.policies.len());
+    file
+}
+
+fn set(categories: &[C]) -> CategorySet {
+    categories
+        .iter()
+        .fold(CategorySet::EMPTY, |s, &c| s.with(c))
+}
+
+fn has_note(imported: &Imported, fragment: &str) -> bool {
+    imported
+        .notes
+        .iter()
+        .any(|n| n.to_string().contains(fragment))
+}
+
+#[test]
+fn a_bare_envoy_retry_policy() {
+    let imported = import_envoy(&document("envoy/retry-policy.yaml")).unwrap();
+    let file = through_policy_file(&imported);
+    let p = file.get("envoy").unwrap();
+    assert_eq!(p.max_attempts, 4, "num_retries 3 + the first call");
+    assert_eq!((p.initial_delay, p.max_delay), (0.1, 2.0));
+    assert_eq!(p.exponential_base, 2.0);
+    assert_eq!(p.strategy, JitterStrategy::Full);
+    // 503 is throttling to ricochet when it says when to come back: RateLimited is in too.
+    assert_eq!(
+        p.retry_on,
+        set(&[
+            C::ServiceUnavailable,
+            C::Timeout,
+            C::Connection,
+            C::RateLimited
+        ])
+    );
+    assert_eq!(p.max_retry_after, 60.0, "ricochet's default stays");
+    assert_eq!(
+        imported.policies["envoy"].attempt_timeout,
+        Some(Duration::from_millis(500))
+    );
+    assert!(
+        has_note(&imported, "per_try_timeout 0.5s"),
+        "{:?}",
+        imported.notes
+    );
+    assert!(
+        has_note(&imported, "also retries these transient failures"),
+        "500 is ServiceUnavailable too"
+    );
+    assert!(
+        imported.to_policy_file().contains("# note: "),
+        "notes are written into the file"
+    );
+}
+
+#[test]
+fn rate_limited_retries_with_reset_headers() {
+    let imported = import_envoy(&document("envoy/rate-limited.yaml")).unwrap();
+    let p = through_policy_file(&imported).get("envoy").unwrap();
+    assert_eq!(p.max_attempts, 6);
+    assert_eq!(p.max_retry_after, 300.0, "max_interval");
+    assert_eq!(
+        p.retry_on,
+        set(&[C::RateLimited]),
+        "429 and 503 are throttling"
+    );
+    assert_eq!(
+        (p.initial_delay, p.max_delay),
+        (0.025, 0.25),
+        "Envoy's default back-off"
+    );
+}
+
+#[test]
+fn a_whole_bootstrap_gives_one_policy_per_retry_policy() {
+    let imported = import_envoy(&document("envoy/bootstrap.yaml")).unwrap();
+    let file = through_policy_file(&imported);
+    let names: Vec<&String> = imported.policies.keys().collect();
+    assert_eq!(names, ["api", "api//reports", "api/orders", "grpc//"]);
+    let orders = file.get("api/orders").unwrap();
+    assert_eq!(orders.max_attempts, 5);
+    assert_eq!(
+        orders.max_elapsed,
+        Some(10.0),
+        "the route's timeout covers the retries"
+    );
+    assert_eq!((orders.initial_delay, orders.max_delay), (0.05, 1.0));
+    assert_eq!(
+        imported.policies["api/orders"].attempt_timeout,
+        Some(Duration::from_secs(2))
+    );
+    assert_eq!(
+        orders.retry_on,
+        set(&[
+            C::Connection,
+            C::Timeout,
+            C::ServiceUnavailable,
+            C::RateLimited
+        ])
+    );
+    assert_eq!(
+        file.get("api//reports").unwrap().max_elapsed,
+        None,
+        "timeout 0s: none"
+    );
+    let vhost = file.get("api").unwrap();
+    assert_eq!(vhost.max_attempts, 3);
+    let grpc = file.get("grpc//").unwrap();
+    assert_eq!(
+        grpc.retry_on,
+        set(&[
+            C::ServiceUnavailable,
+            C::Connection,
+            C::RateLimitExceeded,
+            C::Timeout
+        ])
+    );
+    assert_eq!(
+        (grpc.initial_delay, grpc.max_delay),
+        (0.1, 1.0),
+        "max_interval: 10 × base"
+    );
+}
+
+#[test]
+fn a_route_configuration_in_json() {
+    let imported = import_envoy(&document("envoy/route-config.json")).unwrap();
+    let file = through_policy_file(&imported);
+    let p = file.get("payments/charge").unwrap();
+    assert_eq!(p.max_attempts, 3);
+    assert_eq!(p.max_elapsed, Some(30.0));
+    assert_eq!(p.max_retry_after, 60.0);
+    assert_eq!((p.initial_delay, p.max_delay), (0.25, 4.0));
+    assert_eq!(
+        imported.policies["payments/charge"].attempt_timeout,
+        Some(Duration::from_millis(3500)),
+        "{{seconds, nanos}}"
+    );
+}
+
+#[test]
+fn the_envoy_filters_own_example_imports() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guests/envoy-filter/envoy.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let imported = import_envoy(&Document::parse("envoy.yaml", &text).unwrap()).unwrap();
+    let p = through_policy_file(&imported).get("payments//").unwrap();
+    assert_eq!(
+        (p.initial_delay, p.max_delay, p.max_retry_after),
+        (0.1, 10.0, 60.0)
+    );
+    assert_eq!(p.max_elapsed, Some(15.0));
+    assert!(
+        has_note(&imported, "no retry_on"),
+        "the filter sets it per request"
+    );
+}
+
+#[test]
+fn unsupported_envoy_fields_are_named_with_their_lines() {
+    let doc = document("envoy/unsupported.yaml");
+    let errors = import_envoy(&doc).unwrap_err();
+    let text = errors.to_string();
+    for (field, line) in [
+        ("hedge_policy", 5),
+        ("retriable-headers", 13),
+        ("retry_host_predicate", 14),
+        ("host_selection_retry_max_attempts", 16),
+        ("retriable_headers", 17),
+        ("sometimes", 24),
+    ] {
+        let error = errors
+            .0
+            .iter()
+            .find(|e| e.to_string().contains(field))
+            .unwrap_or_else(|| panic!("{field} not named in:\n{text}"));
+        assert_eq!(error.line, Some(line), "{field}: {error}");
+        assert!(error.to_string().contains("unsupported.yaml:"), "{error}");
+    }
+    // retriable-4xx is 409, a BusinessLogicError: importing it would retry 402, 405, …
+    assert!(
+        text.contains("BusinessLogicErrors would also retry 400")
+            || text.contains("would also retry 402"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_a6_example_service_config() {
+    let imported = import_grpc_service_config(&document("grpc/a6-service-config.json")).unwrap();
+    let p = through_policy_file(&imported)
+        .get("EchoService/Echo")
+        .unwrap();
+    assert_eq!(p.max_attempts, 4);
+    assert_eq!(
+        (p.initial_delay, p.max_delay, p.exponential_base),
+        (0.1, 1.0, 2.0)
+    );
+    assert_eq!(
+        p.strategy,
+        JitterStrategy::Full,
+        "A6: random(0, min(initial·mult^(n−1), max))"
+    );
+    assert_eq!(p.retry_on, set(&[C::ServiceUnavailable, C::Connection]));
+    let budget = p.retry_budget.unwrap();
+    assert_eq!((budget.max_tokens, budget.token_ratio), (10, 0.1));
+    assert!(
+        has_note(&imported, "loadBalancingPolicy"),
+        "{:?}",
+        imported.notes
+    );
+}
+
+#[test]
+fn a_service_wide_config_with_timeouts() {
+    let imported = import_grpc_service_config(&document("grpc/echo-service-config.json")).unwrap();
+    let p = through_policy_file(&imported)
+        .get("grpc.examples.echo.Echo")
+        .unwrap();
+    assert_eq!(p.exponential_base, 1.5);
+    assert_eq!(
+        p.max_elapsed,
+        Some(5.0),
+        "the deadline covers every attempt"
+    );
+    assert_eq!(
+        p.retry_on,
+        set(&[C::ServiceUnavailable, C::Connection, C::RateLimitExceeded])
+    );
+    assert_eq!(
+        imported.policies["grpc.examples.echo.Echo"].attempt_timeout,
+        Some(Duration::from_secs(1))
+    );
+    assert!(has_note(&imported, "waitForReady"));
+}
+
+#[test]
+fn several_method_configs_a_default_and_numeric_codes() {
+    let imported = import_grpc_service_config(&document("grpc/multi-method.json")).unwrap();
+    let file = through_policy_file(&imported);
+    let names: Vec<&String> = imported.policies.keys().collect();
+    assert_eq!(
+        names,
+        [
+            "grpc-default",
+            "shop.Inventory/Release",
+            "shop.Inventory/Reserve"
+        ]
+    );
+    assert_eq!(file.get("grpc-default").unwrap().max_attempts, 3);
+    let reserve = file.get("shop.Inventory/Reserve").unwrap();
+    assert_eq!(reserve.max_attempts, 7);
+    assert_eq!(reserve.max_elapsed, Some(3.0));
+    assert_eq!(
+        reserve.retry_on,
+        set(&[C::ServiceUnavailable, C::Connection, C::Timeout])
+    );
+    assert_eq!(reserve.retry_budget.unwrap().max_tokens, 100);
+    assert!(has_note(&imported, "gRPC clients cap maxAttempts at 5"));
+    assert!(has_note(&imported, "no retryPolicy"), "shop.Audit has none");
+}
+
+#[test]
+fn hedging_and_lumped_codes_are_errors() {
+    let errors = import_grpc_service_config(&document("grpc/unsupported.json")).unwrap_err();
+    let text = errors.to_string();
+    assert!(
+        text.contains("hedgingPolicy: ricochet does not hedge"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ABORTED") || text.contains("BusinessLogicError"),
+        "{text}"
+    );
+    assert!(
+        text.contains("INTERNAL"),
+        "the codes ABORTED would drag in are named: {text}"
+    );
+    assert!(
+        text.contains("max_tokens must be"),
+        "maxTokens 5000 is beyond A6's 1000: {text}"
+    );
+    let hedging = errors
+        .0
+        .iter()
+        .find(|e| e.path.ends_with("hedgingPolicy"))
+        .unwrap();
+    assert_eq!(hedging.line, Some(5));
+}
+
+#[test]
+fn hostile_documents_are_errors_not_panics() {
+    for (name, text) in [
+        ("a.json", "{"),
+        ("a.json", "[1, 2, 3]"),
+        ("a.json", r#"{"retry_on": 5, "num_retries": -1}"#),
+        ("a.json", r#"{"retry_on": "5xx", "num_retries": 1e300}"#),
+        ("a.json", r#"{"retry_on": "5xx", "per_try_timeout": "-1s"}"#),
+        (
+            "a.json",
+            r#"{"retry_on": "5xx", "per_try_timeout": "1e9999s"}"#,
+        ),
+        (
+            "a.json",
+            r#"{"retry_on": "5xx", "retry_back_off": {"base_interval": "0s"}}"#,
+        ),
+        (
+            "a.json",
+            r#"{"retry_on": "5xx", "retry_back_off": {"base_interval": "2s", "max_interval": "1s"}}"#,
+        ),
+        (
+            "a.json",
+            r#"{"retry_on": "5xx", "retriable_status_codes": [999]}"#,
+        ),
+        ("a.json", r#"{"retry_on": "5xx", "num_retries": 5000}"#),
+        ("a.yaml", "retry_on: [5xx]"),
+        ("a.yaml", "\u{0}\u{1}"),
+    ] {
+        let result = Document::parse(name, text).and_then(|d| import_envoy(&d));
+        let errors = result.expect_err(text);
+        assert!(!errors.0.is_empty());
+    }
+    let huge = "x".repeat(2 << 20);
+    assert!(Document::parse("big.yaml", &huge).is_err());
+    for text in [
+        r#"{"methodConfig": [{"name": [{"service": "s"}], "retryPolicy": {"maxAttempts": 1, "initialBackoff": "1s", "maxBackoff": "1s", "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]}"#,
+        r#"{"methodConfig": [{"name": [{"service": "s"}], "retryPolicy": {"maxAttempts": 3, "initialBackoff": "1s", "maxBackoff": "1s", "backoffMultiplier": 0.5, "retryableStatusCodes": ["UNAVAILABLE"]}}]}"#,
+        r#"{"methodConfig": [{"name": [{"service": "s"}], "retryPolicy": {"maxAttempts": 3, "initialBackoff": "2s", "maxBackoff": "1s", "backoffMultiplier": 2, "retryableStatusCodes": ["NOPE"]}}]}"#,
+        r#"{"methodConfig": [{"name": [{"service": "s"}], "retryPolicy": {"maxAttempts": 3}}]}"#,
+        r#"{"methodConfig": [{"name": [{"method": "m"}], "retryPolicy": {}}]}"#,
+    ] {
+        let errors = Document::parse("c.json", text)
+            .and_then(|d| import_grpc_service_config(&d))
+            .expect_err(text);
+        assert!(!errors.0.is_empty());
+    }
+}
+
+#[test]
+fn strict_turns_notes_into_errors() {
+    let imported = import_envoy(&document("envoy/retry-policy.yaml")).unwrap();
+    let errors = imported.strict().unwrap_err();
+    assert!(
+        errors.to_string().contains("not exact: per_try_timeout"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn an_exported_policy_imports_back_to_the_same_retries() {
+    let config = RetryConfig {
+        max_attempts: 5,
+        initial_delay: 0.2,
+        max_delay: 3.0,
+        max_retry_after: 45.0,
+        strategy: JitterStrategy::Full,
+        ..RetryConfig::default()
+    };
+    let export = export_envoy(&config, Some(Duration::from_millis(1500))).unwrap();
+    let rp = &export.retry_policy;
+    assert_eq!(rp["num_retries"], 4);
+    assert_eq!(rp["retry_back_off"]["base_interval"], "0.2s");
+    assert_eq!(rp["retry_back_off"]["max_interval"], "3s");
+    assert_eq!(rp["rate_limited_retry_back_off"]["max_interval"], "45s");
+    assert_eq!(rp["per_try_timeout"], "1.5s");
+    let codes: Vec<u64> = rp["retriable_status_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .collect();
+    for status in [429, 500, 502, 503, 504] {
+        assert!(codes.contains(&status), "{status} in {codes:?}");
+    }
+    for status in [400, 401, 404, 409] {
+        assert!(!codes.contains(&status), "{status} in {codes:?}");
+    }
+    assert!(export
+        .notes
+        .iter()
+        .any(|n| n.path == "coordination_enabled"));
+
+    let text = serde_json::to_string(rp).unwrap();
+    let imported = import_envoy(&Document::parse("exported.json", &text).unwrap()).unwrap();
+    let back = through_policy_file(&imported).get("envoy").unwrap();
+    assert_eq!(back.max_attempts, config.max_attempts);
+    assert_eq!((back.initial_delay, back.max_delay), (0.2, 3.0));
+    assert_eq!(back.max_retry_after, 45.0);
+    assert_eq!(back.strategy, JitterStrategy::Full);
+    assert_eq!(back.retry_on, config.retry_on, "the same categories");
+    assert_eq!(
+        imported.policies["envoy"].attempt_timeout,
+        Some(Duration::from_millis(1500))
+    );
+}
+
+#[test]
+fn export_refuses_what_envoy_cannot_take() {
+    let zero = RetryConfig {
+        initial_delay: 0.0,
+        ..RetryConfig::default()
+    };
+    let error = export_envoy(&zero, None).unwrap_err().to_string();
+    assert!(
+        error.contains("initial_delay") && error.contains("base_interval"),
+        "{error}"
+    );
+    let invalid = RetryConfig {
+        jitter_factor: 1.5,
+        ..RetryConfig::default()
+    };
+    let error = export_envoy(&invalid, None).unwrap_err().to_string();
+    assert!(error.contains("jitter_factor"), "{error}");
+    let strict = export_envoy(&RetryConfig::default(), None)
+        .unwrap()
+        .strict();
+    assert!(
+        strict.is_err(),
+        "the default policy's slots and jitter are notes"
+    );
+}

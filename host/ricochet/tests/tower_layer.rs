@@ -1,0 +1,662 @@
+//! `RetryLayer` on a real hyper client against a real hyper server on loopback.
+#![allow(clippy::unwrap_used)]
+
+mod tower_server;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::Request;
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use ricochet::http::{CallError, ReplayBody};
+use ricochet::metrics::RetryMetrics;
+use ricochet::tower::RetryLayer;
+use ricochet::{RetryConfig, RetryPolicy};
+use tower::{Layer, Service, ServiceExt};
+use tower_server::{closed_port, http_date, Answer, ChannelBody, Scripted};
+
+/// Quick retries, no coordination (no slot waits), 4 attempts.
+fn config() -> RetryConfig {
+    RetryConfig {
+        max_attempts: 4,
+        initial_delay: 0.001,
+        max_delay: 0.01,
+        coordination_enabled: false,
+        ..RetryConfig::default()
+    }
+}
+
+fn policy() -> RetryPolicy {
+    RetryPolicy::new(config())
+        .unwrap()
+        .with_seed(7)
+        .without_metrics()
+}
+
+fn client<B>() -> Client<HttpConnector, ReplayBody<B>>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+fn get(url: &str) -> Request<Full<Bytes>> {
+    Request::get(url).body(Full::default()).unwrap()
+}
+
+async fn body_text(response: http::Response<hyper::body::Incoming>) -> String {
+    String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_503_then_200_is_retried_and_the_200_returned() {
+    let server = Scripted::start(vec![Answer::status(503)]).await;
+    let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(body_text(response).await, "answer 2");
+    assert_eq!(server.requests(), 2);
+}
+
+#[tokio::test]
+async fn when_retries_run_out_the_last_response_is_returned() {
+    let server = Scripted::start(vec![Answer::status(503); 4]).await;
+    let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        body_text(response).await,
+        "answer 4",
+        "the last attempt's response"
+    );
+    assert_eq!(server.requests(), 4, "max_attempts calls");
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_seconds_waits_what_the_server_asked() {
+    let server = Scripted::start(vec![Answer::status(429).header("retry-after", "1")]).await;
+    let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
+    let started = Instant::now();
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(server.requests(), 2);
+    // The policy's own delay is at most 10 ms: only the server's second explains this.
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_429_with_an_http_date_waits_until_that_date() {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Two whole seconds ahead: at least one second from now, whatever the sub-second phase.
+    let date = http_date(now + 2);
+    let server = Scripted::start(vec![Answer::status(429).header("Retry-After", &date)]).await;
+    let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
+    let started = Instant::now();
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(server.requests(), 2);
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_cap_gives_up_at_once_with_the_429() {
+    for huge in ["3600", "99999999999999999999999999"] {
+        let server = Scripted::start(vec![Answer::status(429).header("retry-after", huge)]).await;
+        let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
+        let started = Instant::now();
+        let response = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(get(&server.url("/a")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 429, "{huge}");
+        assert_eq!(server.requests(), 1, "{huge}: max_retry_after is 60 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "it did not sleep"
+        );
+    }
+}
+
+#[tokio::test]
+async fn hostile_delay_headers_count_as_absent() {
+    // Not UTF-8, negative, a fraction, 300 bytes of digits: the policy's own backoff applies.
+    let long = "1".repeat(300);
+    let hostile: [&[u8]; 4] = [b"\xff\xfe1", b"-5", b"1.5", long.as_bytes()];
+    for value in hostile {
+        let server = Scripted::start(vec![
+            Answer::status(429).header("retry-after", value),
+            Answer::status(503)
+                .header("ratelimit", value)
+                .header("x-ratelimit-reset", value),
+        ])
+        .await;
+        let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
+        let started = Instant::now();
+        let response = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(get(&server.url("/a")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{value:?}");
+        assert_eq!(server.requests(), 3);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no server delay was taken"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_400_is_not_retried() {
+    let server = Scripted::start(vec![Answer::status(400)]).await;
+    let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(server.requests(), 1);
+}
+
+#[tokio::test]
+async fn a_post_is_retried_only_with_an_idempotency_key() {
+    let server = Scripted::start(vec![Answer::status(503), Answer::status(503)]).await;
+    let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
+    let post = Request::post(server.url("/charge"))
+        .body(Full::new(Bytes::from_static(b"{\"amount\":5}")))
+        .unwrap();
+    let response = svc.ready().await.unwrap().call(post).await.unwrap();
+    assert_eq!(response.status(), 503, "no key: sent once");
+    assert_eq!(server.requests(), 1);
+
+    let keyed = Request::post(server.url("/charge"))
+        .header("Idempotency-Key", "order-7")
+        .body(Full::new(Bytes::from_static(b"{\"amount\":5}")))
+        .unwrap();
+    let response = svc.ready().await.unwrap().call(keyed).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 3, "with a key: 503, then 200");
+    for s in &seen[1..] {
+        assert_eq!(s.method, "POST");
+        assert_eq!(
+            s.body.as_deref(),
+            Some(&b"{\"amount\":5}"[..]),
+            "the whole body each time"
+        );
+        assert_eq!(s.headers["idempotency-key"], "order-7");
+    }
+}
+
+#[tokio::test]
+async fn an_opt_in_retries_posts_without_a_key_and_patch_follows_post() {
+    let server = Scripted::start(vec![Answer::status(503), Answer::status(503)]).await;
+    let mut plain = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
+    let patch = Request::patch(server.url("/x"))
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(
+        plain
+            .ready()
+            .await
+            .unwrap()
+            .call(patch)
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(server.requests(), 1, "PATCH without a key: once");
+    let mut opted = RetryLayer::new(policy(), "orders")
+        .retry_non_idempotent()
+        .layer(client::<Full<Bytes>>());
+    let post = Request::post(server.url("/x"))
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(
+        opted
+            .ready()
+            .await
+            .unwrap()
+            .call(post)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(server.requests(), 3);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_sent_once_and_whole() {
+    let big = vec![b'x'; 100 * 1024];
+    let server = Scripted::start(vec![Answer::status(503)]).await;
+    let mut svc = RetryLayer::new(policy(), "uploads").layer(client::<Full<Bytes>>());
+    let put = Request::put(server.url("/blob"))
+        .body(Full::new(Bytes::from(big.clone())))
+        .unwrap();
+    let response = svc.ready().await.unwrap().call(put).await.unwrap();
+    assert_eq!(
+        response.status(),
+        503,
+        "not retried: the body is over 64 KiB"
+    );
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].body.as_ref().map(Vec::len),
+        Some(big.len()),
+        "never truncated"
+    );
+
+    // The same body within a raised limit is retried whole.
+    let server = Scripted::start(vec![Answer::status(503)]).await;
+    let mut svc = RetryLayer::new(policy(), "uploads")
+        .body_limit(200 * 1024)
+        .layer(client::<Full<Bytes>>());
+    let put = Request::put(server.url("/blob"))
+        .body(Full::new(Bytes::from(big.clone())))
+        .unwrap();
+    assert_eq!(
+        svc.ready().await.unwrap().call(put).await.unwrap().status(),
+        200
+    );
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|s| s.body.as_deref() == Some(&big[..])));
+}
+
+#[tokio::test]
+async fn clone_bodies_keeps_the_request_type_and_retries_any_size() {
+    let big = Bytes::from(vec![b'y'; 100 * 1024]);
+    let server = Scripted::start(vec![Answer::status(502)]).await;
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut svc = RetryLayer::new(policy(), "uploads")
+        .clone_bodies()
+        .layer(client);
+    let put = Request::put(server.url("/blob"))
+        .body(Full::new(big.clone()))
+        .unwrap();
+    assert_eq!(
+        svc.ready().await.unwrap().call(put).await.unwrap().status(),
+        200
+    );
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|s| s.body.as_deref() == Some(&big[..])));
+}
+
+#[tokio::test]
+async fn a_streaming_body_that_ended_within_the_limit_is_sent_again_whole() {
+    let server = Scripted::start(vec![Answer::status(503)]).await;
+    let mut svc = RetryLayer::new(policy(), "events").layer(client::<ChannelBody>());
+    let (tx, body) = ChannelBody::new();
+    tokio::spawn(async move {
+        for chunk in ["one ", "two ", "three"] {
+            tx.send(Ok(Bytes::from(chunk))).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let put = Request::put(server.url("/events")).body(body).unwrap();
+    let response = svc.ready().await.unwrap().call(put).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2);
+    assert!(seen
+        .iter()
+        .all(|s| s.body.as_deref() == Some(&b"one two three"[..])));
+}
+
+#[tokio::test]
+async fn a_streaming_body_over_the_limit_is_sent_once_and_whole() {
+    let server = Scripted::start(vec![Answer::status(503)]).await;
+    let mut svc = RetryLayer::new(policy(), "events")
+        .body_limit(1024)
+        .layer(client::<ChannelBody>());
+    let (tx, body) = ChannelBody::new();
+    tokio::spawn(async move {
+        for _ in 0..8 {
+            tx.send(Ok(Bytes::from(vec![b'z'; 512]))).await.unwrap();
+        }
+    });
+    let put = Request::put(server.url("/events")).body(body).unwrap();
+    let response = svc.ready().await.unwrap().call(put).await.unwrap();
+    assert_eq!(response.status(), 503);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].body.as_ref().map(Vec::len),
+        Some(4096),
+        "all 8 chunks arrived"
+    );
+}
+
+#[tokio::test]
+async fn a_streaming_body_still_being_sent_when_the_answer_came_is_not_replayed() {
+    // The server answers 503 at once without reading; the client still holds the stream open.
+    let server = Scripted::start(vec![Answer::status(503).without_reading_body()]).await;
+    let mut svc = RetryLayer::new(policy(), "events").layer(client::<ChannelBody>());
+    let (tx, body) = ChannelBody::new();
+    tx.send(Ok(Bytes::from_static(b"first part")))
+        .await
+        .unwrap();
+    let put = Request::put(server.url("/events")).body(body).unwrap();
+    let response = svc.ready().await.unwrap().call(put).await.unwrap();
+    assert_eq!(response.status(), 503, "a partial body is never replayed");
+    assert_eq!(server.requests(), 1);
+    drop(tx);
+}
+
+#[tokio::test]
+async fn a_streaming_body_that_fails_is_not_replayed() {
+    let server = Scripted::start(vec![]).await;
+    let mut svc = RetryLayer::new(policy(), "events").layer(client::<ChannelBody>());
+    let (tx, body) = ChannelBody::new();
+    tx.send(Ok(Bytes::from_static(b"part"))).await.unwrap();
+    tx.send(Err(std::io::Error::other("disk gone")))
+        .await
+        .unwrap();
+    let put = Request::put(server.url("/events")).body(body).unwrap();
+    let result = svc.ready().await.unwrap().call(put).await;
+    assert!(matches!(result, Err(CallError::Inner(_))), "{result:?}");
+    assert!(server.requests() <= 1, "sent at most once");
+}
+
+#[tokio::test]
+async fn a_slow_attempt_times_out_and_the_retry_answers() {
+    let server = Scripted::start(vec![Answer::status(200).after(Duration::from_secs(20))]).await;
+    let mut svc = RetryLayer::new(policy(), "orders")
+        .attempt_timeout(Duration::from_millis(300))
+        .layer(client::<Full<Bytes>>());
+    let started = Instant::now();
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(body_text(response).await, "answer 2");
+    assert_eq!(server.requests(), 2);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the hanging attempt was cut"
+    );
+}
+
+#[tokio::test]
+async fn when_every_attempt_times_out_the_error_says_so() {
+    let hang = Answer::status(200).after(Duration::from_secs(20));
+    let server = Scripted::start(vec![hang.clone(), hang.clone(), hang.clone(), hang]).await;
+    let mut svc = RetryLayer::new(policy(), "orders")
+        .attempt_timeout(Duration::from_millis(100))
+        .layer(client::<Full<Bytes>>());
+    let result = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await;
+    match result {
+        Err(CallError::TimedOut(d)) => assert_eq!(d, Duration::from_millis(100)),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(server.requests(), 4);
+}
+
+#[tokio::test]
+async fn max_elapsed_cuts_a_hanging_attempt_without_an_attempt_timeout() {
+    let server = Scripted::start(vec![Answer::status(200).after(Duration::from_secs(20))]).await;
+    let policy = RetryPolicy::new(RetryConfig {
+        max_elapsed: Some(0.5),
+        ..config()
+    })
+    .unwrap()
+    .without_metrics();
+    let mut svc = RetryLayer::new(policy, "orders").layer(client::<Full<Bytes>>());
+    let started = Instant::now();
+    let result = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await;
+    assert!(matches!(result, Err(CallError::TimedOut(_))), "{result:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the deadline held"
+    );
+}
+
+#[tokio::test]
+async fn connection_failures_are_retried_and_the_last_error_returned() {
+    let addr = closed_port().await;
+    let retries = Arc::new(AtomicU32::new(0));
+    let counted = retries.clone();
+    let policy = policy().with_notify(move |_| {
+        counted.fetch_add(1, Ordering::Relaxed);
+    });
+    let mut svc = RetryLayer::new(policy, "orders").layer(client::<Full<Bytes>>());
+    let result = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&format!("http://{addr}/a")))
+        .await;
+    let error = result.expect_err("nothing listens there");
+    assert!(matches!(error, CallError::Inner(_)), "{error}");
+    assert_eq!(
+        retries.load(Ordering::Relaxed),
+        3,
+        "classified as ConnectionError"
+    );
+}
+
+#[tokio::test]
+async fn the_executors_metrics_count_the_calls() {
+    let registry = prometheus::Registry::new();
+    let metrics = RetryMetrics::register(&registry).unwrap();
+    let policy = RetryPolicy::new(config()).unwrap().with_metrics(metrics);
+    let server = Scripted::start(vec![Answer::status(503)]).await;
+    let mut svc = RetryLayer::new(policy, "orders").layer(client::<Full<Bytes>>());
+    svc.ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await
+        .unwrap();
+    let text = {
+        use prometheus::Encoder;
+        let mut buf = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&registry.gather(), &mut buf)
+            .unwrap();
+        String::from_utf8(buf).unwrap()
+    };
+    assert!(
+        text.contains(r#"retry_attempts_total{attempt="2",operation="GET",service="orders"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"retry_success_total{attempts_needed="2",operation="GET",service="orders"} 1"#
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_open_circuit_sends_nothing() {
+    use ricochet_core::breaker::BreakerConfig;
+    let config = RetryConfig {
+        max_attempts: 1,
+        circuit_breaker: Some(BreakerConfig {
+            failure_threshold: 1,
+            failure_rate: 0.0,
+            minimum_calls: 0,
+            window: 10.0,
+            cool_down: 60.0,
+            half_open_probes: 1,
+        }),
+        ..config()
+    };
+    let policy = RetryPolicy::new(config).unwrap().without_metrics();
+    let server = Scripted::start(vec![Answer::status(503)]).await;
+    let mut svc = RetryLayer::new(policy, "orders").layer(client::<Full<Bytes>>());
+    let first = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 503);
+    let second = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await;
+    assert!(
+        matches!(second, Err(CallError::CircuitOpen { .. })),
+        "{second:?}"
+    );
+    assert_eq!(server.requests(), 1);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_that_no_attempt_read_is_retried_whole() {
+    // Refused connections never read the body: it goes back whole, whatever its size.
+    let addr = closed_port().await;
+    let big = Bytes::from(vec![b'w'; 100 * 1024]);
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let service =
+            hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
+                    body.len().to_string(),
+                ))))
+            });
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .await
+            .unwrap();
+    });
+    // Up to 40 attempts, 50–200 ms apart: seconds of retries for a listener due in 0.1 s.
+    let policy = RetryPolicy::new(RetryConfig {
+        max_attempts: 40,
+        initial_delay: 0.05,
+        max_delay: 0.2,
+        ..config()
+    })
+    .unwrap()
+    .without_metrics();
+    let mut svc = RetryLayer::new(policy, "uploads").layer(client::<Full<Bytes>>());
+    let put = Request::put(format!("http://{addr}/blob"))
+        .body(Full::new(big.clone()))
+        .unwrap();
+    let response = svc.ready().await.unwrap().call(put).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(body_text(response).await, big.len().to_string());
+    late.abort();
+}
+
+#[tokio::test]
+async fn the_executors_json_log_lines_name_the_http_failure() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let lines = ricochet::logging::CapturedLines::default();
+    let subscriber =
+        tracing_subscriber::registry().with(ricochet::logging::SeedJsonLayer::new(lines.clone()));
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let server = Scripted::start(vec![Answer::status(503)]).await;
+    let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let lines = lines.lines();
+    let parsed: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let levels: Vec<&str> = parsed
+        .iter()
+        .map(|l| l["level"].as_str().unwrap())
+        .collect();
+    assert_eq!(levels, ["WARNING", "INFO"], "{lines:?}");
+    for line in &parsed {
+        assert_eq!(line["service"], "orders");
+        assert_eq!(line["operation"], "GET");
+        assert_eq!(line["error"], "HTTP 503");
+        assert_eq!(line["attempt"], 1);
+    }
+}
