@@ -29,7 +29,9 @@
 //! * **HalfOpen**: the first `admit` at or after `until_us` moves here. Up to `half_open_probes`
 //!   calls are handed out as [`Admission::Probe`]; the rest are rejected. Once that many probes
 //!   have succeeded it closes with a clean slate; the first failed probe re-opens it. Results
-//!   recorded while no probe is outstanding are ignored. `record` cannot tell a probe's result
+//!   recorded while no probe is outstanding are ignored. A probe that got an answer which is
+//!   neither a failure nor a success (a rejected request) is handed back with
+//!   [`CircuitBreaker::release`], so the next call probes. `record` cannot tell a probe's result
 //!   from a late result of a call admitted while closed, so it counts any result recorded while
 //!   probes are outstanding as a probe's.
 //!
@@ -480,6 +482,29 @@ impl CircuitBreaker {
                     };
                 }
             }
+        }
+    }
+
+    /// Hands back the probe of a call that [`admit`](Self::admit) let through and that ended
+    /// in an answer which is neither a failure nor a success (a request the dependency
+    /// rejected: validation, not found, …).
+    ///
+    /// Half-open: one outstanding probe is given back without counting, so the next `admit`
+    /// hands out a probe again (as resilience4j's ignored exceptions release their permission);
+    /// ignored if none is outstanding. Closed or open: nothing to do — such an answer is not
+    /// counted in the window either.
+    pub fn release(&mut self) {
+        if let Phase::HalfOpen {
+            last_probe_us,
+            outstanding,
+            successes,
+        } = self.phase
+        {
+            self.phase = Phase::HalfOpen {
+                last_probe_us,
+                outstanding: outstanding.saturating_sub(1),
+                successes,
+            };
         }
     }
 
@@ -1021,6 +1046,41 @@ mod tests {
     }
 
     #[test]
+    fn a_released_probe_is_handed_out_again_without_counting() {
+        let t = 10 * S;
+        let mut b = opened_at(t);
+        let h = t + 5 * S;
+        assert_eq!(b.admit(h), Admission::Probe);
+        assert_eq!(b.admit(h), Admission::Probe);
+        assert!(matches!(b.admit(h + 1), Admission::Rejected { .. }));
+        // One probe got an answer that is neither a failure nor a success (a 404): handed back.
+        b.release();
+        assert_eq!(b.state(h + 2), BreakerState::HalfOpen);
+        assert_eq!(b.admit(h + 2), Admission::Probe, "the next call probes");
+        // It counted as nothing: two successes are still needed to close.
+        b.record(true, h + 3);
+        assert_eq!(b.state(h + 3), BreakerState::HalfOpen);
+        b.record(true, h + 4);
+        assert_eq!(b.state(h + 4), BreakerState::Closed);
+        round_trips(&b);
+        // Closed or open, a release changes nothing.
+        let closed = b;
+        b.release();
+        assert_eq!(b, closed);
+        let mut open = opened_at(t);
+        let before = open;
+        open.release();
+        assert_eq!(open, before);
+        // Half-open with nothing outstanding: ignored.
+        let mut idle = opened_at(t);
+        assert_eq!(idle.admit(h), Admission::Probe);
+        idle.record(true, h);
+        let before = idle;
+        idle.release();
+        assert_eq!(idle, before);
+    }
+
+    #[test]
     fn half_open_results_without_outstanding_probes_are_ignored() {
         let t = 10 * S;
         let mut b = opened_at(t);
@@ -1404,12 +1464,14 @@ mod tests {
     enum Op {
         Admit(Step),
         Record(bool, Step),
+        Release,
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (step()).prop_map(Op::Admit),
-            (any::<bool>(), step()).prop_map(|(ok, s)| Op::Record(ok, s)),
+            4 => (step()).prop_map(Op::Admit),
+            4 => (any::<bool>(), step()).prop_map(|(ok, s)| Op::Record(ok, s)),
+            1 => Just(Op::Release),
         ]
     }
 
@@ -1481,6 +1543,16 @@ mod tests {
                             }
                             BreakerState::Open { .. } => prop_assert_eq!(after, before),
                             BreakerState::HalfOpen => {}
+                        }
+                    }
+                    Op::Release => {
+                        let before = b;
+                        b.release();
+                        // Never a transition, never the window: at most a probe handed back.
+                        prop_assert_eq!(b.state(now), before.state(now));
+                        prop_assert_eq!(b.window_counts(now), before.window_counts(now));
+                        if before.state(now) != BreakerState::HalfOpen {
+                            prop_assert_eq!(b, before);
                         }
                     }
                 }
@@ -1594,6 +1666,7 @@ mod tests {
                 match op {
                     Op::Admit(s) => { now = advance(now, s); let _ = b.admit(now); }
                     Op::Record(ok, s) => { now = advance(now, s); b.record(ok, now); }
+                    Op::Release => b.release(),
                 }
             }
             let mut bytes = b.to_bytes();

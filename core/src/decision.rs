@@ -9,7 +9,19 @@
 //! Checks, in order: the category (non-retryable → give up; `AuthExpired` only once, only after a
 //! token refresh), the attempt limit, the server's delay (longer than `max_retry_after` → give
 //! up; otherwise it replaces a shorter computed delay, and jitter never shortens it), the total
-//! deadline, the circuit breaker, the retry budget.
+//! deadline, the circuit breaker, the retry budget. A coordinated retry carries the deadline in
+//! its [`SlotRequest`], so the slot it is given is checked against it too
+//! ([`Policy::resolve_ticket`]).
+//!
+//! # What the guards are told
+//!
+//! A failure in a category the policy retries (or would retry, like `AuthExpired` before a
+//! refresh) counts against the service: the breaker records a failure and the budget spends a
+//! token. Any other failure — validation, not found, a business rule — is an answer: it proves
+//! the dependency is up but says nothing more about its health, so it is neither a failure nor a
+//! success. Only one thing changes: a half-open breaker gets its probe back
+//! ([`CircuitBreaker::release`]), as resilience4j's ignored exceptions release their
+//! permission, so the next call probes instead of being turned away for a whole cool-down.
 
 use crate::breaker::{BreakerState, CircuitBreaker};
 use crate::budget::RetryBudget;
@@ -61,7 +73,8 @@ pub enum GiveUpReason {
     Exhausted,
     /// The error's category is not retried.
     NonRetryable,
-    /// The next retry would end past `max_elapsed`.
+    /// The next retry would fire (or, coordinated, its slot would) past `max_elapsed`, or no
+    /// time is left for another attempt.
     Deadline,
     /// The circuit breaker is open and stays open past the retry's fire time.
     CircuitOpen,
@@ -104,7 +117,8 @@ impl core::fmt::Display for GiveUpReason {
 /// What to do after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    /// Retry after `delay_us`; when coordinated, first ask for a slot with `slot_request`.
+    /// Retry after `delay_us`; when coordinated, first ask for a slot with `slot_request`
+    /// (which carries the call's deadline: the slot may still give up with `Deadline`).
     Retry {
         /// The backoff delay (or the server's, when longer).
         delay_us: u64,
@@ -187,6 +201,66 @@ impl RetryState {
         }
     }
 
+    /// How long the call may still run at `now_us`: `max_elapsed` after it started, less what
+    /// has passed (0 once the deadline is reached); `None` when the policy sets no deadline.
+    ///
+    /// A host bounds each attempt (and anything else it waits for, such as a token refresh) by
+    /// this, so a call ends within `max_elapsed` however long an attempt hangs.
+    pub fn time_left_us(&self, policy: &Policy, now_us: u64) -> Option<u64> {
+        policy.max_elapsed_us.map(|max_us| {
+            self.started_us
+                .saturating_add(max_us)
+                .saturating_sub(now_us)
+        })
+    }
+
+    /// Whether an `AuthExpired` failure of the next call could be retried after a token
+    /// refresh: the one auth retry is unused and another call is allowed. A host asks this
+    /// before refreshing, so it never refreshes for a retry that cannot follow.
+    pub fn may_retry_auth(&self, policy: &Policy) -> bool {
+        !self.auth_retried && self.calls.saturating_add(1) < policy.max_attempts
+    }
+
+    /// Whether `failure` is retryable for this call as it stands (before it is reported).
+    fn retryable(&self, policy: &Policy, failure: &Failure) -> bool {
+        match failure.category {
+            ErrorCategory::AuthExpired => failure.token_refreshed && !self.auth_retried,
+            ErrorCategory::RateLimited => true,
+            other => policy.retry_on.contains(other),
+        }
+    }
+
+    /// What [`RetryState::on_failure`] tells the guards about `failure`, without deciding or
+    /// changing the state: a transient failure is recorded on the breaker and spends a budget
+    /// token; any other hands a half-open breaker's probe back (see the module docs).
+    ///
+    /// For a host that decided on a copy of shared guards (an engine that may be slow decides
+    /// outside the lock) and finds that other calls changed them meanwhile: it reports the
+    /// failure to the current guards with this, from the state as it was before the decision.
+    pub fn report_to_guards(
+        &self,
+        policy: &Policy,
+        failure: Failure,
+        now_us: u64,
+        guards: Guards<'_>,
+    ) {
+        let retryable = self.retryable(policy, &failure);
+        // Transient failures count against the service; a rejected request (validation, not
+        // found, …) is an answer, which says nothing about its health.
+        let transient = retryable || policy.retry_on.contains(failure.category);
+        let Guards { breaker, budget } = guards;
+        if transient {
+            if let Some(b) = breaker {
+                b.record(false, now_us);
+            }
+            if let Some(b) = budget {
+                b.on_failure();
+            }
+        } else if let Some(b) = breaker {
+            b.release();
+        }
+    }
+
     /// Reports a failed attempt at `now_us` and decides what comes next.
     pub fn on_failure(
         &mut self,
@@ -195,28 +269,22 @@ impl RetryState {
         now_us: u64,
         guards: Guards<'_>,
     ) -> Decision {
-        self.calls = self.calls.saturating_add(1);
         let category = failure.category;
-        let retryable = match category {
-            ErrorCategory::AuthExpired => failure.token_refreshed && !self.auth_retried,
-            ErrorCategory::RateLimited => true,
-            other => policy.retry_on.contains(other),
-        };
-        // Transient failures count against the service; a rejected request (validation, not
-        // found, …) says nothing about its health.
-        let transient = retryable || policy.retry_on.contains(category);
+        let retryable = self.retryable(policy, &failure);
         let Guards {
             mut breaker,
             mut budget,
         } = guards;
-        if transient {
-            if let Some(b) = breaker.as_deref_mut() {
-                b.record(false, now_us);
-            }
-            if let Some(b) = budget.as_deref_mut() {
-                b.on_failure();
-            }
-        }
+        self.report_to_guards(
+            policy,
+            failure,
+            now_us,
+            Guards {
+                breaker: breaker.as_deref_mut(),
+                budget: budget.as_deref_mut(),
+            },
+        );
+        self.calls = self.calls.saturating_add(1);
         let give_up = |reason| Decision::GiveUp { reason };
         if !retryable {
             return give_up(GiveUpReason::NonRetryable);
@@ -235,10 +303,11 @@ impl RetryState {
             delay_us = delay_us.max(server_us);
         }
         let fire_at_us = now_us.saturating_add(delay_us);
-        if let Some(max_elapsed_us) = policy.max_elapsed_us {
-            if fire_at_us > self.started_us.saturating_add(max_elapsed_us) {
-                return give_up(GiveUpReason::Deadline);
-            }
+        let deadline_us = policy
+            .max_elapsed_us
+            .map(|max_us| self.started_us.saturating_add(max_us));
+        if deadline_us.is_some_and(|deadline_us| fire_at_us > deadline_us) {
+            return give_up(GiveUpReason::Deadline);
         }
         if let Some(b) = breaker {
             if let BreakerState::Open { until_us } = b.state(now_us) {
@@ -258,7 +327,7 @@ impl RetryState {
         self.prev_delay_us = delay_us;
         let slot_request = policy
             .coordination_enabled
-            .then(|| policy.slot_request(fire_at_us, retry));
+            .then(|| policy.slot_request_within(fire_at_us, deadline_us, retry));
         Decision::Retry {
             delay_us,
             slot_request,

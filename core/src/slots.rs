@@ -27,6 +27,10 @@ pub struct SlotRequest {
     pub retry: u32,
     /// How many times this retry has already moved to a later window.
     pub moves: u8,
+    /// The latest time the retry may fire, on the same clock as `earliest_us` (the call's
+    /// deadline); `None` when the call has none. A host that re-bases the request on another
+    /// clock (the coordinator's) must re-base this too.
+    pub latest_us: Option<u64>,
 }
 
 /// Where a ticket puts a retry.
@@ -41,7 +45,8 @@ pub enum SlotResolution {
     },
     /// The window is full: ask again with this request (the next window).
     NextWindow(SlotRequest),
-    /// Too many moves: give up.
+    /// Give up: the slot fires past the request's `latest_us` (`Deadline`), or the retry moved
+    /// too many times (`Budget`).
     GiveUp(GiveUpReason),
 }
 
@@ -62,7 +67,7 @@ impl Policy {
         t_us / self.window_us()
     }
 
-    /// The request for a retry that may fire no earlier than `earliest_us`.
+    /// The request for a retry that may fire no earlier than `earliest_us`, with no deadline.
     #[inline]
     pub fn slot_request(&self, earliest_us: u64, retry: u32) -> SlotRequest {
         SlotRequest {
@@ -70,25 +75,52 @@ impl Policy {
             window: self.window_index(earliest_us),
             retry,
             moves: 0,
+            latest_us: None,
+        }
+    }
+
+    /// The request for a retry that may fire no earlier than `earliest_us` and no later than
+    /// `latest_us` (`None`: no deadline), both on one clock.
+    #[inline]
+    pub fn slot_request_within(
+        &self,
+        earliest_us: u64,
+        latest_us: Option<u64>,
+        retry: u32,
+    ) -> SlotRequest {
+        SlotRequest {
+            latest_us,
+            ..self.slot_request(earliest_us, retry)
         }
     }
 
     /// Where ticket `ticket` (0, 1, 2, … handed out for `request.window`) puts the retry.
+    ///
+    /// Gives up with [`GiveUpReason::Deadline`] when the slot would fire after
+    /// `request.latest_us`, or the window is full and the next one starts after it; with
+    /// [`GiveUpReason::Budget`] when the window is full and the retry has moved
+    /// `MAX_WINDOW_MOVES` (4) times.
     pub fn resolve_ticket(&self, request: &SlotRequest, ticket: u64, seed: u64) -> SlotResolution {
         let slots = u64::from(self.slot_count.max(1));
+        let too_late = |t_us: u64| request.latest_us.is_some_and(|latest| t_us > latest);
         if let Some(capacity) = self.slot_capacity {
             if ticket >= slots.saturating_mul(u64::from(capacity)) {
+                let window = request.window.saturating_add(1);
+                let earliest_us = window
+                    .saturating_mul(self.window_us())
+                    .max(request.earliest_us);
+                if too_late(earliest_us) {
+                    return SlotResolution::GiveUp(GiveUpReason::Deadline);
+                }
                 if request.moves >= MAX_WINDOW_MOVES {
                     return SlotResolution::GiveUp(GiveUpReason::Budget);
                 }
-                let window = request.window.saturating_add(1);
                 return SlotResolution::NextWindow(SlotRequest {
-                    earliest_us: window
-                        .saturating_mul(self.window_us())
-                        .max(request.earliest_us),
+                    earliest_us,
                     window,
                     retry: request.retry,
                     moves: request.moves + 1,
+                    latest_us: request.latest_us,
                 });
             }
         }
@@ -99,6 +131,9 @@ impl Policy {
             .earliest_us
             .saturating_add(slot.saturating_mul(self.slot_width_us))
             .saturating_add(inside);
+        if too_late(fire_at_us) {
+            return SlotResolution::GiveUp(GiveUpReason::Deadline);
+        }
         SlotResolution::FireAt {
             fire_at_us,
             slot: slot as u32,

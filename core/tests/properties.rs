@@ -587,10 +587,11 @@ fn oracle_decision(
     }
     let fire_at_us = now_us + delay_us;
     // 4. the total deadline
-    if let Some(max_elapsed) = config.max_elapsed {
-        if fire_at_us > call.started_us + (max_elapsed * 1e3).round() as u64 * 1000 {
-            return give_up(GiveUpReason::Deadline);
-        }
+    let deadline_us = config
+        .max_elapsed
+        .map(|max_elapsed| call.started_us + (max_elapsed * 1e3).round() as u64 * 1000);
+    if deadline_us.is_some_and(|deadline_us| fire_at_us > deadline_us) {
+        return give_up(GiveUpReason::Deadline);
     }
     // 5. the breaker, if it is still open when the retry would fire
     if breaker.as_ref().is_some_and(|b| b.open_at(fire_at_us)) {
@@ -612,6 +613,7 @@ fn oracle_decision(
             window: fire_at_us / window_us,
             retry: call.calls,
             moves: 0,
+            latest_us: deadline_us,
         }
     });
     Decision::Retry {

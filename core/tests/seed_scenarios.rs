@@ -153,6 +153,7 @@ fn success_after_retries() {
                     window: earliest_us / 1_000_000,
                     retry: i as u32 + 1,
                     moves: 0,
+                    latest_us: None,
                 }),
             };
             assert_eq!(decision, want, "retry {}", i + 1);

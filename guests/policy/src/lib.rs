@@ -190,6 +190,8 @@ fn request_in(r: wit::SlotRequest) -> rc::SlotRequest {
         window: r.window,
         retry: r.retry,
         moves: r.moves,
+        // The 0.1 record does not carry the call's deadline.
+        latest_us: None,
     }
 }
 
@@ -205,20 +207,22 @@ fn request_out(r: rc::SlotRequest) -> wit::SlotRequest {
 /// A slot from the host's coordinator — the same steps as the native host's `schedule_retry`:
 /// ask for the window holding now + delay, let the core resolve the ticket, move to the next
 /// window while one is full. The host bounds all acquisitions of this call by one deadline and
-/// counts a fallback when one fails.
+/// counts a fallback when one fails. `latest_us` is the call's deadline on the host's clock,
+/// which is the coordinator's: a slot past it gives up with `deadline`.
 fn coordinate(
     policy: &rc::Policy,
     service: &str,
     operation: &str,
     seed: u64,
-    retry: u32,
+    request: rc::SlotRequest,
     delay_us: u64,
 ) -> Result<wit::ScheduleOutcome, wit::CoordinationError> {
+    let (retry, latest_us) = (request.retry, request.latest_us);
     let window_us = policy.window_us();
     let mut grant = coordination::acquire_slot(service, operation, delay_us, window_us)?;
     let mut moves = 0;
     loop {
-        let mut request = policy.slot_request(grant.earliest_us, retry);
+        let mut request = policy.slot_request_within(grant.earliest_us, latest_us, retry);
         if request.window != grant.window {
             return Err(wit::CoordinationError::Backend(
                 "coordinator answered for another window".to_string(),
@@ -244,16 +248,24 @@ fn coordinate(
 }
 
 /// The core's seeded local slot, when the coordinator did not answer.
-fn local_slot(policy: &rc::Policy, seed: u64, retry: u32, delay_us: u64) -> wit::ScheduleOutcome {
+fn local_slot(
+    policy: &rc::Policy,
+    seed: u64,
+    decided: rc::SlotRequest,
+    delay_us: u64,
+) -> wit::ScheduleOutcome {
+    let retry = decided.retry;
     let now_us = clock::now_us();
-    let request = policy.slot_request(now_us.saturating_add(delay_us), retry);
+    let request =
+        policy.slot_request_within(now_us.saturating_add(delay_us), decided.latest_us, retry);
     let ticket = policy.fallback_ticket(seed, retry);
     let (delay_us, slot) = match policy.resolve_ticket(&request, ticket, seed) {
         rc::SlotResolution::FireAt { fire_at_us, slot } => {
             (fire_at_us.saturating_sub(now_us), slot)
         }
+        rc::SlotResolution::GiveUp(r) => return wit::ScheduleOutcome::GiveUp(reason(r)),
         // A fallback ticket is below slot_count, so always within capacity.
-        _ => (delay_us, ticket as u32),
+        rc::SlotResolution::NextWindow(_) => (delay_us, ticket as u32),
     };
     wit::ScheduleOutcome::Retry(wit::ScheduledRetry {
         delay_us,
@@ -398,9 +410,8 @@ impl Guest for Component {
                 slot_request: Some(request),
             } => {
                 let seed = st.seed();
-                let placed =
-                    coordinate(&policy, &service, &operation, seed, request.retry, delay_us)
-                        .unwrap_or_else(|_| local_slot(&policy, seed, request.retry, delay_us));
+                let placed = coordinate(&policy, &service, &operation, seed, request, delay_us)
+                    .unwrap_or_else(|_| local_slot(&policy, seed, request, delay_us));
                 match &placed {
                     wit::ScheduleOutcome::Retry(r) => log(wit::LogLevel::Info, r.delay_us),
                     wit::ScheduleOutcome::GiveUp(_) => log(wit::LogLevel::Error, 0),

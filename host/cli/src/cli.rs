@@ -261,10 +261,14 @@ where
     }
 }
 
-/// Installs a global subscriber that writes the seed's JSON lines to stderr.
+/// Installs a global subscriber that writes the seed's JSON lines to stderr, and ricochet's
+/// operational warnings and errors (a rejected policy reload, a policy component replaced by the
+/// native core, an idempotent call that may have run twice) as JSON lines of their own, told
+/// apart by their `target` field.
 pub fn init_stderr_logs() {
     use tracing_subscriber::layer::SubscriberExt;
-    let subscriber =
-        tracing_subscriber::registry().with(ricochet::logging::SeedJsonLayer::new(std::io::stderr));
+    let layer = ricochet::logging::SeedJsonLayer::new(std::io::stderr)
+        .operational(Some(tracing::Level::WARN));
+    let subscriber = tracing_subscriber::registry().with(layer);
     let _ = tracing::subscriber::set_global_default(subscriber);
 }

@@ -45,6 +45,11 @@ pub fn expand(args: RetryArgs, item: TokenStream) -> syn::Result<TokenStream> {
         ));
     }
     let (original_output, ok_ty, err_ty) = result_types(&func.sig, &name)?;
+    if let Some(expr) = &args.retry_config {
+        check_config_reads_nothing_per_call(expr, &func.sig)?;
+    }
+    // `impl Trait` can only be named in the return type: inside, it is left to inference.
+    let attempt_output = infer_impl_trait(original_output);
 
     let mut sig = func.sig.clone();
     let mut clones = Vec::new();
@@ -206,12 +211,12 @@ pub fn expand(args: RetryArgs, item: TokenStream) -> syn::Result<TokenStream> {
                 async move {
                     // Fixes the block's output type before the body is checked, so `?` converts.
                     if let ::core::option::Option::Some(ret) =
-                        ::core::option::Option::None::<#original_output>
+                        ::core::option::Option::None::<#attempt_output>
                     {
                         #[allow(unreachable_code)]
                         return ret;
                     }
-                    let ret: #original_output = #body;
+                    let ret: #attempt_output = #body;
                     #[allow(unreachable_code)]
                     ret
                 }
@@ -274,6 +279,141 @@ fn result_types<'a>(
             ),
         )
     })
+}
+
+/// `ty` with every `impl Trait` in it replaced by `_` (a type the compiler infers).
+fn infer_impl_trait(ty: &Type) -> Type {
+    let mut ty = ty.clone();
+    replace_impl_trait(&mut ty);
+    ty
+}
+
+fn replace_impl_trait(ty: &mut Type) {
+    match ty {
+        Type::ImplTrait(_) => *ty = syn::parse_quote!(_),
+        Type::Path(p) => {
+            if let Some(q) = &mut p.qself {
+                replace_impl_trait(&mut q.ty);
+            }
+            for segment in &mut p.path.segments {
+                if let PathArguments::AngleBracketed(a) = &mut segment.arguments {
+                    for arg in &mut a.args {
+                        if let GenericArgument::Type(t) = arg {
+                            replace_impl_trait(t);
+                        }
+                    }
+                }
+            }
+        }
+        Type::Reference(r) => replace_impl_trait(&mut r.elem),
+        Type::Ptr(p) => replace_impl_trait(&mut p.elem),
+        Type::Slice(s) => replace_impl_trait(&mut s.elem),
+        Type::Array(a) => replace_impl_trait(&mut a.elem),
+        Type::Paren(p) => replace_impl_trait(&mut p.elem),
+        Type::Group(g) => replace_impl_trait(&mut g.elem),
+        Type::Tuple(t) => t.elems.iter_mut().for_each(replace_impl_trait),
+        _ => {}
+    }
+}
+
+/// Refuses a `retry_config` that reads an argument, `self` or a generic parameter: it is
+/// evaluated once, at the first call, into a policy every later call (and every instantiation)
+/// shares, so such a value would be frozen at whatever the first call passed.
+fn check_config_reads_nothing_per_call(
+    config: &syn::Expr,
+    sig: &syn::Signature,
+) -> syn::Result<()> {
+    let mut locals = Vec::new();
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(r) => locals.push(syn::Ident::new("self", r.self_token.span)),
+            FnArg::Typed(arg) => pattern_bindings(&arg.pat, &mut locals),
+        }
+    }
+    let generics: Vec<syn::Ident> = sig
+        .generics
+        .params
+        .iter()
+        .filter_map(|p| match p {
+            syn::GenericParam::Type(t) => Some(t.ident.clone()),
+            syn::GenericParam::Const(c) => Some(c.ident.clone()),
+            syn::GenericParam::Lifetime(_) => None,
+        })
+        .collect();
+    let tokens: Vec<proc_macro2::TokenTree> = quote!(#config).into_iter().collect();
+    scan_config_tokens(&tokens, &locals, &generics)
+}
+
+fn scan_config_tokens(
+    tokens: &[proc_macro2::TokenTree],
+    locals: &[syn::Ident],
+    generics: &[syn::Ident],
+) -> syn::Result<()> {
+    use proc_macro2::TokenTree as T;
+    let punct = |i: Option<&T>, c: char| matches!(i, Some(T::Punct(p)) if p.as_char() == c);
+    for (i, token) in tokens.iter().enumerate() {
+        match token {
+            T::Group(g) => {
+                let inner: Vec<T> = g.stream().into_iter().collect();
+                scan_config_tokens(&inner, locals, generics)?;
+            }
+            T::Ident(ident) => {
+                let before = i.checked_sub(1).and_then(|j| tokens.get(j));
+                let before2 = i.checked_sub(2).and_then(|j| tokens.get(j));
+                let (after, after2) = (tokens.get(i + 1), tokens.get(i + 2));
+                // `.x` (a field or method) and `a::x` (a path segment) are not variables.
+                if punct(before, '.') || (punct(before, ':') && punct(before2, ':')) {
+                    continue;
+                }
+                let path_start = punct(after, ':') && punct(after2, ':');
+                let field_name = punct(after, ':') && !path_start;
+                let what = if !path_start && !field_name && locals.contains(ident) {
+                    if ident == "self" {
+                        "`self`".to_string()
+                    } else {
+                        format!("the argument `{ident}`")
+                    }
+                } else if !field_name && generics.contains(ident) {
+                    format!("the generic parameter `{ident}`")
+                } else {
+                    continue;
+                };
+                return Err(syn::Error::new(
+                    ident.span(),
+                    format!(
+                        "`retry_config` cannot read {what}: it is evaluated once, at the first \
+                         call, into a policy that every later call (and every instantiation of \
+                         a generic function) shares, so the value would be frozen; make it a \
+                         constant expression, or build a `RetryPolicy` per value and call \
+                         `execute_with_retry`"
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The variables a parameter pattern binds.
+fn pattern_bindings(pat: &Pat, out: &mut Vec<syn::Ident>) {
+    match pat {
+        Pat::Ident(p) => {
+            out.push(p.ident.clone());
+            if let Some((_, sub)) = &p.subpat {
+                pattern_bindings(sub, out);
+            }
+        }
+        Pat::Tuple(t) => t.elems.iter().for_each(|p| pattern_bindings(p, out)),
+        Pat::TupleStruct(t) => t.elems.iter().for_each(|p| pattern_bindings(p, out)),
+        Pat::Struct(s) => s.fields.iter().for_each(|f| pattern_bindings(&f.pat, out)),
+        Pat::Reference(r) => pattern_bindings(&r.pat, out),
+        Pat::Slice(s) => s.elems.iter().for_each(|p| pattern_bindings(p, out)),
+        Pat::Paren(p) => pattern_bindings(&p.pat, out),
+        Pat::Or(o) => o.cases.iter().for_each(|p| pattern_bindings(p, out)),
+        Pat::Type(t) => pattern_bindings(&t.pat, out),
+        _ => {}
+    }
 }
 
 /// Accepts `&self` (any lifetime, or `self: &Self`); refuses what one attempt would consume.

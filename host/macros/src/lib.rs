@@ -41,7 +41,8 @@ mod expand;
 /// # The return type is rewritten
 ///
 /// The function must be declared as returning `Result<T, E>` (both types spelled out; an alias
-/// such as `io::Result<T>` is refused because it hides `E`). **The generated function returns
+/// such as `io::Result<T>` is refused because it hides `E`; `T` may be an `impl Trait`, as in
+/// `Result<impl Display, E>`). **The generated function returns
 /// `Result<T, ricochet::RetryError<E>>`**: `RetryError::MaxRetriesExceeded` when the policy
 /// gave up on a retried error (its `last_error` holds the last `E`), `RetryError::NonRetryable(e)`
 /// for an error that is not retried (returned after one call), `RetryError::CircuitOpen` when a
@@ -67,12 +68,15 @@ mod expand;
 ///   `BusinessLogic`). Needs `E: 'static`; each listed type must implement `std::error::Error`.
 /// - **Without `retry_on`**, `E` must implement `Classify` (and `Display`), and its
 ///   classification decides, exactly as in `execute_with_retry`. For `Box<dyn Error>` or
-///   `anyhow::Error`, which do not implement it, list `retry_on`.
+///   `anyhow::Error`, which do not implement it, list `retry_on` (the compile error says so).
 /// - **`retry_config`** is evaluated once, at the function's first call, into a `RetryPolicy`
 ///   shared by every later call (a `static` per function, also shared by every instantiation of a
-///   generic function). The policy uses the embedded defaults: in-memory coordination and
-///   idempotency, metrics on prometheus's default registry. For a Redis coordinator, a token
-///   refresh hook or your own registry, build a `RetryPolicy` and call `execute_with_retry`.
+///   generic function). So it must not depend on the call: an expression that reads an
+///   argument, `self` or a generic parameter is a compile error (it would be frozen at the first
+///   call's value); constants, `Self::CONST` and function calls are fine. The policy uses the
+///   embedded defaults: in-memory coordination and idempotency, metrics on prometheus's default
+///   registry. For a config per call, a Redis coordinator, a token refresh hook or your own
+///   registry, build a `RetryPolicy` and call `execute_with_retry`.
 ///
 /// ## An invalid `retry_config`
 ///

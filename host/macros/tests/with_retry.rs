@@ -389,3 +389,72 @@ async fn return_in_the_body_ends_the_attempt() {
     assert_eq!(returns_early(&calls).await.unwrap(), 5);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+/// `-> Result<impl Trait, E>`: the `impl Trait` is left to inference inside the expansion
+/// (naming it there was error E0562), and `?` still converts into `E`.
+#[with_retry(retry_config = FAST, service_name = "macro-impl-trait")]
+async fn displayable(calls: &AtomicU32, text: &str) -> Result<impl std::fmt::Display, io::Error> {
+    if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+        Err(reset())?;
+    }
+    let n: u32 = text
+        .parse()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok(format!("#{n}"))
+}
+
+#[tokio::test]
+async fn an_impl_trait_ok_type_works() {
+    let calls = AtomicU32::new(0);
+    let shown = displayable(&calls, "42").await.unwrap();
+    assert_eq!(shown.to_string(), "#42");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+/// What `retry_config` may still read: constants, `Self`'s associated constants, and struct
+/// fields that happen to share an argument's name.
+struct Tuned;
+
+impl Tuned {
+    const RETRY: RetryConfig = RetryConfig {
+        max_attempts: 2,
+        ..FAST
+    };
+
+    #[with_retry(retry_config = Self::RETRY, retry_on = (std::io::Error,), service_name = "macro-self-const")]
+    async fn get(&self, calls: &AtomicU32) -> Result<u32, io::Error> {
+        calls.fetch_add(1, Ordering::SeqCst);
+        Err(reset())
+    }
+}
+
+#[with_retry(
+    retry_config = RetryConfig { max_attempts: 2, ..FAST },
+    retry_on = (std::io::Error,),
+    service_name = "macro-field-named-like-an-argument"
+)]
+async fn same_name(max_attempts: u32, calls: &AtomicU32) -> Result<u32, io::Error> {
+    calls.fetch_add(1, Ordering::SeqCst);
+    if max_attempts > 0 {
+        return Err(reset());
+    }
+    Ok(0)
+}
+
+#[tokio::test]
+async fn constant_configs_still_compile_and_apply() {
+    let calls = AtomicU32::new(0);
+    let err = Tuned.get(&calls).await.unwrap_err();
+    assert!(
+        matches!(err, RetryError::MaxRetriesExceeded(ref m) if m.attempts == 2),
+        "{err}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let calls = AtomicU32::new(0);
+    let err = same_name(9, &calls).await.unwrap_err();
+    assert!(
+        matches!(err, RetryError::MaxRetriesExceeded(ref m) if m.attempts == 2),
+        "{err}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}

@@ -5,11 +5,45 @@
 //! `redis::RedisError` (by its own retry hints) and [`HttpError`] (status and headers); users
 //! implement it for their own errors.
 //!
-//! HTTP follows the usual conventions: 429, and 503 with a delay header, are throttling
-//! (`RateLimited`, with the server's `Retry-After`, `RateLimit` or `X-RateLimit-Reset` delay);
-//! 500, 502, 504 and a bare 503 are `ServiceUnavailable`; 408 is `Timeout`; 401 is `AuthExpired` (retried once after a token
-//! refresh); 403 `Authentication`; 404 and 410 `ResourceNotFound`; 400 and 422 `Validation`;
-//! 409 and other 4xx `BusinessLogic`.
+//! # HTTP
+//!
+//! The retryable statuses are listed, not a range: AWS's standard retry mode retries 500, 502,
+//! 503 and 504 (and throttling), Envoy's `gateway-error` 502, 503 and 504. Any other 5xx — 501
+//! Not Implemented, 505 HTTP Version Not Supported, 507 Insufficient Storage, 511 Network
+//! Authentication Required, a 599 from some proxy — is a definite answer that a retry will
+//! not change.
+//!
+//! | status | category | retried by default |
+//! |---|---|---|
+//! | 429, and 503 with a delay header | `RateLimited`, with the server's `Retry-After`, `RateLimit` or `X-RateLimit-Reset` delay | yes |
+//! | 500, 502, 504, a bare 503 | `ServiceUnavailable` | yes |
+//! | 425 Too Early (RFC 8470: resend after the handshake) | `ServiceUnavailable` | yes |
+//! | 408 | `Timeout` | yes |
+//! | 401 | `AuthExpired` | once, after a token refresh |
+//! | 403, 407, 511 | `Authentication` | no |
+//! | 404, 410 | `ResourceNotFound` | no |
+//! | 400, 413, 414, 415, 422, 431, 501, 505 | `Validation` | no |
+//! | 409 and every other status | `BusinessLogic` | no |
+//!
+//! # I/O errors
+//!
+//! An `io::Error` is classified by what it wraps first: an `io::Error::other(HttpError …)` is
+//! the `HttpError`'s category, whatever its kind (as [`classify_any`] finds it). Otherwise by
+//! kind: time-outs are `Timeout`; refused, reset, aborted, broken or unreachable connections
+//! are `Connection`; `ResourceBusy` is `ServiceUnavailable`; `PermissionDenied` is
+//! `Authentication`; `NotFound` is `ResourceNotFound`; invalid input or data is `Validation`;
+//! everything else — a full disk (`StorageFull`) and an exceeded quota (`QuotaExceeded`)
+//! alike, which no retry within seconds frees — is `BusinessLogic`.
+//!
+//! # Redis (feature `redis`)
+//!
+//! Time-outs are `Timeout`; refused or dropped connections and other I/O failures are
+//! `Connection` — except an I/O `PermissionDenied`, which is `Authentication`. Credentials the
+//! server refuses (`NOAUTH`, `WRONGPASS`, a failed `AUTH`) and a command the ACL forbids
+//! (`NOPERM`) are `Authentication`. A server that is busy (`BUSY`: a script running, `LOADING`,
+//! `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`) is `ServiceUnavailable`, as are redirections the
+//! client did not follow (`MOVED`, `ASK`) and `READONLY` after a fail-over. Every other server
+//! error (`ERR`, `WRONGTYPE`, `NOSCRIPT`, …) and client-side error is `BusinessLogic`.
 
 use std::fmt;
 use std::io;
@@ -46,6 +80,12 @@ impl From<ErrorCategory> for Classification {
 }
 
 /// Maps an error onto the core's categories.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not implement `ricochet::Classify`: ricochet cannot tell which of its errors to retry",
+    label = "this error type is not classified",
+    note = "with `#[with_retry]`, list the error types to retry: `#[with_retry(retry_on = (std::io::Error, MyError), …)]` (this also works for `Box<dyn Error>` and `anyhow::Error`)",
+    note = "or implement `ricochet::Classify` for your error type, or call `RetryPolicy::execute_classified` with a classifier"
+)]
 pub trait Classify {
     /// The category of this error, and the server's delay if it sent one.
     fn classify(&self) -> Classification;
@@ -53,8 +93,20 @@ pub trait Classify {
 
 impl Classify for io::Error {
     fn classify(&self) -> Classification {
+        if let Some(inner) = self.get_ref() {
+            if let Some(known) = classify_known(inner) {
+                return known;
+            }
+        }
+        Classification::new(io_kind_category(self.kind()))
+    }
+}
+
+/// The category of an I/O error kind (see the module docs).
+fn io_kind_category(kind: io::ErrorKind) -> ErrorCategory {
+    {
         use io::ErrorKind as K;
-        let category = match self.kind() {
+        match kind {
             K::TimedOut | K::WouldBlock => ErrorCategory::Timeout,
             K::ConnectionRefused
             | K::ConnectionReset
@@ -70,10 +122,10 @@ impl Classify for io::Error {
             K::PermissionDenied => ErrorCategory::Authentication,
             K::NotFound => ErrorCategory::ResourceNotFound,
             K::InvalidInput | K::InvalidData => ErrorCategory::Validation,
-            K::ResourceBusy | K::QuotaExceeded => ErrorCategory::ServiceUnavailable,
+            K::ResourceBusy => ErrorCategory::ServiceUnavailable,
+            // StorageFull, QuotaExceeded and the rest: nothing a retry soon would change.
             _ => ErrorCategory::BusinessLogic,
-        };
-        Classification::new(category)
+        }
     }
 }
 
@@ -87,17 +139,46 @@ impl Classify for tokio::time::error::Elapsed {
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 impl Classify for redis::RedisError {
     fn classify(&self) -> Classification {
+        use redis::{ErrorKind as K, ServerErrorKind as S};
+        use std::error::Error;
+        // An I/O failure is kept behind an `Arc` in the error's source.
+        let io_kind = self
+            .source()
+            .and_then(|e| {
+                e.downcast_ref::<io::Error>().or_else(|| {
+                    e.downcast_ref::<std::sync::Arc<dyn Error + Send + Sync>>()
+                        .and_then(|inner| inner.downcast_ref::<io::Error>())
+                })
+            })
+            .map(io::Error::kind);
         let category = if self.is_timeout() {
             ErrorCategory::Timeout
+        } else if io_kind == Some(io::ErrorKind::PermissionDenied) {
+            ErrorCategory::Authentication
         } else if self.is_connection_refusal() || self.is_connection_dropped() || self.is_io_error()
         {
             ErrorCategory::Connection
-        } else if self.kind() == redis::ErrorKind::AuthenticationFailed {
-            ErrorCategory::Authentication
-        } else if matches!(self.retry_method(), redis::RetryMethod::NoRetry) {
-            ErrorCategory::BusinessLogic
         } else {
-            ErrorCategory::ServiceUnavailable
+            match self.kind() {
+                K::AuthenticationFailed | K::Server(S::NoPerm) => ErrorCategory::Authentication,
+                K::Server(
+                    S::BusyLoading
+                    | S::TryAgain
+                    | S::ClusterDown
+                    | S::MasterDown
+                    | S::Moved
+                    | S::Ask
+                    | S::ReadOnly,
+                ) => ErrorCategory::ServiceUnavailable,
+                // Codes the client does not know by name.
+                _ => match self.code() {
+                    Some("NOAUTH" | "WRONGPASS" | "NOPERM") => ErrorCategory::Authentication,
+                    Some("BUSY" | "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN") => {
+                        ErrorCategory::ServiceUnavailable
+                    }
+                    _ => ErrorCategory::BusinessLogic,
+                },
+            }
         };
         Classification::new(category)
     }
@@ -172,17 +253,17 @@ impl fmt::Display for HttpError {
 
 impl std::error::Error for HttpError {}
 
-/// The category of an HTTP status (see the module docs for the table).
+/// The category of an HTTP status (see the module docs for the table). A 503 is `RateLimited`
+/// here; [`HttpError::classify`] makes a 503 without a delay header `ServiceUnavailable`.
 pub fn http_status_category(status: u16) -> ErrorCategory {
     match status {
         429 | 503 => ErrorCategory::RateLimited,
-        500 | 502 | 504 => ErrorCategory::ServiceUnavailable,
+        500 | 502 | 504 | 425 => ErrorCategory::ServiceUnavailable,
         408 => ErrorCategory::Timeout,
         401 => ErrorCategory::AuthExpired,
-        403 => ErrorCategory::Authentication,
+        403 | 407 | 511 => ErrorCategory::Authentication,
         404 | 410 => ErrorCategory::ResourceNotFound,
-        400 | 422 => ErrorCategory::Validation,
-        s if s >= 500 => ErrorCategory::ServiceUnavailable,
+        400 | 413 | 414 | 415 | 422 | 431 | 501 | 505 => ErrorCategory::Validation,
         _ => ErrorCategory::BusinessLogic,
     }
 }
@@ -215,29 +296,9 @@ impl<E: Classify + ?Sized> Classify for Box<E> {
 /// directly, inside a `Box<dyn Error>`, or as the source of an `io::Error` — for errors that do
 /// not implement [`Classify`] (the `retry_on` list of `#[with_retry]`).
 pub fn classify_any(e: &(dyn std::any::Any + 'static)) -> Option<Classification> {
-    fn known(e: &(dyn std::error::Error + 'static)) -> Option<Classification> {
-        if let Some(e) = e.downcast_ref::<HttpError>() {
-            return Some(e.classify());
-        }
-        if let Some(e) = e.downcast_ref::<tokio::time::error::Elapsed>() {
-            return Some(e.classify());
-        }
-        #[cfg(feature = "redis")]
-        if let Some(e) = e.downcast_ref::<redis::RedisError>() {
-            return Some(e.classify());
-        }
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                if let Some(c) = known(inner) {
-                    return Some(c);
-                }
-            }
-            return Some(io.classify());
-        }
-        None
-    }
+    let known = classify_known;
     if let Some(e) = e.downcast_ref::<io::Error>() {
-        return known(e);
+        return Some(e.classify());
     }
     if let Some(e) = e.downcast_ref::<HttpError>() {
         return Some(e.classify());
@@ -258,6 +319,25 @@ pub fn classify_any(e: &(dyn std::any::Any + 'static)) -> Option<Classification>
     #[cfg(feature = "anyhow")]
     if let Some(e) = e.downcast_ref::<anyhow::Error>() {
         return known(e.as_ref());
+    }
+    None
+}
+
+/// The classification of an error of a type this module knows (an `io::Error` by what it
+/// wraps, then by kind); `None` for any other type.
+fn classify_known(e: &(dyn std::error::Error + 'static)) -> Option<Classification> {
+    if let Some(e) = e.downcast_ref::<HttpError>() {
+        return Some(e.classify());
+    }
+    if let Some(e) = e.downcast_ref::<tokio::time::error::Elapsed>() {
+        return Some(e.classify());
+    }
+    #[cfg(feature = "redis")]
+    if let Some(e) = e.downcast_ref::<redis::RedisError>() {
+        return Some(e.classify());
+    }
+    if let Some(io) = e.downcast_ref::<io::Error>() {
+        return Some(io.classify());
     }
     None
 }
@@ -315,6 +395,94 @@ mod tests {
                 "{status}"
             );
         }
+    }
+
+    #[test]
+    fn only_the_listed_5xx_are_retried_and_425_is() {
+        let retried = |status: u16| {
+            ricochet_core::CategorySet::SEED_RETRYABLE
+                .contains(HttpError::status(status).classify().category)
+        };
+        for status in [500, 502, 503, 504, 425, 408, 429] {
+            assert!(retried(status), "{status} is retried");
+        }
+        // A definite answer that a retry will not change (before: every s >= 500 was retried).
+        for status in [
+            501, 505, 506, 507, 508, 510, 511, 599, 400, 404, 409, 413, 422,
+        ] {
+            assert!(!retried(status), "{status} is not retried");
+        }
+        let table = [
+            (501, ErrorCategory::Validation),
+            (505, ErrorCategory::Validation),
+            (511, ErrorCategory::Authentication),
+            (407, ErrorCategory::Authentication),
+            (507, ErrorCategory::BusinessLogic),
+            (599, ErrorCategory::BusinessLogic),
+            (425, ErrorCategory::ServiceUnavailable),
+            (0, ErrorCategory::BusinessLogic),
+            (u16::MAX, ErrorCategory::BusinessLogic),
+        ];
+        for (status, category) in table {
+            assert_eq!(
+                HttpError::status(status).classify().category,
+                category,
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_io_error_is_classified_by_what_it_wraps_then_by_kind() {
+        // Before: `io::Error::other(HttpError 503)` was BusinessLogic (kind Other).
+        let wrapped = io::Error::other(HttpError::status(503));
+        assert_eq!(
+            wrapped.classify().category,
+            ErrorCategory::ServiceUnavailable
+        );
+        assert_eq!(
+            classify_any(&wrapped).map(|c| c.category),
+            Some(wrapped.classify().category),
+            "classify_any and Classify agree"
+        );
+        let throttled = io::Error::other(HttpError::from_headers(429, [("Retry-After", "2")]));
+        assert_eq!(
+            throttled.classify(),
+            Classification {
+                category: ErrorCategory::RateLimited,
+                server_delay: Some(Duration::from_secs(2)),
+            }
+        );
+        // Nested twice, and under a kind that says otherwise.
+        let nested = io::Error::new(
+            io::ErrorKind::InvalidData,
+            io::Error::other(HttpError::status(404)),
+        );
+        assert_eq!(nested.classify().category, ErrorCategory::ResourceNotFound);
+        // Wrapping a type this module does not know: the kind decides.
+        let opaque = io::Error::new(io::ErrorKind::ConnectionReset, "peer went away");
+        assert_eq!(opaque.classify().category, ErrorCategory::Connection);
+        // A full disk and an exceeded quota agree: neither frees up within a retry.
+        assert_eq!(
+            io::Error::from(io::ErrorKind::StorageFull)
+                .classify()
+                .category,
+            io::Error::from(io::ErrorKind::QuotaExceeded)
+                .classify()
+                .category
+        );
+        assert_eq!(
+            io::Error::from(io::ErrorKind::QuotaExceeded)
+                .classify()
+                .category,
+            ErrorCategory::BusinessLogic
+        );
+        assert_eq!(
+            io::Error::from(io::ErrorKind::ResourceBusy)
+                .classify()
+                .category,
+            ErrorCategory::ServiceUnavailable
+        );
     }
 
     #[test]

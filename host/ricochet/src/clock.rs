@@ -1,8 +1,12 @@
 //! Clocks the executor reads. The core is pure; the host decides what "now" is.
 //!
-//! [`SystemClock`] is the wall clock (µs since the Unix epoch), the default. [`TokioClock`]
-//! follows tokio's clock, so tests with `tokio::time::pause()` see deadlines move with the
-//! paused, auto-advancing time.
+//! What the executor's clock times is relative: `max_elapsed` from the first call, a breaker's
+//! cool-down, a budget's window. So the default is [`TokioClock`], a monotonic clock: tokio's
+//! `Instant` is std's, which never jumps, so an NTP step or a resumed VM can neither cut a
+//! call's deadline short nor stretch it, nor open or close a breaker early. It also follows
+//! `tokio::time::pause()`, so tests with a paused clock see deadlines move with the paused,
+//! auto-advancing time. [`SystemClock`] is the wall clock (µs since the Unix epoch), for a host
+//! that wants its deadlines on the wall (e.g. to compare them across processes).
 
 use std::sync::Arc;
 
@@ -22,7 +26,8 @@ impl Clock for SystemClock {
     }
 }
 
-/// tokio's clock (respects `tokio::time::pause`), as µs since the clock was made, plus a base.
+/// tokio's clock, monotonic (and following `tokio::time::pause`), as µs since the clock was
+/// made, plus a base: the executor's default, starting at 0.
 #[derive(Debug, Clone, Copy)]
 pub struct TokioClock {
     origin: tokio::time::Instant,
@@ -36,6 +41,13 @@ impl TokioClock {
             origin: tokio::time::Instant::now(),
             base_us,
         }
+    }
+}
+
+impl Default for TokioClock {
+    /// A clock that reads 0 now.
+    fn default() -> Self {
+        Self::starting_at(0)
     }
 }
 

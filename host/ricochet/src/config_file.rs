@@ -103,6 +103,10 @@ pub struct PolicyFile {
 
 impl PolicyFile {
     /// Reads, parses, resolves and validates a file (at most [`MAX_FILE_BYTES`]).
+    ///
+    /// The cap holds for anything that can be opened: a regular file is refused by its size
+    /// before it is read, and a pipe, a FIFO or a device such as `/dev/zero`, whose size says
+    /// nothing, is read only up to one byte past the cap.
     pub fn load(path: &Path) -> Result<Self, FileErrors> {
         let too_big = |size: u64| {
             FileErrors(vec![FileError {
@@ -118,7 +122,7 @@ impl PolicyFile {
                 return Err(too_big(meta.len()));
             }
         }
-        let text = std::fs::read(path).map_err(|e| {
+        let cannot_read = |e: std::io::Error| {
             FileErrors(vec![FileError {
                 path: path.to_path_buf(),
                 location: None,
@@ -126,7 +130,27 @@ impl PolicyFile {
                 field: None,
                 message: format!("cannot read: {e}"),
             }])
-        })?;
+        };
+        let mut text = Vec::new();
+        {
+            use std::io::Read;
+            // The size check above cannot see a pipe's or a device's length: cap the read too.
+            std::fs::File::open(path)
+                .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut text))
+                .map_err(cannot_read)?;
+        }
+        if text.len() as u64 > MAX_FILE_BYTES {
+            return Err(FileErrors(vec![FileError {
+                path: path.to_path_buf(),
+                location: None,
+                policy: None,
+                field: None,
+                message: format!(
+                    "file too large: more than {MAX_FILE_BYTES} bytes (a policy file may hold at \
+                     most {MAX_FILE_BYTES})"
+                ),
+            }]));
+        }
         let text = String::from_utf8(text).map_err(|e| {
             FileErrors(vec![FileError {
                 path: path.to_path_buf(),

@@ -22,12 +22,50 @@
 //! admission, the slot from the coordinator, the metrics and the log. When the engine fails on
 //! a decision, the native core of the same config decides that one, and
 //! `retry_policy_fallback_total{service,operation,reason}` counts it.
+//!
+//! # A tokio runtime is required
+//!
+//! The executor sleeps and bounds attempts with `tokio::time`: it must run inside a tokio
+//! runtime with its time driver enabled (`#[tokio::main]` and `Runtime::new` enable it;
+//! a `Builder` needs `enable_time()`). Elsewhere tokio panics at the first retry ("there is no
+//! reactor running"), or at the first attempt when an attempt timeout or `max_elapsed` bounds
+//! it. A first-try success needs no timer when neither is set.
+//!
+//! # Deadlines
+//!
+//! `max_elapsed` bounds the whole call, measured on a monotonic clock (the policy's
+//! [`Clock`], [`TokioClock`] by default): no retry is scheduled — and, coordinated, no slot is
+//! taken — that would fire after it; every attempt, the first included, is cut at the time left
+//! (with the attempt timeout, at whichever comes first), and so is a token refresh. A call
+//! therefore ends within `max_elapsed` plus the time it takes to notice, whatever the operation
+//! or the coordinator do.
+//!
+//! # The circuit breaker
+//!
+//! A call the breaker refuses is never made and counts in `retry_circuit_rejected_total`. When
+//! the first call is refused the result is [`RetryError::CircuitOpen`]; when a retry is refused
+//! (the breaker opened while this call was retrying) the operation ran, so it gives up like any
+//! other: [`RetryError::MaxRetriesExceeded`] with reason `circuit_open` and the last error,
+//! logged and counted in `retry_failure_total`. Both count in `retry_failure_total` with
+//! `error_type="circuit_open"`.
+//!
+//! The breaker and budget of a service are shared by every call of the policy. Reporting an
+//! outcome to them takes a lock for the time of the core's update (well under a microsecond);
+//! a [`PolicyEngine`], which may be a sandboxed component and slow, decides on a copy outside
+//! the lock, so it never holds up calls of other services — or the admissions and successes of
+//! its own. Its result is written back if nothing changed meanwhile; otherwise the failure is
+//! reported to the guards as they are now, by the core's rules
+//! ([`RetryState::report_to_guards`]), and the engine's decision stands.
+//!
+//! [`TokioClock`]: crate::clock::TokioClock
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use ricochet_core::breaker::{Admission, CircuitBreaker};
 use ricochet_core::budget::RetryBudget;
@@ -37,14 +75,15 @@ use ricochet_core::{
 };
 
 use crate::classify::{Classification, Classify};
-use crate::clock::{Clock, SharedClock, SystemClock};
+use crate::clock::{Clock, SharedClock, TokioClock};
 use crate::coordination::BoxFuture;
 use crate::coordination::{
-    schedule_retry, Coordinator, InMemoryCoordinator, Scheduled, DEFAULT_COORDINATION_DEADLINE,
+    schedule_retry_before, Coordinator, InMemoryCoordinator, Scheduled,
+    DEFAULT_COORDINATION_DEADLINE,
 };
 use crate::engine::{DecideInput, EngineError, HostBackends, PolicyEngine};
 use crate::idempotency::{IdempotencyStore, InMemoryIdempotencyStore};
-use crate::logging::{current_trace_id, TARGET};
+use crate::logging::{current_trace_id, scrub_secrets, TARGET};
 use crate::metrics::RetryMetrics;
 use tracing::Instrument;
 
@@ -97,7 +136,8 @@ pub enum RetryError<E> {
     MaxRetriesExceeded(MaxRetriesExceeded<E>),
     /// A non-retryable error, returned at once (after one attempt, or two for an expired token).
     NonRetryable(E),
-    /// The circuit breaker is open: no call was made.
+    /// The circuit breaker refused the first call: no call was made. (A refused *retry* gives
+    /// up as [`RetryError::MaxRetriesExceeded`] with reason `circuit_open`.)
     CircuitOpen {
         /// How long until the breaker lets a probe through.
         retry_after: Duration,
@@ -153,7 +193,8 @@ pub struct RetryEvent<'a> {
     pub delay: Duration,
     /// The core's backoff delay (or the server's, when longer) before the retry slot was added.
     pub backoff: Duration,
-    /// The failed attempt's error, rendered.
+    /// The failed attempt's error, rendered, with secrets scrubbed and the policy's redactor
+    /// applied (as in the log line).
     pub error: &'a str,
 }
 
@@ -162,6 +203,9 @@ pub type Notify = Arc<dyn Fn(&RetryEvent<'_>) + Send + Sync>;
 
 /// A token refresh hook: called on `AuthExpired`; returns whether it refreshed the token.
 pub type TokenRefresh = Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
+
+/// A caller's redactor for error text (see [`RetryPolicy::with_redactor`]).
+pub type Redactor = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
 /// Where a policy records metrics.
 #[derive(Clone)]
@@ -174,19 +218,36 @@ enum MetricsChoice {
     Off,
 }
 
-#[derive(Default)]
+/// A service's circuit breaker and retry budget (`Copy`: an engine decides on a copy).
+#[derive(Default, Clone, Copy, PartialEq)]
 struct ServiceGuards {
     breaker: Option<CircuitBreaker>,
     budget: Option<RetryBudget>,
 }
 
+impl ServiceGuards {
+    fn lend(&mut self) -> Guards<'_> {
+        Guards {
+            breaker: self.breaker.as_mut(),
+            budget: self.budget.as_mut(),
+        }
+    }
+}
+
+/// Guards by service name.
+type GuardMap = HashMap<String, ServiceGuards>;
+
 /// A retry policy with its backends: the seed's `RetryPolicy`.
+///
+/// See the [module docs](self) for deadlines, the circuit breaker and the tokio runtime it needs.
 ///
 /// # Default
 ///
 /// Coordination and idempotency in memory (process-local), metrics on prometheus's default
-/// registry, the wall clock, a random seed per call, no per-attempt timeout, a 25 ms
-/// coordination deadline, no token refresh, decisions by the linked-in core.
+/// registry, a monotonic clock ([`TokioClock`]), a random seed per call, no per-attempt timeout
+/// (`max_elapsed`, when set, still bounds every attempt), a 25 ms coordination deadline, no
+/// token refresh, secrets scrubbed from logged errors and no redactor of the caller's,
+/// decisions by the linked-in core.
 #[derive(Clone)]
 pub struct RetryPolicy {
     config: RetryConfig,
@@ -200,7 +261,8 @@ pub struct RetryPolicy {
     coordination_deadline: Duration,
     token_refresh: Option<TokenRefresh>,
     notify: Option<Notify>,
-    guards: Arc<Mutex<HashMap<String, ServiceGuards>>>,
+    redactor: Option<Redactor>,
+    guards: Arc<Mutex<GuardMap>>,
     /// Decides instead of the linked-in core, when set.
     engine: Option<Arc<dyn PolicyEngine>>,
 }
@@ -228,12 +290,13 @@ impl RetryPolicy {
             coordinator: Arc::new(InMemoryCoordinator::new()),
             idempotency: Arc::new(InMemoryIdempotencyStore::new()),
             metrics: MetricsChoice::Default,
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(TokioClock::default()),
             seed: None,
             attempt_timeout: None,
             coordination_deadline: DEFAULT_COORDINATION_DEADLINE,
             token_refresh: None,
             notify: None,
+            redactor: None,
             guards: Arc::new(Mutex::new(HashMap::new())),
             engine: None,
         })
@@ -264,15 +327,45 @@ impl RetryPolicy {
         self.engine.as_ref().map_or("native", |e| e.name())
     }
 
-    /// The same backends (coordinator, store, metrics, clock, hooks) with another config; the
-    /// breaker and budget start fresh. An engine is kept; should it reject the new config, its
-    /// decisions fall back to the core (counted as `config_rejected`).
+    /// The same backends (coordinator, store, metrics, clock, hooks) with another config. An
+    /// engine is kept; should it reject the new config, its decisions fall back to the core
+    /// (counted as `config_rejected`).
+    ///
+    /// The circuit breakers and retry budgets carry over where their config did not change, so
+    /// a reload ([`ReloadablePolicy`](crate::reload::ReloadablePolicy)) that changes, say, the
+    /// backoff does not close an open breaker or refill a spent budget: when neither changed,
+    /// both policies share them (calls still in flight on this one keep reporting to them);
+    /// when one changed, it starts fresh and the other is carried over as it is now.
     pub fn with_config(&self, config: RetryConfig) -> Result<Self, ConfigError> {
         let policy = config.validate()?;
+        let same_breaker = policy.breaker() == self.policy.breaker();
+        let same_budget = policy.budget() == self.policy.budget();
+        let guards = if same_breaker && same_budget {
+            self.guards.clone()
+        } else {
+            let fresh = |old: &ServiceGuards| ServiceGuards {
+                breaker: if same_breaker {
+                    old.breaker
+                } else {
+                    policy.breaker().map(CircuitBreaker::new)
+                },
+                budget: if same_budget {
+                    old.budget
+                } else {
+                    policy.budget().and_then(|b| RetryBudget::new(b).ok())
+                },
+            };
+            let carried: GuardMap = self
+                .lock_guards()
+                .iter()
+                .map(|(service, old)| (service.clone(), fresh(old)))
+                .collect();
+            Arc::new(Mutex::new(carried))
+        };
         Ok(Self {
             config,
             policy,
-            guards: Arc::new(Mutex::new(HashMap::new())),
+            guards,
             ..self.clone()
         })
     }
@@ -319,7 +412,8 @@ impl RetryPolicy {
         self
     }
 
-    /// Bounds each attempt; a timed-out attempt counts as a `TimeoutError`.
+    /// Bounds each attempt; a timed-out attempt counts as a `TimeoutError`. With `max_elapsed`
+    /// set, an attempt is also cut at the time left, whichever comes first.
     #[must_use]
     pub const fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = Some(timeout);
@@ -334,6 +428,10 @@ impl RetryPolicy {
     }
 
     /// Calls `refresh` on `AuthExpired`; the attempt is retried once, only if it returns true.
+    ///
+    /// The refresh is only called when a retry could follow (the one auth retry is unused and
+    /// an attempt is left), and is bounded like an attempt: by the attempt timeout and the time
+    /// `max_elapsed` leaves. A refresh that runs out of time counts as not refreshed.
     #[must_use]
     pub fn with_token_refresh<F, Fut>(mut self, refresh: F) -> Self
     where
@@ -348,6 +446,27 @@ impl RetryPolicy {
     #[must_use]
     pub fn with_notify(mut self, notify: impl Fn(&RetryEvent<'_>) + Send + Sync + 'static) -> Self {
         self.notify = Some(Arc::new(notify));
+        self
+    }
+
+    /// Runs `redact` on every failed attempt's error text before it is logged or handed to the
+    /// [`with_notify`](Self::with_notify) hook, after the default scrubbing of URL user
+    /// information, secret query parameters and `Authorization` credentials
+    /// ([`scrub_secrets`]), which always runs. Use it for what
+    /// only you know is secret: a token in a path segment, a JSON body, a header of your own.
+    ///
+    /// ```
+    /// # use ricochet::{RetryConfig, RetryPolicy};
+    /// let policy = RetryPolicy::new(RetryConfig::default())?
+    ///     .with_redactor(|text| text.replace("acct-4242", "acct-…"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn with_redactor(
+        mut self,
+        redact: impl Fn(&str) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.redactor = Some(Arc::new(redact));
         self
     }
 
@@ -385,6 +504,11 @@ impl RetryPolicy {
     }
 
     /// Runs `op` until it succeeds or the policy gives up, classifying errors with [`Classify`].
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime with its time driver (see the [module docs](self)): tokio's own
+    /// panic, at the first timer the call needs.
     pub async fn execute_with_retry<T, E, F, Fut>(
         &self,
         op: F,
@@ -401,6 +525,10 @@ impl RetryPolicy {
     }
 
     /// Runs `op` until it succeeds or the policy gives up, classifying errors with `classify`.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime with its time driver (see the [module docs](self)).
     pub async fn execute_classified<T, E, F, Fut, C>(
         &self,
         op: F,
@@ -446,15 +574,52 @@ impl RetryPolicy {
         let guarded = self.policy.breaker().is_some() || self.policy.budget().is_some();
         let mut trace_id: Option<String> = None;
         let mut first_try = None;
-        let metrics = self.metrics();
+        let call = CallLabels {
+            service,
+            operation,
+            metrics: self.metrics(),
+            started,
+        };
+        // The previous attempt's failure: the call's last error if it stops before another.
+        let mut last: Option<Failed<E>> = None;
         loop {
-            if guarded {
-                if let Some(retry_after) = self.admit(service) {
-                    return Err(RetryError::CircuitOpen { retry_after });
+            let attempt = state.calls() + 1;
+            // The time `max_elapsed` leaves: all of it for the first call (the state starts at
+            // its failure), then as the core counts it.
+            let time_left = match last {
+                None => self.policy.max_elapsed_us(),
+                Some(_) => state.time_left_us(&self.policy, self.clock.now_us()),
+            }
+            .map(Duration::from_micros);
+            if time_left == Some(Duration::ZERO) {
+                if let Some(failed) = last.take() {
+                    return Err(self.give_up(&call, GiveUpReason::Deadline, attempt - 1, failed));
                 }
             }
-            let attempt = state.calls() + 1;
-            if let Some(m) = metrics {
+            if guarded {
+                if let Some(retry_after) = self.admit(service) {
+                    if let Some(m) = call.metrics {
+                        m.circuit_rejected(service, operation);
+                    }
+                    return Err(match last.take() {
+                        Some(failed) => {
+                            self.give_up(&call, GiveUpReason::CircuitOpen, attempt - 1, failed)
+                        }
+                        None => {
+                            if let Some(m) = call.metrics {
+                                m.failure(
+                                    service,
+                                    operation,
+                                    GiveUpReason::CircuitOpen.name(),
+                                    started.elapsed().as_secs_f64(),
+                                );
+                            }
+                            RetryError::CircuitOpen { retry_after }
+                        }
+                    });
+                }
+            }
+            if let Some(m) = call.metrics {
                 if attempt == 1 {
                     let ft = m.first_try(service, operation);
                     ft.attempt();
@@ -463,21 +628,19 @@ impl RetryPolicy {
                     m.attempt(service, operation, attempt);
                 }
             }
-            let call = op().instrument(tracing::debug_span!(target: TARGET, "attempt", attempt));
-            let outcome = match self.attempt_timeout {
-                Some(limit) => match tokio::time::timeout(limit, call).await {
-                    Ok(r) => r.map_err(AttemptError::Failed),
-                    Err(_) => Err(AttemptError::TimedOut(limit)),
-                },
-                None => call.await.map_err(AttemptError::Failed),
-            };
+            let attempt_span = tracing::debug_span!(target: TARGET, "attempt", attempt);
+            let outcome = bounded(
+                op().instrument(attempt_span),
+                earliest(self.attempt_timeout, time_left),
+            )
+            .await;
             let error = match outcome {
-                Ok(value) => {
+                Ok(Ok(value)) => {
                     if guarded {
                         let now_us = self.clock.now_us();
-                        self.with_guards(service, guarded, |g| state.on_success(now_us, g));
+                        self.with_guards(service, |g| state.on_success(now_us, g));
                     }
-                    if let (Some(m), Some(ft)) = (metrics, &first_try) {
+                    if let (Some(m), Some(ft)) = (call.metrics, &first_try) {
                         let elapsed = started.elapsed().as_secs_f64();
                         if attempt == 1 {
                             ft.success(elapsed);
@@ -488,13 +651,14 @@ impl RetryPolicy {
                     }
                     return Ok(value);
                 }
-                Err(e) => e,
+                Ok(Err(e)) => AttemptError::Failed(e),
+                Err(limit) => AttemptError::TimedOut(limit),
             };
             if attempt == 1 {
                 let started_us = self
                     .clock
                     .now_us()
-                    .saturating_sub(started.elapsed().as_micros() as u64);
+                    .saturating_sub(micros(started.elapsed()));
                 state = RetryState::new(self.seed_for_call(), started_us);
             }
             let class = match &error {
@@ -502,10 +666,13 @@ impl RetryPolicy {
                 AttemptError::TimedOut(_) => Classification::new(ErrorCategory::Timeout),
             };
             let mut failure = Failure::new(class.category);
-            failure.server_delay_us = class.server_delay.map(|d| d.as_micros() as u64);
+            failure.server_delay_us = class.server_delay.map(micros);
             if class.category == ErrorCategory::AuthExpired {
                 if let Some(refresh) = &self.token_refresh {
-                    failure.token_refreshed = refresh().await;
+                    // Only for a retry that can follow, and within the time an attempt has.
+                    if state.may_retry_auth(&self.policy) {
+                        failure.token_refreshed = self.refresh(refresh, &state, &call).await;
+                    }
                 }
             }
             let trace = trace_id
@@ -515,42 +682,20 @@ impl RetryPolicy {
                     id
                 })
                 .as_str();
-            let message = error.to_string();
+            let message = self.render(&error);
             tracing::warn!(target: TARGET, service, operation, attempt, delay = 0.0_f64, error = message.as_str(), trace_id = trace);
             let now_us = self.clock.now_us();
-            let decision = self.with_guards(service, guarded, |g| {
-                self.decide(&mut state, failure, now_us, g, service, operation)
-            });
-            let give_up = |reason: GiveUpReason, error: AttemptError<E>| {
-                tracing::error!(target: TARGET, service, operation, attempt, delay = 0.0_f64, error = message.as_str(), trace_id = trace);
-                if let Some(m) = metrics {
-                    let error_type = match reason {
-                        GiveUpReason::Exhausted | GiveUpReason::NonRetryable => {
-                            class.category.name()
-                        }
-                        other => other.name(),
-                    };
-                    m.failure(
-                        service,
-                        operation,
-                        error_type,
-                        started.elapsed().as_secs_f64(),
-                    );
-                }
-                match (reason, error) {
-                    (GiveUpReason::NonRetryable, AttemptError::Failed(e)) => {
-                        RetryError::NonRetryable(e)
-                    }
-                    (reason, last_error) => RetryError::MaxRetriesExceeded(MaxRetriesExceeded {
-                        attempts: attempt,
-                        last_error,
-                        elapsed: started.elapsed(),
-                        reason,
-                    }),
-                }
+            let decision = self.decide_guarded(&mut state, failure, now_us, guarded, &call);
+            let failed = Failed {
+                error,
+                category: class.category,
+                message,
+                trace_id: trace.to_string(),
             };
             let (sleep_us, backoff_us) = match decision {
-                Decision::GiveUp { reason } => return Err(give_up(reason, error)),
+                Decision::GiveUp { reason } => {
+                    return Err(self.give_up(&call, reason, attempt, failed))
+                }
                 Decision::Retry {
                     delay_us,
                     slot_request: None,
@@ -559,7 +704,12 @@ impl RetryPolicy {
                     delay_us,
                     slot_request: Some(_),
                 } => {
-                    let scheduled = schedule_retry(
+                    // The latest the retry may fire, from the time left now (after the
+                    // decision, which an engine may have taken a while over).
+                    let fire_by = state
+                        .time_left_us(&self.policy, self.clock.now_us())
+                        .map(|left| Instant::now() + Duration::from_micros(left));
+                    let scheduled = schedule_retry_before(
                         self.coordinator.as_ref(),
                         &self.policy,
                         state.seed(),
@@ -568,7 +718,8 @@ impl RetryPolicy {
                         service,
                         operation,
                         self.coordination_deadline,
-                        metrics,
+                        call.metrics,
+                        fire_by,
                     )
                     .await;
                     match scheduled {
@@ -576,11 +727,14 @@ impl RetryPolicy {
                             delay_us: slotted_us,
                             ..
                         } => (slotted_us, delay_us),
-                        Scheduled::GiveUp(reason) => return Err(give_up(reason, error)),
+                        Scheduled::GiveUp(reason) => {
+                            return Err(self.give_up(&call, reason, attempt, failed))
+                        }
                     }
                 }
             };
-            tracing::info!(target: TARGET, service, operation, attempt, delay = sleep_us as f64 / 1e6, error = message.as_str(), trace_id = trace);
+            let message = failed.message.as_str();
+            tracing::info!(target: TARGET, service, operation, attempt, delay = sleep_us as f64 / 1e6, error = message, trace_id = trace);
             if let Some(notify) = &self.notify {
                 notify(&RetryEvent {
                     service,
@@ -588,11 +742,118 @@ impl RetryPolicy {
                     attempt,
                     delay: Duration::from_micros(sleep_us),
                     backoff: Duration::from_micros(backoff_us),
-                    error: &message,
+                    error: message,
                 });
             }
+            last = Some(failed);
             tokio::time::sleep(Duration::from_micros(sleep_us)).await;
         }
+    }
+
+    /// The error text of a failed attempt as it is logged: secrets scrubbed, then the caller's
+    /// redactor.
+    fn render<E: fmt::Display>(&self, error: &AttemptError<E>) -> String {
+        let text = error.to_string();
+        let scrubbed = scrub_secrets(&text);
+        match &self.redactor {
+            Some(redact) => redact(&scrubbed),
+            None => scrubbed.into_owned(),
+        }
+    }
+
+    /// Calls the token refresh within the time an attempt would have; false when it ran out.
+    async fn refresh(
+        &self,
+        refresh: &TokenRefresh,
+        state: &RetryState,
+        call: &CallLabels<'_>,
+    ) -> bool {
+        let time_left = state
+            .time_left_us(&self.policy, self.clock.now_us())
+            .map(Duration::from_micros);
+        match bounded(refresh(), earliest(self.attempt_timeout, time_left)).await {
+            Ok(refreshed) => refreshed,
+            Err(limit) => {
+                tracing::warn!(
+                    service = call.service,
+                    operation = call.operation,
+                    limit_s = limit.as_secs_f64(),
+                    "token refresh did not finish in time; the expired credentials are not retried"
+                );
+                false
+            }
+        }
+    }
+
+    /// Stops the call for `reason` after `attempts` calls: the ERROR line, the failure metrics
+    /// and the error the caller gets.
+    fn give_up<E>(
+        &self,
+        call: &CallLabels<'_>,
+        reason: GiveUpReason,
+        attempts: u32,
+        failed: Failed<E>,
+    ) -> RetryError<E> {
+        let (service, operation) = (call.service, call.operation);
+        tracing::error!(target: TARGET, service, operation, attempt = attempts, delay = 0.0_f64, error = failed.message.as_str(), trace_id = failed.trace_id.as_str());
+        if let Some(m) = call.metrics {
+            let error_type = match reason {
+                GiveUpReason::Exhausted | GiveUpReason::NonRetryable => failed.category.name(),
+                other => other.name(),
+            };
+            m.failure(
+                service,
+                operation,
+                error_type,
+                call.started.elapsed().as_secs_f64(),
+            );
+        }
+        match (reason, failed.error) {
+            (GiveUpReason::NonRetryable, AttemptError::Failed(e)) => RetryError::NonRetryable(e),
+            (reason, last_error) => RetryError::MaxRetriesExceeded(MaxRetriesExceeded {
+                attempts,
+                last_error,
+                elapsed: call.started.elapsed(),
+                reason,
+            }),
+        }
+    }
+
+    /// One decision, with the service's breaker and budget when the policy has them.
+    ///
+    /// The linked-in core decides under the lock: it takes well under a microsecond and never
+    /// blocks, and the lock keeps every update in order. An engine decides on a copy, outside
+    /// the lock (see the module docs).
+    fn decide_guarded(
+        &self,
+        state: &mut RetryState,
+        failure: Failure,
+        now_us: u64,
+        guarded: bool,
+        call: &CallLabels<'_>,
+    ) -> Decision {
+        if !guarded {
+            return self.decide(state, failure, now_us, Guards::none(), call);
+        }
+        if self.engine.is_none() {
+            return self.with_guards(call.service, |g| {
+                state.on_failure(&self.policy, failure, now_us, g)
+            });
+        }
+        let before = *state;
+        let copied = *self.service_guards(&mut self.lock_guards(), call.service);
+        let mut decided = copied;
+        let decision = self.decide(state, failure, now_us, decided.lend(), call);
+        let mut map = self.lock_guards();
+        let current = self.service_guards(&mut map, call.service);
+        if *current == copied {
+            *current = decided;
+        } else if decided != copied {
+            // Another call's outcome landed meanwhile: report this failure to the guards as
+            // they are now, as the core would have, rather than overwrite that outcome.
+            before.report_to_guards(&self.policy, failure, now_us, current.lend());
+        }
+        decision
     }
 
     /// One decision: by the engine when one is set (natively when it fails, counted), by the
@@ -603,8 +864,7 @@ impl RetryPolicy {
         failure: Failure,
         now_us: u64,
         mut guards: Guards<'_>,
-        service: &str,
-        operation: &str,
+        call: &CallLabels<'_>,
     ) -> Decision {
         if let Some(engine) = &self.engine {
             let imports = Arc::new(HostBackends {
@@ -627,8 +887,9 @@ impl RetryPolicy {
             match engine.decide(input, state, lent) {
                 Ok(decision) => return decision,
                 Err(e) => {
+                    let (service, operation) = (call.service, call.operation);
                     tracing::warn!(service, operation, engine = engine.name(), reason = e.reason(), error = %e, "policy engine failed; the native policy decides");
-                    if let Some(m) = self.metrics() {
+                    if let Some(m) = call.metrics {
                         m.policy_fallback(service, operation, e.reason());
                     }
                 }
@@ -640,34 +901,68 @@ impl RetryPolicy {
     /// Asks the service's breaker for admission; `Some(wait)` when it is open.
     fn admit(&self, service: &str) -> Option<Duration> {
         let now_us = self.clock.now_us();
-        let mut map = self.guards.lock().unwrap_or_else(|p| p.into_inner());
-        let g = map
-            .entry(service.to_string())
-            .or_insert_with(|| self.new_guards());
+        let mut map = self.lock_guards();
+        let g = self.service_guards(&mut map, service);
         match g.breaker.as_mut()?.admit(now_us) {
             Admission::Allowed | Admission::Probe => None,
             Admission::Rejected { retry_after_us } => Some(Duration::from_micros(retry_after_us)),
         }
     }
 
-    fn new_guards(&self) -> ServiceGuards {
-        ServiceGuards {
-            breaker: self.policy.breaker().map(CircuitBreaker::new),
-            budget: self.policy.budget().and_then(|b| RetryBudget::new(b).ok()),
-        }
+    fn lock_guards(&self) -> MutexGuard<'_, GuardMap> {
+        self.guards.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn with_guards<R>(&self, service: &str, guarded: bool, f: impl FnOnce(Guards<'_>) -> R) -> R {
-        if !guarded {
-            return f(Guards::none());
-        }
-        let mut map = self.guards.lock().unwrap_or_else(|p| p.into_inner());
-        let g = map
-            .entry(service.to_string())
-            .or_insert_with(|| self.new_guards());
-        f(Guards {
-            breaker: g.breaker.as_mut(),
-            budget: g.budget.as_mut(),
-        })
+    /// The guards of `service` in `map`, made when it is first seen.
+    fn service_guards<'m>(&self, map: &'m mut GuardMap, service: &str) -> &'m mut ServiceGuards {
+        map.entry(service.to_string())
+            .or_insert_with(|| ServiceGuards {
+                breaker: self.policy.breaker().map(CircuitBreaker::new),
+                budget: self.policy.budget().and_then(|b| RetryBudget::new(b).ok()),
+            })
     }
+
+    /// Runs `f` on the guards of `service`, under the lock.
+    fn with_guards<R>(&self, service: &str, f: impl FnOnce(Guards<'_>) -> R) -> R {
+        let mut map = self.lock_guards();
+        f(self.service_guards(&mut map, service).lend())
+    }
+}
+
+/// What one call reports under: its labels, its metrics and when it started.
+struct CallLabels<'a> {
+    service: &'a str,
+    operation: &'a str,
+    metrics: Option<&'a RetryMetrics>,
+    started: Instant,
+}
+
+/// A failed attempt, as the call keeps it until the next one.
+struct Failed<E> {
+    error: AttemptError<E>,
+    category: ErrorCategory,
+    /// The error text as logged (scrubbed and redacted).
+    message: String,
+    trace_id: String,
+}
+
+/// The earlier of two optional limits.
+fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// `fut`, cut at `limit` when there is one (`Err(limit)` then).
+async fn bounded<F: Future>(fut: F, limit: Option<Duration>) -> Result<F::Output, Duration> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, fut).await.map_err(|_| limit),
+        None => Ok(fut.await),
+    }
+}
+
+/// A duration in whole microseconds (saturating).
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }

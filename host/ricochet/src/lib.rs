@@ -25,7 +25,13 @@
 //! }
 //! ```
 //!
-//! ricochet needs a tokio runtime (with its timer): the executor sleeps with `tokio::time`.
+//! ricochet needs a tokio runtime with its time driver: the executor sleeps and bounds
+//! attempts with `tokio::time`, and outside such a runtime tokio panics at the first timer a
+//! call needs ([`executor`] says when that is). `max_elapsed` is measured on a monotonic clock
+//! and bounds the whole call — retries, coordinated slots, each attempt and a token refresh.
+//! Error text is scrubbed of URL credentials, secret query parameters and `Authorization`
+//! values before it is logged ([`logging`]); add your own rules with
+//! [`RetryPolicy::with_redactor`].
 //!
 //! # Modules
 //!
@@ -124,6 +130,7 @@ pub use ricochet_macros::with_retry;
 /// What `#[with_retry]`'s generated code calls; not an API.
 #[doc(hidden)]
 pub mod __private {
+
     /// The attribute's `retry_config` did not validate (reported once, when the policy is built).
     pub fn invalid_config(service: &str, operation: &str, error: &ricochet_core::ConfigError) {
         tracing::error!(

@@ -8,6 +8,7 @@
 //! | `retry_failure_total` | counter | service, operation, error_type |
 //! | `retry_duration_seconds` | histogram (0.1, 0.5, 1, 2, 5, 10) | service, operation |
 //! | `retry_coordination_fallback_total` | counter | service, operation, reason |
+//! | `retry_circuit_rejected_total` | counter | service, operation |
 //! | `retry_policy_fallback_total` | counter | service, operation, reason |
 //! | `retry_idempotency_fallback_total` | counter | service, operation, reason |
 //! | `retry_clock_offset_seconds` | gauge | — |
@@ -15,9 +16,21 @@
 //! `retry_attempts_total` counts every call made (attempt 1 is the first call);
 //! `retry_success_total` and `retry_failure_total` count logical operations once, when they
 //! end; `error_type` is the error category of the last attempt (or the give-up reason for
-//! reasons that are not errors), never free text: `attempt ≤ max_attempts`, `error_type` and
-//! `reason` from fixed lists. `service` and `operation` are the caller's strings: each distinct
-//! pair is a new series, so keep them to names fixed in code, not request data.
+//! reasons that are not errors, e.g. `circuit_open`, `deadline`), never free text.
+//! `retry_circuit_rejected_total` counts the calls a circuit breaker refused; an operation that
+//! ends because of it — whether its first call was refused or a retry was — also counts once in
+//! `retry_failure_total{error_type="circuit_open"}`, so an alert on failures sees it.
+//!
+//! # Cardinality
+//!
+//! The labels ricochet chooses are bounded: `attempt ≤ max_attempts`, `error_type` and `reason`
+//! come from fixed lists. **`service` and `operation` are not**: they are the caller's strings,
+//! and each distinct pair is a new series on the registry (and a new breaker and budget when the
+//! policy has them). Keep them to names fixed in code (`#[with_retry]` makes them literals),
+//! never request data such as a URL or a user id. To keep the first-try path free of label
+//! hashing, the series of the first [`MAX_FIRST_TRY_CACHE`] pairs are cached; further pairs are
+//! still recorded, through prometheus's own lookup, so a runaway label costs the registry, not
+//! this cache.
 //!
 //! # Which registry
 //!
@@ -41,6 +54,9 @@ pub use disabled::*;
 /// The seed's histogram buckets for `retry_duration_seconds`.
 pub const DURATION_BUCKETS: [f64; 6] = [0.1, 0.5, 1.0, 2.0, 5.0, 10.0];
 
+/// How many `(service, operation)` pairs keep their first-try series cached.
+pub const MAX_FIRST_TRY_CACHE: usize = 1024;
+
 #[cfg(feature = "prometheus")]
 mod enabled {
     use std::collections::HashMap;
@@ -51,7 +67,7 @@ mod enabled {
         Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
     };
 
-    use super::DURATION_BUCKETS;
+    use super::{DURATION_BUCKETS, MAX_FIRST_TRY_CACHE};
 
     /// The retry metrics, registered on one registry.
     #[derive(Clone, Debug)]
@@ -67,6 +83,8 @@ mod enabled {
         pub duration: HistogramVec,
         /// `retry_coordination_fallback_total{service,operation,reason}`.
         pub coordination_fallback: IntCounterVec,
+        /// `retry_circuit_rejected_total{service,operation}`: calls a circuit breaker refused.
+        pub circuit_rejected: IntCounterVec,
         /// `retry_policy_fallback_total{service,operation,reason}`: a policy component failed
         /// and the native policy of the same config decided instead.
         pub policy_fallback: IntCounterVec,
@@ -82,8 +100,12 @@ mod enabled {
         first_try: Arc<RwLock<FirstTryCache>>,
     }
 
-    /// First-try series by service, then operation.
-    type FirstTryCache = HashMap<Box<str>, HashMap<Box<str>, Arc<FirstTry>>>;
+    /// First-try series by service, then operation, and how many pairs that is.
+    #[derive(Debug, Default)]
+    struct FirstTryCache {
+        by_service: HashMap<Box<str>, HashMap<Box<str>, Arc<FirstTry>>>,
+        pairs: usize,
+    }
 
     /// The series of one `(service, operation)` that a first-try success touches.
     #[derive(Clone, Debug)]
@@ -139,6 +161,13 @@ mod enabled {
                     "Retries that took a local slot because the coordinator did not answer in time.",
                     &ops("reason"),
                 )?,
+                circuit_rejected: IntCounterVec::new(
+                    Opts::new(
+                        "retry_circuit_rejected_total",
+                        "Calls a circuit breaker refused (no call was made).",
+                    ),
+                    &["service", "operation"],
+                )?,
                 policy_fallback: counter(
                     "retry_policy_fallback_total",
                     "Decisions made by the native policy because the policy component failed.",
@@ -165,13 +194,14 @@ mod enabled {
             })
         }
 
-        fn collectors(&self) -> [Box<dyn Collector>; 8] {
+        fn collectors(&self) -> [Box<dyn Collector>; 9] {
             [
                 Box::new(self.attempts.clone()),
                 Box::new(self.success.clone()),
                 Box::new(self.failure.clone()),
                 Box::new(self.duration.clone()),
                 Box::new(self.coordination_fallback.clone()),
+                Box::new(self.circuit_rejected.clone()),
                 Box::new(self.policy_fallback.clone()),
                 Box::new(self.idempotency_fallback.clone()),
                 Box::new(self.clock_offset.clone()),
@@ -224,10 +254,15 @@ mod enabled {
                 .as_ref()
         }
 
-        /// The first-try series of `(service, operation)`, cached after the first call.
+        /// The first-try series of `(service, operation)`, cached after the first call while
+        /// fewer than [`MAX_FIRST_TRY_CACHE`] pairs are.
         pub(crate) fn first_try(&self, service: &str, operation: &str) -> Arc<FirstTry> {
-            if let Ok(map) = self.first_try.read() {
-                if let Some(ft) = map.get(service).and_then(|ops| ops.get(operation)) {
+            if let Ok(cache) = self.first_try.read() {
+                if let Some(ft) = cache
+                    .by_service
+                    .get(service)
+                    .and_then(|ops| ops.get(operation))
+                {
                     return ft.clone();
                 }
             }
@@ -236,12 +271,27 @@ mod enabled {
                 success: self.success.with_label_values(&[service, operation, "1"]),
                 duration: self.duration.with_label_values(&[service, operation]),
             });
-            if let Ok(mut map) = self.first_try.write() {
-                map.entry(service.into())
-                    .or_default()
-                    .insert(operation.into(), ft.clone());
+            if let Ok(mut cache) = self.first_try.write() {
+                if cache.pairs < MAX_FIRST_TRY_CACHE {
+                    let ops = cache.by_service.entry(service.into()).or_default();
+                    if ops.insert(operation.into(), ft.clone()).is_none() {
+                        cache.pairs += 1;
+                    }
+                }
             }
             ft
+        }
+
+        /// Pairs whose first-try series are cached (at most [`MAX_FIRST_TRY_CACHE`]).
+        pub fn first_try_cached(&self) -> usize {
+            self.first_try.read().map_or(0, |cache| cache.pairs)
+        }
+
+        /// Counts a call the circuit breaker refused.
+        pub(crate) fn circuit_rejected(&self, service: &str, operation: &str) {
+            self.circuit_rejected
+                .with_label_values(&[service, operation])
+                .inc();
         }
 
         /// Counts call number `attempt` (> 1; the first goes through [`FirstTry`]).
@@ -337,6 +387,29 @@ mod enabled {
         }
         out
     }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_first_try_cache_is_bounded_and_every_pair_still_counts() {
+            let registry = Registry::new();
+            let m = RetryMetrics::register(&registry).expect("register");
+            let extra = 100;
+            for i in 0..MAX_FIRST_TRY_CACHE + extra {
+                let op = format!("op{i}");
+                m.first_try("svc", &op).attempt();
+                // A second call finds the cached series, or makes it again past the cap.
+                m.first_try("svc", &op).attempt();
+            }
+            assert_eq!(m.first_try_cached(), MAX_FIRST_TRY_CACHE);
+            for i in [0, MAX_FIRST_TRY_CACHE - 1, MAX_FIRST_TRY_CACHE + extra - 1] {
+                let op = format!("op{i}");
+                assert_eq!(m.attempts.with_label_values(&["svc", &op, "1"]).get(), 2);
+            }
+        }
+    }
 }
 
 #[cfg(not(feature = "prometheus"))]
@@ -382,6 +455,9 @@ mod disabled {
             match *self {}
         }
         pub(crate) fn policy_fallback(&self, _: &str, _: &str, _: &str) {
+            match *self {}
+        }
+        pub(crate) fn circuit_rejected(&self, _: &str, _: &str) {
             match *self {}
         }
         pub(crate) fn coordination_fallback(&self, _: &str, _: &str, _: &str) {

@@ -116,6 +116,8 @@ fn check_slots(policy: &Policy, request: SlotRequest, ticket: u64, seed: u64) {
                     fire_at_us >= slot_start && fire_at_us <= slot_start.saturating_add(width),
                     "{request:?} ticket {ticket} -> {fire_at_us} in slot {slot}"
                 );
+                // A slot never fires past the call's deadline.
+                assert!(request.latest_us.is_none_or(|latest| fire_at_us <= latest));
                 return;
             }
             SlotResolution::NextWindow(next) => {
@@ -124,7 +126,14 @@ fn check_slots(policy: &Policy, request: SlotRequest, ticket: u64, seed: u64) {
                 assert_eq!(next.window, request.window.saturating_add(1));
                 assert_eq!(next.retry, request.retry);
                 assert!(next.earliest_us >= request.earliest_us);
+                assert_eq!(next.latest_us, request.latest_us);
+                assert!(request.latest_us.is_none_or(|latest| next.earliest_us <= latest));
                 request = next;
+            }
+            SlotResolution::GiveUp(GiveUpReason::Deadline) => {
+                // Only a request with a deadline gives up for it.
+                assert!(request.latest_us.is_some(), "{request:?}");
+                return;
             }
             SlotResolution::GiveUp(reason) => {
                 assert_eq!(reason, GiveUpReason::Budget);

@@ -76,20 +76,36 @@ impl PolicyEngine for PolicyComponent {
             .map_err(config_error)?;
         let decision = checked(&input, state, &next, decision)?;
         // Check both guards before touching either, so an error leaves them as they were.
-        let now_us = input.now_us;
+        // What one failure does to them is the core's rule (a transient failure is recorded, a
+        // rejected request hands a half-open probe back): asked of the core, from the state
+        // as it went in.
+        let (now_us, went_in) = (input.now_us, *state);
+        let report = |guards: rc::Guards<'_>| {
+            went_in.report_to_guards(input.policy, input.failure, now_us, guards)
+        };
         let new_breaker = moved_guard(
             "breaker",
             breaker.as_deref().copied(),
             next_guards.breaker,
             CircuitBreaker::from_bytes,
-            |b| b.record(false, now_us),
+            |b| {
+                report(rc::Guards {
+                    breaker: Some(b),
+                    budget: None,
+                })
+            },
         )?;
         let new_budget = moved_guard(
             "budget",
             budget.as_deref().copied(),
             next_guards.budget,
             RetryBudget::from_bytes,
-            RetryBudget::on_failure,
+            |b| {
+                report(rc::Guards {
+                    breaker: None,
+                    budget: Some(b),
+                })
+            },
         )?;
         if let (Some(slot), Some(b)) = (breaker, new_breaker) {
             *slot = b;
@@ -107,7 +123,7 @@ fn invalid(message: impl Into<String>) -> EngineError {
 }
 
 /// The guard `returned` for one that went in as `before`, if it is `before` itself or `before`
-/// after one failure (`fail`, the core's own transition).
+/// after this failure (`fail`, the core's own transition).
 fn moved_guard<G: Copy + PartialEq>(
     name: &str,
     before: Option<G>,

@@ -17,7 +17,9 @@ use std::pin::Pin;
 mod memory;
 mod schedule;
 pub use memory::InMemoryCoordinator;
-pub use schedule::{schedule_retry, Scheduled, DEFAULT_COORDINATION_DEADLINE};
+pub use schedule::{
+    schedule_retry, schedule_retry_before, Scheduled, DEFAULT_COORDINATION_DEADLINE,
+};
 
 /// A boxed, sendable future (the trait is object-safe so a policy can hold `Arc<dyn Coordinator>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

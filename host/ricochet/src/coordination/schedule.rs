@@ -7,8 +7,17 @@
 //! timeout, a refused connection, a script error) costs the caller at most its deadline, for all
 //! round trips together: it then takes the core's seeded fallback slot on the local clock and
 //! counts the fallback.
+//!
+//! A call with a deadline passes the latest local instant its retry may fire
+//! ([`schedule_retry_before`]). The core checks each slot against it ([`SlotRequest::latest_us`]),
+//! re-based onto the coordinator's clock at each grant from the time left when the grant arrived —
+//! so the round trip is on the safe side — and a slot past it gives up with `deadline`.
+//!
+//! [`SlotRequest::latest_us`]: ricochet_core::SlotRequest::latest_us
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use ricochet_core::{GiveUpReason, Policy, SlotResolution};
 
@@ -31,7 +40,8 @@ pub enum Scheduled {
         /// was used: `timeout`, `connection` or `backend`.
         fallback: Option<&'static str>,
     },
-    /// Every window the retry could move to was full.
+    /// Every window the retry could move to was full (`budget`), or the slot fires past the
+    /// call's deadline (`deadline`).
     GiveUp(GiveUpReason),
 }
 
@@ -57,6 +67,38 @@ pub async fn schedule_retry(
     deadline: Duration,
     metrics: Option<&RetryMetrics>,
 ) -> Scheduled {
+    schedule_retry_before(
+        coordinator,
+        policy,
+        seed,
+        retry,
+        delay_us,
+        service,
+        operation,
+        deadline,
+        metrics,
+        None,
+    )
+    .await
+}
+
+/// [`schedule_retry`] for a call that must fire its retry by `fire_by` (local, monotonic; `None`:
+/// no deadline): a slot that would fire later gives up with [`GiveUpReason::Deadline`], as does
+/// a full window whose successor starts later — whether the coordinator placed the retry or the
+/// local fallback did.
+#[allow(clippy::too_many_arguments)] // the executor's call site names each one
+pub async fn schedule_retry_before(
+    coordinator: &dyn Coordinator,
+    policy: &Policy,
+    seed: u64,
+    retry: u32,
+    delay_us: u64,
+    service: &str,
+    operation: &str,
+    deadline: Duration,
+    metrics: Option<&RetryMetrics>,
+    fire_by: Option<Instant>,
+) -> Scheduled {
     if !policy.coordination_enabled() {
         return Scheduled::FireIn {
             delay_us,
@@ -72,6 +114,7 @@ pub async fn schedule_retry(
         delay_us,
         service,
         operation,
+        fire_by,
     );
     let reason = match tokio::time::timeout(deadline, coordinated).await {
         Ok(Ok(scheduled)) => return scheduled,
@@ -98,9 +141,19 @@ pub async fn schedule_retry(
     if let Some(m) = metrics {
         m.coordination_fallback(service, operation, reason);
     }
-    local_slot(policy, seed, retry, delay_us, reason)
+    local_slot(policy, seed, retry, delay_us, reason, fire_by)
 }
 
+/// `fire_by` on a clock that reads `now_us` at this moment: the time left is measured now, after
+/// whatever round trip produced `now_us`, so the result errs early, never late.
+fn latest_on(now_us: u64, fire_by: Option<Instant>) -> Option<u64> {
+    fire_by.map(|by| {
+        let left = by.saturating_duration_since(Instant::now());
+        now_us.saturating_add(u64::try_from(left.as_micros()).unwrap_or(u64::MAX))
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn coordinate(
     coordinator: &dyn Coordinator,
     policy: &Policy,
@@ -109,6 +162,7 @@ async fn coordinate(
     delay_us: u64,
     service: &str,
     operation: &str,
+    fire_by: Option<Instant>,
 ) -> Result<Scheduled, CoordinationError> {
     let window_us = policy.window_us();
     let mut grant = coordinator
@@ -116,7 +170,8 @@ async fn coordinate(
         .await?;
     let mut moves = 0;
     loop {
-        let mut request = policy.slot_request(grant.earliest_us, retry);
+        let latest_us = latest_on(grant.now_us, fire_by);
+        let mut request = policy.slot_request_within(grant.earliest_us, latest_us, retry);
         if request.window != grant.window {
             return Err(CoordinationError::Backend(format!(
                 "coordinator put {} µs in window {}, expected {}",
@@ -153,9 +208,14 @@ fn local_slot(
     retry: u32,
     delay_us: u64,
     reason: &'static str,
+    fire_by: Option<Instant>,
 ) -> Scheduled {
     let now_us = wall_clock_us();
-    let request = policy.slot_request(now_us.saturating_add(delay_us), retry);
+    let request = policy.slot_request_within(
+        now_us.saturating_add(delay_us),
+        latest_on(now_us, fire_by),
+        retry,
+    );
     let ticket = policy.fallback_ticket(seed, retry);
     match policy.resolve_ticket(&request, ticket, seed) {
         SlotResolution::FireAt { fire_at_us, slot } => Scheduled::FireIn {
@@ -163,9 +223,10 @@ fn local_slot(
             slot,
             fallback: Some(reason),
         },
+        SlotResolution::GiveUp(reason) => Scheduled::GiveUp(reason),
         // A fallback ticket is below slot_count, so within any capacity (≥ 1); should the core
         // ever say otherwise, the plain backoff delay is still a safe retry.
-        SlotResolution::NextWindow(_) | SlotResolution::GiveUp(_) => Scheduled::FireIn {
+        SlotResolution::NextWindow(_) => Scheduled::FireIn {
             delay_us,
             slot: ticket as u32,
             fallback: Some(reason),
@@ -311,6 +372,68 @@ mod tests {
             assert_eq!(counted, 1);
         }
         assert!(started.elapsed() < Duration::from_millis(500));
+    }
+
+    #[tokio::test]
+    async fn a_slot_past_the_call_s_deadline_gives_up_with_deadline() {
+        let p = policy(None);
+        // 0.45 s left, a 100 ms backoff: slots 0–2 (and maybe 3) fit, slots 4–9 do not.
+        let fire_by = Some(Instant::now() + Duration::from_millis(450));
+        let c = InMemoryCoordinator::new();
+        let (mut placed, mut refused) = (0, 0);
+        for _ in 0..10 {
+            let s = schedule_retry_before(&c, &p, 7, 1, 100_000, "s", "o", DEADLINE, None, fire_by)
+                .await;
+            match s {
+                Scheduled::FireIn { delay_us, .. } => {
+                    assert!(delay_us <= 450_000, "{delay_us}");
+                    placed += 1;
+                }
+                Scheduled::GiveUp(reason) => {
+                    assert_eq!(reason, GiveUpReason::Deadline);
+                    refused += 1;
+                }
+            }
+        }
+        // Ten tickets of one window (unless the calls straddle a window boundary, which only
+        // restarts the count): the later slots are refused.
+        assert!(
+            placed >= 3 && refused >= 1,
+            "{placed} placed, {refused} refused"
+        );
+        // The local fallback slot is held to the same deadline.
+        for seed in 0..50 {
+            match schedule_retry_before(
+                &Silent,
+                &p,
+                seed,
+                1,
+                100_000,
+                "s",
+                "o",
+                Duration::from_millis(1),
+                None,
+                fire_by,
+            )
+            .await
+            {
+                Scheduled::FireIn {
+                    delay_us, fallback, ..
+                } => {
+                    assert_eq!(fallback, Some("timeout"));
+                    assert!(delay_us <= 450_000, "{delay_us}");
+                }
+                Scheduled::GiveUp(reason) => assert_eq!(reason, GiveUpReason::Deadline),
+            }
+        }
+        // Without a deadline nothing gives up.
+        let c = InMemoryCoordinator::new();
+        for _ in 0..10 {
+            assert!(matches!(
+                schedule_retry(&c, &p, 7, 1, 100_000, "s", "o", DEADLINE, None).await,
+                Scheduled::FireIn { .. }
+            ));
+        }
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@
 //! | `retry_host_predicate`, `retry_priority`, `host_selection_retry_max_attempts`, `retriable_headers`, `retriable_request_headers`, `retry_options_predicates`, `per_try_idle_timeout`, a route's or virtual host's `hedge_policy`, `retry_policy_typed_config` | errors: ricochet has no such thing |
 //!
 //! `retry_on` conditions: `5xx` → `ServiceUnavailableError`, `ConnectionError`,
-//! `TimeoutError`; `gateway-error` → `ServiceUnavailableError`, `TimeoutError`; `reset` →
+//! `TimeoutError` (the 5xx ricochet does not retry — 501, 505, 507, 511, 599, … — are a note); `gateway-error` → `ServiceUnavailableError`, `TimeoutError`; `reset` →
 //! `ConnectionError`, `TimeoutError`; `connect-failure`, `refused-stream`,
 //! `reset-before-request`, `http3-post-connect-failure` → `ConnectionError`;
 //! `retriable-4xx` (409) and `retriable-status-codes` → the category of each status
@@ -440,10 +440,16 @@ fn read_conditions(
         None => at,
     };
     use ErrorCategory as C;
+    // Statuses named one by one (`retriable_status_codes`), and whether `5xx` was given.
+    let (mut listed, mut any_5xx) = (BTreeSet::new(), false);
     for condition in list.split(',').map(str::trim).filter(|c| !c.is_empty()) {
         match condition {
             "5xx" => {
+                // Compared with what ricochet retries, but not every one adds its category:
+                // a 501 or a 599 is an answer no retry changes (`classify`), and adding
+                // Validation or BusinessLogic for it would retry 4xx too. Those are a note.
                 wants.statuses.extend(500..=599);
+                any_5xx = true;
                 add(
                     &mut wants.categories,
                     &[C::ServiceUnavailable, C::Connection, C::Timeout],
@@ -492,6 +498,7 @@ fn read_conditions(
                         Ok(s) if (100..=599).contains(&s) => {
                             if status_list {
                                 wants.statuses.insert(s as u16);
+                                listed.insert(s as u16);
                             }
                         }
                         Ok(s) => reader.error(
@@ -509,8 +516,13 @@ fn read_conditions(
         }
     }
     for &s in &wants.statuses {
-        if s >= 400 {
-            wants.categories = wants.categories.with(http_status_category(s));
+        let c = http_status_category(s);
+        let only_by_5xx = any_5xx
+            && (500..=599).contains(&s)
+            && !(c.retryable_by_default() || c == C::RateLimited)
+            && !listed.contains(&s);
+        if s >= 400 && !only_by_5xx {
+            wants.categories = wants.categories.with(c);
         }
     }
     for &code in &wants.codes {
