@@ -25,21 +25,7 @@ use crate::metrics::RetryMetrics;
 /// The slot script. `KEYS[1]` is the operation's key stem `<prefix>:{<service>:<operation>}:slot:`
 /// (declared so cluster routing and slot checks see it; the window's key only appends digits,
 /// so it hashes to the same slot); `ARGV` = delay_us, window_us.
-const SLOT_SCRIPT: &str = r"
-local t = redis.call('TIME')
-local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local window_us = tonumber(ARGV[2])
-local earliest_us = now_us + tonumber(ARGV[1])
--- Float division is exact here: both operands are integers below 2^53.
-local window = math.floor(earliest_us / window_us)
-local key = KEYS[1] .. string.format('%d', window)
-local ticket = redis.call('INCR', key) - 1
-if ticket == 0 then
-  -- Keep the counter while its window can still be asked for, plus one window of grace.
-  redis.call('PEXPIRE', key, math.ceil(((window + 2) * window_us - now_us) / 1000))
-end
-return {ticket, window, earliest_us, now_us}
-";
+const SLOT_SCRIPT: &str = include_str!("scripts/slot.lua");
 
 /// How long the best clock sample is trusted before any newer one replaces it.
 const CLOCK_SAMPLE_MAX_AGE_US: u64 = 5_000_000;

@@ -26,57 +26,16 @@ use crate::idempotency::{Begin, HolderToken, IdempotencyStore, StoreError};
 
 /// `KEYS[1]` record; `ARGV` = fingerprint, token, lease_ms.
 /// Returns `{0}` started, `{1, result}` completed, `{2, pttl}` in progress, `{3}` mismatch.
-const BEGIN: &str = r"
-local claim = 'P' .. ARGV[1] .. ARGV[2]
-if redis.call('SET', KEYS[1], claim, 'NX', 'PX', ARGV[3]) then
-  return {0}
-end
-local v = redis.call('GET', KEYS[1])
-if not v then
-  redis.call('SET', KEYS[1], claim, 'PX', ARGV[3])
-  return {0}
-end
-if string.sub(v, 2, 65) ~= ARGV[1] then
-  return {3}
-end
-if string.sub(v, 1, 1) == 'C' then
-  return {1, string.sub(v, 98)}
-end
-return {2, redis.call('PTTL', KEYS[1])}
-";
+const BEGIN: &str = include_str!("scripts/begin.lua");
 
 /// `KEYS[1]` record; `ARGV` = fingerprint, token, result, ttl_ms. Returns 1 stored, 0 not holder.
-const COMPLETE: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v and (string.sub(v, 1, 1) ~= 'P' or string.sub(v, 66, 97) ~= ARGV[2]) then
-  return 0
-end
-redis.call('SET', KEYS[1], 'C' .. ARGV[1] .. ARGV[2] .. ARGV[3], 'PX', ARGV[4])
-return 1
-";
+const COMPLETE: &str = include_str!("scripts/complete.lua");
 
 /// `KEYS[1]` record; `ARGV` = token. Returns 1 released (or absent), 0 not holder.
-const FAIL: &str = r"
-local v = redis.call('GET', KEYS[1])
-if not v then
-  return 1
-end
-if string.sub(v, 1, 1) == 'P' and string.sub(v, 66, 97) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
-";
+const FAIL: &str = include_str!("scripts/fail.lua");
 
 /// `KEYS[1]` record; `ARGV` = token, lease_ms. Returns 1 renewed, 0 not holder.
-const RENEW: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v and string.sub(v, 1, 1) == 'P' and string.sub(v, 66, 97) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-";
+const RENEW: &str = include_str!("scripts/renew.lua");
 
 /// Idempotency records on Redis or Redis Cluster.
 pub struct RedisIdempotencyStore {
