@@ -245,7 +245,14 @@ fn json_section<T: serde::de::DeserializeOwned>(
         .call_method1("dumps", (value,))
         .map_err(|e| bad(e.to_string()))?
         .extract()?;
-    serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
+    serde_json::from_str(&text).map_err(|e| {
+        // serde_json appends " at line 1 column N" of the JSON it was handed: not the caller's text.
+        let message = e.to_string();
+        bad(match message.find(" at line ") {
+            Some(i) => message[..i].to_string(),
+            None => message,
+        })
+    })
 }
 
 /// The core's error for `config`, with the Python-facing value of the field it names.
