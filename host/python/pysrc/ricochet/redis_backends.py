@@ -67,8 +67,8 @@ class RedisConnection:
     def client(self) -> Any:
         if self._client is None:
             import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
-            from redis.retry import Retry
 
             # ricochet bounds every round trip itself and falls back: no client-side retries.
             self._client = aioredis.Redis.from_url(
