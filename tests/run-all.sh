@@ -80,6 +80,9 @@ if [ -x guests/envoy-filter/test.sh ]; then
     guests/envoy-filter/test.sh
 fi
 
+say "Python binding"
+host/python/test.sh
+
 if [ -d host/ricochet/alerts ]; then
     say "promtool test rules"
     promtool check rules host/ricochet/alerts/*.rules.yaml
