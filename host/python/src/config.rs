@@ -30,7 +30,10 @@ pub(crate) fn config_error(
     let instance = err.value(py);
     // Setting attributes on a fresh exception instance cannot fail short of memory exhaustion.
     let _ = instance.setattr("field", field);
-    let _ = instance.setattr("value", value.map_or_else(|| py.None(), |v| v.clone().unbind()));
+    let _ = instance.setattr(
+        "value",
+        value.map_or_else(|| py.None(), |v| v.clone().unbind()),
+    );
     err
 }
 
@@ -136,10 +139,7 @@ fn f64_arg(field: &str, value: &Bound<'_, PyAny>) -> PyResult<f64> {
             py,
             field,
             Some(value),
-            format!(
-                "{field} must be a finite number, got {}",
-                short_repr(value)
-            ),
+            format!("{field} must be a finite number, got {}", short_repr(value)),
         )
     })
 }
@@ -294,9 +294,7 @@ pub struct PyRetryConfig {
 
 impl PyRetryConfig {
     pub(crate) fn new_checked(py: Python<'_>, config: RetryConfig) -> PyResult<Self> {
-        let policy = config
-            .validate()
-            .map_err(|e| core_error(py, &config, &e))?;
+        let policy = config.validate().map_err(|e| core_error(py, &config, &e))?;
         Ok(Self { config, policy })
     }
 }
@@ -565,7 +563,11 @@ impl PyRetryConfig {
     /// The retried categories' names.
     #[getter]
     fn retry_on(&self) -> Vec<&'static str> {
-        self.config.retry_on.iter().map(ErrorCategory::name).collect()
+        self.config
+            .retry_on
+            .iter()
+            .map(ErrorCategory::name)
+            .collect()
     }
     /// The retried categories as indices of `CATEGORIES` (for the executor).
     #[getter]
@@ -658,7 +660,9 @@ impl PyRetryConfig {
             SlotResolution::NextWindow(next) => ("next", next.earliest_us, next.window, next.moves)
                 .into_pyobject(py)?
                 .into_any(),
-            SlotResolution::GiveUp(reason) => ("give_up", reason.name()).into_pyobject(py)?.into_any(),
+            SlotResolution::GiveUp(reason) => {
+                ("give_up", reason.name()).into_pyobject(py)?.into_any()
+            }
         })
     }
 
@@ -722,18 +726,17 @@ fn to_python<'py, T: serde::Serialize>(py: Python<'py>, value: &T) -> PyResult<B
 fn file_error(py: Python<'_>, e: &FileErrors) -> PyErr {
     let err = PolicyFileError::new_err(e.to_string());
     let instance = err.value(py);
-    let errors: Vec<_> = e
-        .0
-        .iter()
-        .map(|f| {
-            (
-                f.location,
-                f.policy.clone(),
-                f.field.clone(),
-                f.message.clone(),
-            )
-        })
-        .collect();
+    let errors: Vec<_> =
+        e.0.iter()
+            .map(|f| {
+                (
+                    f.location,
+                    f.policy.clone(),
+                    f.field.clone(),
+                    f.message.clone(),
+                )
+            })
+            .collect();
     let first_field = e.0.first().and_then(|f| f.field.clone());
     let _ = instance.setattr("errors", errors);
     let _ = instance.setattr("field", first_field);

@@ -35,7 +35,11 @@ fn category(py: Python<'_>, index: usize) -> PyResult<ErrorCategory> {
 /// A decision as Python gets it: `(delay_us, None, slot_request)` to retry — `slot_request`
 /// being `(earliest_us, window, retry, latest_us)` or `None` without coordination — or
 /// `(0, reason, None)` to give up.
-type PyDecision = (u64, Option<&'static str>, Option<(u64, u64, u32, Option<u64>)>);
+type PyDecision = (
+    u64,
+    Option<&'static str>,
+    Option<(u64, u64, u32, Option<u64>)>,
+);
 
 #[pymethods]
 impl PyRetryState {
@@ -50,6 +54,7 @@ impl PyRetryState {
 
     /// The core's decision after a failed attempt.
     #[pyo3(signature = (category_index, now_us, server_delay_us=None, token_refreshed=false, breaker=None, budget=None))]
+    #[allow(clippy::too_many_arguments)] // a Failure's fields and the guards, flat: one call from Python
     fn on_failure(
         &mut self,
         py: Python<'_>,

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 
 use pyo3::prelude::*;
 use ricochet::classify::{Classify, HttpError};
-use ricochet_core::retry_after::{parse_server_delay as core_parse_server_delay, ServerDelayHeader};
+use ricochet_core::retry_after::{
+    parse_server_delay as core_parse_server_delay, ServerDelayHeader,
+};
 use ricochet_core::ErrorCategory;
 use sha2::{Digest, Sha256};
 
@@ -88,11 +90,26 @@ fn idempotency_record_key(prefix: &str, service: &str, operation: &str, key: &st
 /// The Lua scripts of the Rust host, by name: `slot`, `begin`, `complete`, `fail`, `renew`.
 fn scripts() -> HashMap<&'static str, &'static str> {
     HashMap::from([
-        ("slot", include_str!("../../ricochet/src/redis/scripts/slot.lua")),
-        ("begin", include_str!("../../ricochet/src/redis/scripts/begin.lua")),
-        ("complete", include_str!("../../ricochet/src/redis/scripts/complete.lua")),
-        ("fail", include_str!("../../ricochet/src/redis/scripts/fail.lua")),
-        ("renew", include_str!("../../ricochet/src/redis/scripts/renew.lua")),
+        (
+            "slot",
+            include_str!("../../ricochet/src/redis/scripts/slot.lua"),
+        ),
+        (
+            "begin",
+            include_str!("../../ricochet/src/redis/scripts/begin.lua"),
+        ),
+        (
+            "complete",
+            include_str!("../../ricochet/src/redis/scripts/complete.lua"),
+        ),
+        (
+            "fail",
+            include_str!("../../ricochet/src/redis/scripts/fail.lua"),
+        ),
+        (
+            "renew",
+            include_str!("../../ricochet/src/redis/scripts/renew.lua"),
+        ),
     ])
 }
 

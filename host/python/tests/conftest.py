@@ -26,15 +26,24 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server of our own on a free port; killed on teardown."""
 
-    def __init__(self, password: str | None = None) -> None:
+    def __init__(self, password: str | None = None, tls: bool = False) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
             pytest.fail("redis-server is not installed (tests/run-all.sh installs it)")
         self.port = free_port()
         self.password = password
         self.dir = tempfile.mkdtemp(prefix="ricochet-redis-")
-        args = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", self.dir]
+        self.tls = tls
+        self.ca_file = None
+        if tls:
+            self.ca_file = make_certificates(self.dir)
+            ports = ["--port", "0", "--tls-port", str(self.port),
+                     "--tls-cert-file", os.path.join(self.dir, "server.crt"),
+                     "--tls-key-file", os.path.join(self.dir, "server.key"),
+                     "--tls-ca-cert-file", self.ca_file, "--tls-auth-clients", "no"]
+        else:
+            ports = ["--port", str(self.port)]
+        args = [exe, *ports, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.dir]
         if password:
             args += ["--requirepass", password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -50,9 +59,10 @@ class RedisServer:
 
     @property
     def url(self) -> str:
+        scheme = "rediss" if self.tls else "redis"
         if self.password:
-            return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
-        return f"redis://127.0.0.1:{self.port}/0"
+            return f"{scheme}://:{self.password}@127.0.0.1:{self.port}/0"
+        return f"{scheme}://127.0.0.1:{self.port}/0"
 
     def pause(self) -> None:
         self.proc.send_signal(signal.SIGSTOP)
@@ -69,9 +79,30 @@ class RedisServer:
 
     def cli(self, *args: str) -> str:
         cmd = ["redis-cli", "-p", str(self.port)]
+        if self.tls:
+            cmd += ["--tls", "--cacert", self.ca_file]
         if self.password:
             cmd += ["-a", self.password, "--no-auth-warning"]
         return subprocess.run(cmd + list(args), capture_output=True, text=True, check=True).stdout
+
+
+def make_certificates(directory: str) -> str:
+    """A CA and a server certificate for 127.0.0.1 (openssl CLI); returns the CA file."""
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is not installed (tests/run-all.sh installs it)")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    with open(os.path.join(directory, "server.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+                "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", "ca.key", "-out", "ca.crt",
+        "-subj", "/CN=ricochet python test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+        "-out", "server.crt", "-extfile", "server.ext")
+    return os.path.join(directory, "ca.crt")
 
 
 @pytest.fixture

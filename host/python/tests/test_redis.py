@@ -243,3 +243,23 @@ async def test_lease_is_renewed_while_running(redis_server):
     with pytest.raises(IdempotencyInProgress):
         await policy.execute_idempotent("long-1", long, "svc", "long")
     assert await task == "done"
+
+
+async def test_rediss_with_auth(redis_server_factory):
+    secret = "tls-s3cret"
+    server = redis_server_factory(password=secret, tls=True)
+    conn = RedisConnection(server.url, ssl_ca_certs=server.ca_file)
+    coordinator = RedisCoordinator(conn)
+    store = RedisIdempotencyStore(conn)
+    registry = CollectorRegistry()
+    policy = RetryPolicy(RetryConfig(max_attempts=2, initial_delay=0.01, max_delay=0.05), coordinator=coordinator,
+                         idempotency_store=store, registry=registry, logger=False, coordination_deadline=1.0,
+                         store_deadline=1.0)
+    assert await policy.execute_with_retry(Flaky(1), "lake", "tls") == "ok"
+    assert await policy.execute_idempotent("k", Flaky(0), "lake", "tls") == "ok"
+    for reason in ("connection", "timeout", "backend"):
+        assert metric(registry, "retry_coordination_fallback_total", service="lake", operation="tls", reason=reason) == 0
+        assert metric(registry, "retry_idempotency_fallback_total", service="lake", operation="tls", reason=reason) == 0
+    assert server.cli("KEYS", "ricochet:idem:*").split() == [_core.idempotency_record_key("ricochet", "lake", "tls", "k")]
+    assert secret not in repr(conn) and conn.__repr__().startswith("RedisConnection('rediss://:***@")
+    await conn.close()

@@ -53,7 +53,10 @@ class RedisConnection:
         client: Any = None,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         socket_timeout: float = 1.0,
+        **client_options: Any,
     ) -> None:
+        """``client_options`` go to ``redis.asyncio.Redis.from_url`` (e.g. ``ssl_ca_certs=`` for a
+        ``rediss://`` server signed by a private CA)."""
         if url is None and client is None:
             raise ValueError("RedisConnection needs a url or a client")
         self._url = url
@@ -61,6 +64,7 @@ class RedisConnection:
         self.key_prefix = key_prefix
         self._client = client
         self._socket_timeout = socket_timeout
+        self._client_options = client_options
         self._scripts: dict[str, Any] = {}
 
     @property
@@ -76,6 +80,7 @@ class RedisConnection:
                 socket_timeout=self._socket_timeout,
                 socket_connect_timeout=self._socket_timeout,
                 retry=Retry(NoBackoff(), 0),
+                **self._client_options,
             )
         return self._client
 
