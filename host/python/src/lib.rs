@@ -17,13 +17,13 @@ mod fleet;
 mod guards;
 
 pyo3::create_exception!(
-    _core,
+    ricochet._core,
     RetryConfigError,
     pyo3::exceptions::PyValueError,
     "A retry configuration that was rejected: `field` names the field, `value` is the rejected value."
 );
 pyo3::create_exception!(
-    _core,
+    ricochet._core,
     PolicyFileError,
     RetryConfigError,
     "A policy file with errors: `errors` lists each as (location, policy, field, message)."
