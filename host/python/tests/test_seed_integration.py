@@ -202,3 +202,25 @@ def test_sync_function_against_real_server():
     finally:
         box["stop"] = True
         t.join()
+
+
+async def test_connection_refused_is_retried_then_gives_up():
+    # A real closed port: httpx's ConnectError and aiohttp's ClientConnectorError are connection errors.
+    from conftest import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/"
+    config = RetryConfig(max_attempts=3, initial_delay=0.01, max_delay=0.05, coordination_enabled=False)
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(MaxRetriesExceeded) as info:
+            await policy(config).execute_with_retry(lambda: client.get(url), "lake", "down")
+    assert (info.value.attempts, info.value.reason) == (3, "exhausted")
+    assert isinstance(info.value.last_error, httpx.ConnectError)
+    async with aiohttp.ClientSession() as session:
+
+        async def fetch():
+            async with session.get(url) as r:
+                return r.status
+
+        with pytest.raises(MaxRetriesExceeded) as info:
+            await policy(config, retry_on=(aiohttp.ClientError,)).execute_with_retry(fetch, "lake", "down")
+    assert info.value.attempts == 3
