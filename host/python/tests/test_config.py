@@ -172,7 +172,47 @@ def test_bad_runtime_values_from_python():
         c.plan(math.nan)
     from ricochet import RetryPolicy
 
-    with pytest.raises(RetryConfigError, match="attempt_timeout"):
+    with pytest.raises(RetryConfigError, match="attempt_timeout") as info:
         RetryPolicy(c, attempt_timeout=math.nan, logger=False)
+    assert info.value.field == "attempt_timeout" and math.isnan(info.value.value)
+    for bad in (-1, math.inf, "1", True):
+        with pytest.raises(RetryConfigError) as info:
+            RetryPolicy(c, lease=bad, logger=False)
+        assert info.value.field == "lease"
+    with pytest.raises(RetryConfigError) as info:
+        RetryPolicy(c, retry_on=("ConnectionError",), logger=False)
+    assert info.value.field == "retry_on" and info.value.value == "ConnectionError"
+    with pytest.raises(RetryConfigError) as info:
+        RetryPolicy(c, retry_on=42, logger=False)
+    assert info.value.field == "retry_on"
     with pytest.raises(TypeError):
         RetryPolicy({"max_attempts": 3})
+
+
+async def test_bad_idempotency_arguments():
+    from ricochet import RetryPolicy
+
+    async def op():
+        return 1
+
+    policy = RetryPolicy(PRESETS["default"], logger=False, metrics=False)
+    for key in ("", None, 7):
+        with pytest.raises(RetryConfigError) as info:
+            await policy.execute_idempotent(key, op, "svc", "op")
+        assert info.value.field == "key"
+    with pytest.raises(RetryConfigError) as info:
+        await policy.execute_idempotent("k", op, "svc", "op", fingerprint=b"bytes")
+    assert info.value.field == "fingerprint"
+
+
+def test_json_policy_file(tmp_path):
+    p = tmp_path / "p.json"
+    p.write_text('{"retry_policies": {"api": {"extends": "conservative", "max_attempts": 4}}}')
+    assert load_policies(p)["api"].max_attempts == 4
+    assert load_policies(p)["api"].slot_count == 5
+    p.write_text('{"retry_policies": {"api": {"max_attempts": "four"}}}')
+    with pytest.raises(PolicyFileError) as info:
+        load_policies(p)
+    assert "invalid type: string \"four\"" in str(info.value)  # the Rust parser's own message
+    with pytest.raises(PolicyFileError, match="cannot read"):
+        load_policies(tmp_path / "missing.yaml")

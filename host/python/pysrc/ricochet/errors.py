@@ -29,6 +29,14 @@ RetryConfigError = _core.RetryConfigError
 PolicyFileError = _core.PolicyFileError
 
 
+def config_error(field: str, value: Any, message: str) -> RetryConfigError:
+    """A ``RetryConfigError`` naming ``field`` and carrying ``value``, as the extension raises them."""
+    e = RetryConfigError(message)
+    e.field = field
+    e.value = value
+    return e
+
+
 class RetryCategoryError(Exception):
     """An error that names its retry category. ``retry_after`` (seconds) is the server's delay."""
 

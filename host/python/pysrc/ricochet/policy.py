@@ -35,6 +35,7 @@ from .errors import (
     UNAVAILABLE_INDEX,
     MaxRetriesExceeded,
     classify,
+    config_error,
 )
 from .idempotency import (
     IdempotencyInProgress,
@@ -209,7 +210,15 @@ class RetryPolicy:
         self.config = config
         if isinstance(retry_on, type):
             retry_on = (retry_on,)
-        self.retry_on = tuple(retry_on) if retry_on is not None else None
+        if retry_on is not None:
+            try:
+                retry_on = tuple(retry_on)
+            except TypeError:
+                raise config_error("retry_on", retry_on, f"retry_on must be a tuple of exception types, got {retry_on!r}") from None
+            for t in retry_on:
+                if not (isinstance(t, type) and issubclass(t, BaseException)):
+                    raise config_error("retry_on", t, f"retry_on must hold exception types, got {t!r}")
+        self.retry_on = retry_on
         self.coordinator = coordinator if coordinator is not None else InMemoryCoordinator()
         self.idempotency_store = idempotency_store if idempotency_store is not None else InMemoryIdempotencyStore()
         if isinstance(metrics, RetryMetrics):
@@ -223,7 +232,7 @@ class RetryPolicy:
                             ("store_deadline", store_deadline), ("lease", lease), ("wait", wait)):
             if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
                                       or not (value >= 0) or value == float("inf")):
-                raise _core.RetryConfigError(f"{name} must be a non-negative number of seconds, got {value!r}")
+                raise config_error(name, value, f"{name} must be a non-negative number of seconds, got {value!r}")
         self.attempt_timeout = attempt_timeout
         self.token_refresher = token_refresher
         self.coordination_deadline = coordination_deadline
@@ -383,7 +392,9 @@ class RetryPolicy:
         if operation_name is None:
             operation_name = getattr(operation, "__name__", "operation")
         if not isinstance(key, str) or not key:
-            raise _core.RetryConfigError(f"idempotency key must be a non-empty string, got {key!r}")
+            raise config_error("key", key, f"idempotency key must be a non-empty string, got {key!r}")
+        if not isinstance(fingerprint, str):
+            raise config_error("fingerprint", fingerprint, f"fingerprint must be a string, got {fingerprint!r}")
         store = self.idempotency_store
         prefix = getattr(store, "key_prefix", "ricochet")
         record = _core.idempotency_record_key(prefix, service_name, operation_name, key)
