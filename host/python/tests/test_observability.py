@@ -83,3 +83,14 @@ def test_two_policies_share_a_registry_without_clashing():
     b = RetryPolicy(CONFIG, registry=registry, logger=False)
     assert a.metrics is b.metrics
     assert RetryPolicy(CONFIG, metrics=False, logger=False).metrics is None
+
+
+async def test_a_name_taken_by_the_application_never_fails_a_call():
+    from prometheus_client import Counter
+
+    registry = CollectorRegistry()
+    Counter("retry_attempts_total", "the application's own", ["path"], registry=registry)
+    policy = RetryPolicy(CONFIG, registry=registry, logger=False)
+    assert await policy.execute_with_retry(Flaky(1), "lake", "fetch") == "ok"
+    assert registry.get_sample_value("retry_success_total", {"service": "lake", "operation": "fetch",
+                                                             "attempts_needed": "2"}) == 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import sys
 import threading
 import uuid
@@ -87,9 +88,14 @@ class RetryMetrics:
             collector = getattr(self.registry, "_names_to_collectors", {}).get(base) or getattr(
                 self.registry, "_names_to_collectors", {}
             ).get(name)
-            if collector is None:
-                raise
-            return collector
+            if collector is not None and tuple(getattr(collector, "_labelnames", ())) == labels:
+                return collector
+            # The application took the name for something else: record into an unregistered
+            # metric rather than fail calls (a library never breaks the application's registry).
+            logging.getLogger("ricochet").warning(
+                "metric %s is registered with other labels on this registry; ricochet's is not exported", name
+            )
+            return kind(name, doc, labels, registry=None, **kw)
 
     @classmethod
     def for_registry(cls, registry: CollectorRegistry | None = None) -> RetryMetrics:
