@@ -38,6 +38,8 @@ fi
 command -v redis-server >/dev/null || { echo "installing redis-server"; apt_install redis-server; }
 command -v openssl >/dev/null || { echo "installing openssl (TLS test certificates)"; apt_install openssl; }
 command -v promtool >/dev/null || { echo "installing promtool (Debian's prometheus package)"; apt_install prometheus; }
+# host/python/test.sh makes a virtualenv: Debian splits venv and ensurepip out of python3.
+python3 -c 'import venv, ensurepip' 2>/dev/null || { echo "installing python3-venv"; apt_install python3 python3-venv; }
 
 say "cargo fmt --check"
 cargo fmt --all --check
