@@ -6,7 +6,8 @@
 # promtool. Then: rustfmt, clippy (warnings are errors), every test in the workspace (guests
 # must build: RICOCHET_REQUIRE_GUESTS=1), a soak smoke, a wasm toolchain installed after a
 # first build, `cargo package` and `cargo doc` of the library crates, the no-alloc build of core,
-# the Envoy filter in a proxy-wasm host, and the Prometheus alert-rule unit tests.
+# the Envoy filter in a proxy-wasm host, the Python package (host/python/test.sh), and the
+# Prometheus alert-rule unit tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
