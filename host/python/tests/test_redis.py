@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import logging
 import time
 
@@ -17,7 +16,6 @@ from ricochet import (
     IdempotencyMismatch,
     InMemoryIdempotencyStore,
     RetryConfig,
-    RetryMetrics,
     RetryPolicy,
     ServiceUnavailableError,
     _core,
