@@ -6,7 +6,8 @@
 # promtool. Then: rustfmt, clippy (warnings are errors), every test in the workspace (guests
 # must build: RICOCHET_REQUIRE_GUESTS=1), a soak smoke, a wasm toolchain installed after a
 # first build, `cargo package` and `cargo doc` of the library crates, the no-alloc build of core,
-# the Envoy filter in a proxy-wasm host, and the Prometheus alert-rule unit tests.
+# the Envoy filter in a proxy-wasm host, the Python package (host/python/test.sh), and the
+# Prometheus alert-rule unit tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +39,8 @@ fi
 command -v redis-server >/dev/null || { echo "installing redis-server"; apt_install redis-server; }
 command -v openssl >/dev/null || { echo "installing openssl (TLS test certificates)"; apt_install openssl; }
 command -v promtool >/dev/null || { echo "installing promtool (Debian's prometheus package)"; apt_install prometheus; }
+# host/python/test.sh makes a virtualenv: Debian splits venv and ensurepip out of python3.
+python3 -c 'import venv, ensurepip' 2>/dev/null || { echo "installing python3-venv"; apt_install python3 python3-venv; }
 
 say "cargo fmt --check"
 cargo fmt --all --check
@@ -79,6 +82,9 @@ if [ -x guests/envoy-filter/test.sh ]; then
     say "Envoy filter in a proxy-wasm host"
     guests/envoy-filter/test.sh
 fi
+
+say "Python binding"
+host/python/test.sh
 
 if [ -d host/ricochet/alerts ]; then
     say "promtool test rules"
