@@ -110,7 +110,12 @@ impl<E: fmt::Display> fmt::Display for AttemptError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Failed(e) => e.fmt(f),
-            Self::TimedOut(d) => write!(f, "attempt timed out after {d:?}"),
+            // Named by its category, as the seed's logs name a `TimeoutError`.
+            Self::TimedOut(d) => write!(
+                f,
+                "TimeoutError: attempt timed out after {:.3}s",
+                d.as_secs_f64()
+            ),
         }
     }
 }
@@ -685,7 +690,19 @@ impl RetryPolicy {
             let message = self.render(&error);
             tracing::warn!(target: TARGET, service, operation, attempt, delay = 0.0_f64, error = message.as_str(), trace_id = trace);
             let now_us = self.clock.now_us();
-            let decision = self.decide_guarded(&mut state, failure, now_us, guarded, &call);
+            let decision = if class.do_not_retry {
+                // Final whatever the policy would say: the guards still hear of it.
+                if guarded {
+                    self.with_guards(service, |g| {
+                        state.report_to_guards(&self.policy, failure, now_us, g);
+                    });
+                }
+                Decision::GiveUp {
+                    reason: GiveUpReason::NonRetryable,
+                }
+            } else {
+                self.decide_guarded(&mut state, failure, now_us, guarded, &call)
+            };
             let failed = Failed {
                 error,
                 category: class.category,
