@@ -84,7 +84,7 @@ use crate::coordination::{
 use crate::engine::{DecideInput, EngineError, HostBackends, PolicyEngine};
 use crate::idempotency::{IdempotencyStore, InMemoryIdempotencyStore};
 use crate::logging::{current_trace_id, scrub_secrets, TARGET};
-use crate::metrics::RetryMetrics;
+use crate::metrics::{FirstTry, RetryMetrics};
 use tracing::Instrument;
 
 /// What one attempt ended in, when it did not succeed.
@@ -536,7 +536,7 @@ impl RetryPolicy {
     /// Outside a tokio runtime with its time driver (see the [module docs](self)).
     pub async fn execute_classified<T, E, F, Fut, C>(
         &self,
-        op: F,
+        mut op: F,
         service: &str,
         operation: &str,
         classify: C,
@@ -554,17 +554,97 @@ impl RetryPolicy {
             operation,
             trace_id = tracing::field::Empty
         );
-        self.run_classified(op, service, operation, classify)
-            .instrument(span)
+        let call = CallLabels {
+            service,
+            operation,
+            metrics: self.metrics(),
+            started: Instant::now(),
+        };
+        // The first attempt holds little beyond the operation's future; the retry loop and its
+        // state are set up only when it fails, on the heap, so that a first-try success never
+        // builds (or moves) them.
+        let (error, first_try) = match self
+            .first_attempt(&mut op, &call)
+            .instrument(span.clone())
             .await
+        {
+            Ok(done) => return done,
+            Err(failed) => failed,
+        };
+        Box::pin(
+            self.retry_after_failure(op, &call, classify, error, first_try)
+                .instrument(span),
+        )
+        .await
     }
 
-    async fn run_classified<T, E, F, Fut, C>(
+    fn is_guarded(&self) -> bool {
+        self.policy.breaker().is_some() || self.policy.budget().is_some()
+    }
+
+    /// The first attempt: admission, the first-try metrics, the call within its time. `Ok` when
+    /// the call is over (a success, or a breaker that refused it); else its failure.
+    async fn first_attempt<T, E, F, Fut>(
+        &self,
+        op: &mut F,
+        call: &CallLabels<'_>,
+    ) -> Result<Result<T, RetryError<E>>, (AttemptError<E>, Option<Arc<FirstTry>>)>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let (service, operation) = (call.service, call.operation);
+        let guarded = self.is_guarded();
+        if guarded {
+            if let Some(retry_after) = self.admit(service) {
+                if let Some(m) = call.metrics {
+                    m.circuit_rejected(service, operation);
+                    m.failure(
+                        service,
+                        operation,
+                        GiveUpReason::CircuitOpen.name(),
+                        call.started.elapsed().as_secs_f64(),
+                    );
+                }
+                return Ok(Err(RetryError::CircuitOpen { retry_after }));
+            }
+        }
+        let first_try = call.metrics.map(|m| {
+            let ft = m.first_try(service, operation);
+            ft.attempt();
+            ft
+        });
+        // All of `max_elapsed` is left for the first call.
+        let limit = earliest(
+            self.attempt_timeout,
+            self.policy.max_elapsed_us().map(Duration::from_micros),
+        );
+        let attempt_span = tracing::debug_span!(target: TARGET, "attempt", attempt = 1_u32);
+        match bounded(op().instrument(attempt_span), limit).await {
+            Ok(Ok(value)) => {
+                if guarded {
+                    let now_us = self.clock.now_us();
+                    self.with_guards(service, |g| RetryState::new(0, 0).on_success(now_us, g));
+                }
+                if let Some(ft) = &first_try {
+                    ft.success(call.started.elapsed().as_secs_f64());
+                }
+                Ok(Ok(value))
+            }
+            Ok(Err(e)) => Err((AttemptError::Failed(e), first_try)),
+            Err(limit) => Err((AttemptError::TimedOut(limit), first_try)),
+        }
+    }
+
+    /// The call after its first attempt failed with `error`: decide, sleep, try again, until a
+    /// success or a give-up.
+    async fn retry_after_failure<T, E, F, Fut, C>(
         &self,
         mut op: F,
-        service: &str,
-        operation: &str,
+        call: &CallLabels<'_>,
         classify: C,
+        mut error: AttemptError<E>,
+        first_try: Option<Arc<FirstTry>>,
     ) -> Result<T, RetryError<E>>
     where
         F: FnMut() -> Fut,
@@ -572,100 +652,18 @@ impl RetryPolicy {
         E: fmt::Display,
         C: Fn(&E) -> Classification,
     {
-        let started = Instant::now();
-        // The seed and the clock are only needed once an attempt fails: a first-try success
-        // reads no clock but `started` and draws no seed.
-        let mut state = RetryState::new(0, 0);
-        let guarded = self.policy.breaker().is_some() || self.policy.budget().is_some();
+        let (service, operation) = (call.service, call.operation);
+        let guarded = self.is_guarded();
+        // The seed and the clock are only needed from here: a first-try success reads no clock
+        // but `started` and draws no seed.
+        let started_us = self
+            .clock
+            .now_us()
+            .saturating_sub(micros(call.started.elapsed()));
+        let mut state = RetryState::new(self.seed_for_call(), started_us);
         let mut trace_id: Option<String> = None;
-        let mut first_try = None;
-        let call = CallLabels {
-            service,
-            operation,
-            metrics: self.metrics(),
-            started,
-        };
-        // The previous attempt's failure: the call's last error if it stops before another.
-        let mut last: Option<Failed<E>> = None;
+        let mut attempt: u32 = 1;
         loop {
-            let attempt = state.calls() + 1;
-            // The time `max_elapsed` leaves: all of it for the first call (the state starts at
-            // its failure), then as the core counts it.
-            let time_left = match last {
-                None => self.policy.max_elapsed_us(),
-                Some(_) => state.time_left_us(&self.policy, self.clock.now_us()),
-            }
-            .map(Duration::from_micros);
-            if time_left == Some(Duration::ZERO) {
-                if let Some(failed) = last.take() {
-                    return Err(self.give_up(&call, GiveUpReason::Deadline, attempt - 1, failed));
-                }
-            }
-            if guarded {
-                if let Some(retry_after) = self.admit(service) {
-                    if let Some(m) = call.metrics {
-                        m.circuit_rejected(service, operation);
-                    }
-                    return Err(match last.take() {
-                        Some(failed) => {
-                            self.give_up(&call, GiveUpReason::CircuitOpen, attempt - 1, failed)
-                        }
-                        None => {
-                            if let Some(m) = call.metrics {
-                                m.failure(
-                                    service,
-                                    operation,
-                                    GiveUpReason::CircuitOpen.name(),
-                                    started.elapsed().as_secs_f64(),
-                                );
-                            }
-                            RetryError::CircuitOpen { retry_after }
-                        }
-                    });
-                }
-            }
-            if let Some(m) = call.metrics {
-                if attempt == 1 {
-                    let ft = m.first_try(service, operation);
-                    ft.attempt();
-                    first_try = Some(ft);
-                } else {
-                    m.attempt(service, operation, attempt);
-                }
-            }
-            let attempt_span = tracing::debug_span!(target: TARGET, "attempt", attempt);
-            let outcome = bounded(
-                op().instrument(attempt_span),
-                earliest(self.attempt_timeout, time_left),
-            )
-            .await;
-            let error = match outcome {
-                Ok(Ok(value)) => {
-                    if guarded {
-                        let now_us = self.clock.now_us();
-                        self.with_guards(service, |g| state.on_success(now_us, g));
-                    }
-                    if let (Some(m), Some(ft)) = (call.metrics, &first_try) {
-                        let elapsed = started.elapsed().as_secs_f64();
-                        if attempt == 1 {
-                            ft.success(elapsed);
-                        } else {
-                            m.success(service, operation, attempt);
-                            ft.duration(elapsed);
-                        }
-                    }
-                    return Ok(value);
-                }
-                Ok(Err(e)) => AttemptError::Failed(e),
-                Err(limit) => AttemptError::TimedOut(limit),
-            };
-            if attempt == 1 {
-                let started_us = self
-                    .clock
-                    .now_us()
-                    .saturating_sub(micros(started.elapsed()));
-                state = RetryState::new(self.seed_for_call(), started_us);
-            }
             let class = match &error {
                 AttemptError::Failed(e) => classify(e),
                 AttemptError::TimedOut(_) => Classification::new(ErrorCategory::Timeout),
@@ -676,7 +674,7 @@ impl RetryPolicy {
                 if let Some(refresh) = &self.token_refresh {
                     // Only for a retry that can follow, and within the time an attempt has.
                     if state.may_retry_auth(&self.policy) {
-                        failure.token_refreshed = self.refresh(refresh, &state, &call).await;
+                        failure.token_refreshed = self.refresh(refresh, &state, call).await;
                     }
                 }
             }
@@ -701,7 +699,7 @@ impl RetryPolicy {
                     reason: GiveUpReason::NonRetryable,
                 }
             } else {
-                self.decide_guarded(&mut state, failure, now_us, guarded, &call)
+                self.decide_guarded(&mut state, failure, now_us, guarded, call)
             };
             let failed = Failed {
                 error,
@@ -711,7 +709,7 @@ impl RetryPolicy {
             };
             let (sleep_us, backoff_us) = match decision {
                 Decision::GiveUp { reason } => {
-                    return Err(self.give_up(&call, reason, attempt, failed))
+                    return Err(self.give_up(call, reason, attempt, failed))
                 }
                 Decision::Retry {
                     delay_us,
@@ -745,7 +743,7 @@ impl RetryPolicy {
                             ..
                         } => (slotted_us, delay_us),
                         Scheduled::GiveUp(reason) => {
-                            return Err(self.give_up(&call, reason, attempt, failed))
+                            return Err(self.give_up(call, reason, attempt, failed))
                         }
                     }
                 }
@@ -762,8 +760,47 @@ impl RetryPolicy {
                     error: message,
                 });
             }
-            last = Some(failed);
             tokio::time::sleep(Duration::from_micros(sleep_us)).await;
+
+            // The next attempt. `failed` is the call's last error if it stops before it.
+            attempt = state.calls() + 1;
+            let time_left = state
+                .time_left_us(&self.policy, self.clock.now_us())
+                .map(Duration::from_micros);
+            if time_left == Some(Duration::ZERO) {
+                return Err(self.give_up(call, GiveUpReason::Deadline, attempt - 1, failed));
+            }
+            if guarded && self.admit(service).is_some() {
+                if let Some(m) = call.metrics {
+                    m.circuit_rejected(service, operation);
+                }
+                return Err(self.give_up(call, GiveUpReason::CircuitOpen, attempt - 1, failed));
+            }
+            drop(failed);
+            if let Some(m) = call.metrics {
+                m.attempt(service, operation, attempt);
+            }
+            let attempt_span = tracing::debug_span!(target: TARGET, "attempt", attempt);
+            let outcome = bounded(
+                op().instrument(attempt_span),
+                earliest(self.attempt_timeout, time_left),
+            )
+            .await;
+            error = match outcome {
+                Ok(Ok(value)) => {
+                    if guarded {
+                        let now_us = self.clock.now_us();
+                        self.with_guards(service, |g| state.on_success(now_us, g));
+                    }
+                    if let (Some(m), Some(ft)) = (call.metrics, &first_try) {
+                        m.success(service, operation, attempt);
+                        ft.duration(call.started.elapsed().as_secs_f64());
+                    }
+                    return Ok(value);
+                }
+                Ok(Err(e)) => AttemptError::Failed(e),
+                Err(limit) => AttemptError::TimedOut(limit),
+            };
         }
     }
 
