@@ -74,6 +74,7 @@ use ricochet_core::{
     RetryState,
 };
 
+use crate::bounded::Bounded;
 use crate::classify::{Classification, Classify};
 use crate::clock::{Clock, SharedClock, TokioClock};
 use crate::coordination::BoxFuture;
@@ -514,19 +515,20 @@ impl RetryPolicy {
     ///
     /// Outside a tokio runtime with its time driver (see the [module docs](self)): tokio's own
     /// panic, at the first timer the call needs.
-    pub async fn execute_with_retry<T, E, F, Fut>(
-        &self,
+    // Not an `async fn`: the future is `execute_classified`'s own, not one more layer around it
+    // that every call would build and move.
+    pub fn execute_with_retry<'a, T, E, F, Fut>(
+        &'a self,
         op: F,
-        service: &str,
-        operation: &str,
-    ) -> Result<T, RetryError<E>>
+        service: &'a str,
+        operation: &'a str,
+    ) -> impl Future<Output = Result<T, RetryError<E>>> + use<'a, T, E, F, Fut>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
         E: Classify + fmt::Display,
     {
         self.execute_classified(op, service, operation, |e: &E| e.classify())
-            .await
     }
 
     /// Runs `op` until it succeeds or the policy gives up, classifying errors with `classify`.
@@ -547,50 +549,53 @@ impl RetryPolicy {
         E: fmt::Display,
         C: Fn(&E) -> Classification,
     {
-        let span = tracing::debug_span!(
-            target: TARGET,
-            "retry",
-            service,
-            operation,
-            trace_id = tracing::field::Empty
-        );
-        let call = CallLabels {
+        let span = retry_span(service, operation);
+        let call = self.call_labels(service, operation);
+        // The first attempt holds little beyond the operation's future; the retry loop and its
+        // state are set up only when it fails, on the heap, so that a first-try success never
+        // builds (or moves) them.
+        let failure = match self.first_attempt(|| op(), &call, &span).await {
+            Ok(done) => return done,
+            Err(failure) => failure,
+        };
+        Box::pin(
+            self.retry_after_failure(op, &call, classify, failure)
+                .instrument(span),
+        )
+        .await
+    }
+
+    /// What one call reports under, starting now.
+    pub(crate) fn call_labels<'a>(
+        &'a self,
+        service: &'a str,
+        operation: &'a str,
+    ) -> CallLabels<'a> {
+        CallLabels {
             service,
             operation,
             metrics: self.metrics(),
             started: Instant::now(),
-        };
-        // The first attempt holds little beyond the operation's future; the retry loop and its
-        // state are set up only when it fails, on the heap, so that a first-try success never
-        // builds (or moves) them.
-        let (error, first_try) = match self
-            .first_attempt(&mut op, &call)
-            .instrument(span.clone())
-            .await
-        {
-            Ok(done) => return done,
-            Err(failed) => failed,
-        };
-        Box::pin(
-            self.retry_after_failure(op, &call, classify, error, first_try)
-                .instrument(span),
-        )
-        .await
+        }
     }
 
     fn is_guarded(&self) -> bool {
         self.policy.breaker().is_some() || self.policy.budget().is_some()
     }
 
-    /// The first attempt: admission, the first-try metrics, the call within its time. `Ok` when
-    /// the call is over (a success, or a breaker that refused it); else its failure.
-    async fn first_attempt<T, E, F, Fut>(
+    /// The first attempt: admission, the first-try metrics, the call (`op`, made only when
+    /// admitted) within its time. `Ok` when the call is over (a success, or a breaker that
+    /// refused it); else its failure, for [`retry_after_failure`](Self::retry_after_failure).
+    ///
+    /// Not instrumented as a whole: the only events of a first attempt are the operation's,
+    /// inside its `attempt` span, a child of `retry_span`.
+    pub(crate) async fn first_attempt<T, E, Fut>(
         &self,
-        op: &mut F,
+        op: impl FnOnce() -> Fut,
         call: &CallLabels<'_>,
-    ) -> Result<Result<T, RetryError<E>>, (AttemptError<E>, Option<Arc<FirstTry>>)>
+        retry_span: &tracing::Span,
+    ) -> Result<Result<T, RetryError<E>>, FirstFailure<E>>
     where
-        F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
         let (service, operation) = (call.service, call.operation);
@@ -619,8 +624,9 @@ impl RetryPolicy {
             self.attempt_timeout,
             self.policy.max_elapsed_us().map(Duration::from_micros),
         );
-        let attempt_span = tracing::debug_span!(target: TARGET, "attempt", attempt = 1_u32);
-        match bounded(op().instrument(attempt_span), limit).await {
+        let attempt_span =
+            tracing::debug_span!(target: TARGET, parent: retry_span, "attempt", attempt = 1_u32);
+        match Bounded::new(op().instrument(attempt_span), limit).await {
             Ok(Ok(value)) => {
                 if guarded {
                     let now_us = self.clock.now_us();
@@ -631,20 +637,25 @@ impl RetryPolicy {
                 }
                 Ok(Ok(value))
             }
-            Ok(Err(e)) => Err((AttemptError::Failed(e), first_try)),
-            Err(limit) => Err((AttemptError::TimedOut(limit), first_try)),
+            Ok(Err(e)) => Err(FirstFailure {
+                error: AttemptError::Failed(e),
+                first_try,
+            }),
+            Err(limit) => Err(FirstFailure {
+                error: AttemptError::TimedOut(limit),
+                first_try,
+            }),
         }
     }
 
-    /// The call after its first attempt failed with `error`: decide, sleep, try again, until a
-    /// success or a give-up.
-    async fn retry_after_failure<T, E, F, Fut, C>(
+    /// The call after its first attempt failed: decide, sleep, try again (`op`), until a
+    /// success or a give-up. Run it inside the call's `retry` span.
+    pub(crate) async fn retry_after_failure<T, E, F, Fut, C>(
         &self,
         mut op: F,
         call: &CallLabels<'_>,
         classify: C,
-        mut error: AttemptError<E>,
-        first_try: Option<Arc<FirstTry>>,
+        failure: FirstFailure<E>,
     ) -> Result<T, RetryError<E>>
     where
         F: FnMut() -> Fut,
@@ -652,6 +663,10 @@ impl RetryPolicy {
         E: fmt::Display,
         C: Fn(&E) -> Classification,
     {
+        let FirstFailure {
+            mut error,
+            first_try,
+        } = failure;
         let (service, operation) = (call.service, call.operation);
         let guarded = self.is_guarded();
         // The seed and the clock are only needed from here: a first-try success reads no clock
@@ -781,7 +796,7 @@ impl RetryPolicy {
                 m.attempt(service, operation, attempt);
             }
             let attempt_span = tracing::debug_span!(target: TARGET, "attempt", attempt);
-            let outcome = bounded(
+            let outcome = Bounded::new(
                 op().instrument(attempt_span),
                 earliest(self.attempt_timeout, time_left),
             )
@@ -825,7 +840,7 @@ impl RetryPolicy {
         let time_left = state
             .time_left_us(&self.policy, self.clock.now_us())
             .map(Duration::from_micros);
-        match bounded(refresh(), earliest(self.attempt_timeout, time_left)).await {
+        match Bounded::new(refresh(), earliest(self.attempt_timeout, time_left)).await {
             Ok(refreshed) => refreshed,
             Err(limit) => {
                 tracing::warn!(
@@ -983,8 +998,25 @@ impl RetryPolicy {
     }
 }
 
+/// The `retry` span of one call.
+pub(crate) fn retry_span(service: &str, operation: &str) -> tracing::Span {
+    tracing::debug_span!(
+        target: TARGET,
+        "retry",
+        service,
+        operation,
+        trace_id = tracing::field::Empty
+    )
+}
+
+/// How a call's first attempt failed, and its first-try metrics.
+pub(crate) struct FirstFailure<E> {
+    error: AttemptError<E>,
+    first_try: Option<Arc<FirstTry>>,
+}
+
 /// What one call reports under: its labels, its metrics and when it started.
-struct CallLabels<'a> {
+pub(crate) struct CallLabels<'a> {
     service: &'a str,
     operation: &'a str,
     metrics: Option<&'a RetryMetrics>,
@@ -1008,15 +1040,32 @@ fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     }
 }
 
-/// `fut`, cut at `limit` when there is one (`Err(limit)` then).
-async fn bounded<F: Future>(fut: F, limit: Option<Duration>) -> Result<F::Output, Duration> {
-    match limit {
-        Some(limit) => tokio::time::timeout(limit, fut).await.map_err(|_| limit),
-        None => Ok(fut.await),
-    }
-}
-
 /// A duration in whole microseconds (saturating).
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn print_sizes() {
+        let policy = super::RetryPolicy::new(ricochet_core::RetryConfig::default())
+            .unwrap()
+            .without_metrics();
+        let op = || async { Ok::<u64, std::io::Error>(42) };
+        let f = policy.execute_with_retry(op, "a", "b");
+        eprintln!("execute_with_retry: {}", std::mem::size_of_val(&f));
+        let mut op2 = op;
+        let call = super::CallLabels {
+            service: "a",
+            operation: "b",
+            metrics: None,
+            started: tokio::time::Instant::now(),
+        };
+        let span = tracing::Span::none();
+        let g = policy.first_attempt(|| op2(), &call, &span);
+        eprintln!("first_attempt: {}", std::mem::size_of_val(&g));
+        eprintln!("sleep: {}", std::mem::size_of::<tokio::time::Sleep>());
+        eprintln!("span: {}", std::mem::size_of::<tracing::Span>());
+    }
 }

@@ -104,9 +104,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use bytes::Bytes;
+use tracing::Instrument;
 
 use crate::coordination::BoxFuture;
-use crate::executor::RetryPolicy;
+use crate::executor::{retry_span, RetryPolicy};
 use crate::http::idempotency::{
     collect, concat, fingerprint, idempotency_key, uri_text, Claim, Collected, Deduplicated,
     Deduplication, StoredResponse,
@@ -562,11 +563,12 @@ where
         }
         let settings = self.settings.clone();
         let bodies = self.bodies.clone();
-        Box::pin(async move {
-            let (parts, body) = request.into_parts();
-            let (first, kept) = bodies.first(body, settings.body_limit);
-            retry(&settings, &bodies, ready, is_ready, &parts, first, kept).await
-        })
+        // Split before the future is made, so that it holds the parts once.
+        let (parts, body) = request.into_parts();
+        let (first, kept) = bodies.first(body, settings.body_limit);
+        Box::pin(
+            async move { retry(&settings, &bodies, ready, is_ready, &parts, first, kept).await },
+        )
     }
 }
 
@@ -605,13 +607,15 @@ where
                     Ok(response.map(IdempotentBody::live))
                 })
             }
-            _ => Box::pin(async move {
+            _ => {
                 let (parts, body) = request.into_parts();
                 let (first, kept) = bodies.first(body, settings.body_limit);
-                let response =
-                    retry(&settings, &bodies, ready, is_ready, &parts, first, kept).await?;
-                Ok(response.map(IdempotentBody::live))
-            }),
+                Box::pin(async move {
+                    let response =
+                        retry(&settings, &bodies, ready, is_ready, &parts, first, kept).await?;
+                    Ok(response.map(IdempotentBody::live))
+                })
+            }
         }
     }
 }
@@ -723,6 +727,10 @@ where
 }
 
 /// A request that may be retried: the first attempt's body and what is kept for the others.
+///
+/// The first attempt goes through the executor's first-attempt path directly; the retry loop,
+/// its operation and its classifier are built (on the heap) only when it fails, so a first-try
+/// success holds little beyond the inner service's future.
 async fn retry<S, R, B, ResBody>(
     settings: &Settings,
     bodies: &R,
@@ -737,40 +745,58 @@ where
     S: Service<Request<R::Body>, Response = Response<ResBody>> + Clone,
     S::Error: std::error::Error + 'static,
 {
+    let policy = &settings.policy;
+    let operation = settings.operation(&parts.method, parts.uri.path());
+    let service_name = settings.service.as_str();
     // An attempt that fails before it can send (its service never became ready) leaves the
     // caller's body here, and the next attempt sends it; a first try that succeeds never
     // touches the lock.
     let unsent: std::sync::Mutex<Option<R::Body>> = std::sync::Mutex::new(None);
+    let clock = AttemptClock::start(settings.attempt_timeout, policy.policy());
+    let call = policy.call_labels(service_name, operation);
+    let span = retry_span(service_name, operation);
     let template = service.clone();
-    let mut first = Some((service, first_body));
-    let clock = AttemptClock::start(settings.attempt_timeout, settings.policy.policy());
-    // The closure owns the services (which need not be `Sync`) and borrows the rest.
-    let (kept_ref, unsent_ref) = (&kept, &unsent);
+    let first = || {
+        clock.bound(attempt(
+            service,
+            is_ready,
+            parts.clone(),
+            Some(first_body),
+            &unsent,
+        ))
+    };
+    let failure = match policy.first_attempt(first, &call, &span).await {
+        Ok(done) => return finish(done),
+        Err(failure) => failure,
+    };
+    let (unsent, kept) = (&unsent, &kept);
     let op = move || {
-        let (service, is_ready, body) = match first.take() {
-            Some((service, body)) => (service, is_ready, Some(body)),
-            None => {
-                let unsent = unsent_ref.lock().unwrap_or_else(|p| p.into_inner()).take();
-                let body = unsent.or_else(|| bodies.again(kept_ref));
-                (template.clone(), false, body)
-            }
-        };
-        clock.bound(attempt(service, is_ready, parts.clone(), body, unsent_ref))
+        let unsent_body = unsent.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let body = unsent_body.or_else(|| bodies.again(kept));
+        clock.bound(attempt(
+            template.clone(),
+            false,
+            parts.clone(),
+            body,
+            unsent,
+        ))
     };
-    let operation = settings.operation(&parts.method, parts.uri.path());
-    let service = settings.service.as_str();
     let classify = |failed: &Failed<Response<ResBody>, S::Error>| {
-        let unsent = unsent_ref
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some();
-        let not_retried = (!unsent && !bodies.can_replay(&kept)).then_some(NOT_REPLAYABLE);
-        settle(failed.classification(), not_retried, service, operation)
+        let is_unsent = unsent.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        let not_retried = (!is_unsent && !bodies.can_replay(kept)).then_some(NOT_REPLAYABLE);
+        settle(
+            failed.classification(),
+            not_retried,
+            service_name,
+            operation,
+        )
     };
-    let outcome = settings
-        .policy
-        .execute_classified(op, service, operation, classify)
-        .await;
+    let outcome = Box::pin(
+        policy
+            .retry_after_failure(op, &call, classify, failure)
+            .instrument(span),
+    )
+    .await;
     finish(outcome)
 }
 
@@ -779,35 +805,127 @@ const BODY_FAILED: &str = "the request body failed while it was read ahead for i
 const NOT_REPLAYABLE: &str =
     "the request body cannot be sent again (over the limit, failed, or not fully sent)";
 
-/// One attempt: wait for the service, send, classify the response head. A body that could
-/// not be sent goes back to `unsent`.
-async fn attempt<S, Body, ResBody>(
+pin_project_lite::pin_project! {
+    /// One attempt's future: the call on its way, or (after a readiness failure) the wait for
+    /// the service first, or an attempt that could not be made.
+    #[project = AttemptProjection]
+    enum Attempt<F, W> {
+        /// Sent to a ready service: the common case, no larger than the service's future.
+        Sent {
+            #[pin]
+            call: F,
+        },
+        /// Waits for the service, then sends; boxed, since only retries take this path.
+        Waiting { wait: Pin<Box<W>> },
+        /// No body to send.
+        NotSent,
+    }
+}
+
+impl<F, W, ResBody, E> Future for Attempt<F, W>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+    W: Future<Output = Result<Response<ResBody>, Failed<Response<ResBody>, E>>>,
+{
+    type Output = Result<Response<ResBody>, Failed<Response<ResBody>, E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AttemptProjection::Sent { call } => call.poll(cx).map(classified),
+            AttemptProjection::Waiting { wait } => wait.as_mut().poll(cx),
+            AttemptProjection::NotSent => Poll::Ready(Err(Failed::NotSent(NOT_REPLAYABLE))),
+        }
+    }
+}
+
+/// The inner service's answer as an attempt's outcome: the response head classified.
+fn classified<ResBody, E>(
+    answer: Result<Response<ResBody>, E>,
+) -> Result<Response<ResBody>, Failed<Response<ResBody>, E>> {
+    let response = answer.map_err(Failed::Transport)?;
+    match classify_response(response.status(), response.headers()) {
+        None => Ok(response),
+        Some(failure) => Err(Failed::Response { response, failure }),
+    }
+}
+
+/// One attempt: wait for the service (unless it is ready), send, classify the response head.
+/// A body that could not be sent goes back to `unsent`.
+fn attempt<'a, S, Body, ResBody>(
     mut service: S,
     is_ready: bool,
     parts: http::request::Parts,
     body: Option<Body>,
-    unsent: &std::sync::Mutex<Option<Body>>,
-) -> Result<Response<ResBody>, Failed<Response<ResBody>, S::Error>>
+    unsent: &'a std::sync::Mutex<Option<Body>>,
+) -> Attempt<
+    S::Future,
+    impl Future<Output = Result<Response<ResBody>, Failed<Response<ResBody>, S::Error>>> + 'a,
+>
 where
-    S: Service<Request<Body>, Response = Response<ResBody>>,
+    S: Service<Request<Body>, Response = Response<ResBody>> + 'a,
+    Body: 'a,
+    ResBody: 'a,
 {
     // `classify` stops retries whose body is not replayable; only a timeout of the policy's
     // own (which skips `classify`) can ask for one.
     let Some(body) = body else {
-        return Err(Failed::NotSent(NOT_REPLAYABLE));
+        return Attempt::NotSent;
     };
-    if !is_ready {
-        if let Err(e) = std::future::poll_fn(|cx| service.poll_ready(cx)).await {
-            *unsent.lock().unwrap_or_else(|p| p.into_inner()) = Some(body);
-            return Err(Failed::Transport(e));
-        }
+    if is_ready {
+        return Attempt::Sent {
+            call: service.call(Request::from_parts(parts, body)),
+        };
     }
-    let response = service
-        .call(Request::from_parts(parts, body))
-        .await
-        .map_err(Failed::Transport)?;
-    match classify_response(response.status(), response.headers()) {
-        None => Ok(response),
-        Some(failure) => Err(Failed::Response { response, failure }),
+    Attempt::Waiting {
+        wait: Box::pin(async move {
+            if let Err(e) = std::future::poll_fn(|cx| service.poll_ready(cx)).await {
+                *unsent.lock().unwrap_or_else(|p| p.into_inner()) = Some(body);
+                return Err(Failed::Transport(e));
+            }
+            classified(service.call(Request::from_parts(parts, body)).await)
+        }),
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    use super::*;
+    #[test]
+    fn print_sizes() {
+        use http_body_util::Full;
+        let ok = |_req: Request<Full<Bytes>>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+        };
+        let policy = RetryPolicy::new(ricochet_core::RetryConfig::default())
+            .unwrap()
+            .without_metrics();
+        let mut svc = RetryLayer::new(policy, "orders")
+            .clone_bodies()
+            .layer(tower::service_fn(ok));
+        let req = Request::get("http://a/b")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let (parts, body) = req.into_parts();
+        eprintln!("parts: {}", std::mem::size_of_val(&parts));
+        let settings = svc.settings.clone();
+        let bodies = svc.bodies;
+        let svc2 = svc.inner.clone();
+        let f = retry(
+            &settings,
+            &bodies,
+            svc2.clone(),
+            true,
+            &parts,
+            body.clone(),
+            body.clone(),
+        );
+        eprintln!("retry: {}", std::mem::size_of_val(&f));
+        let m = std::sync::Mutex::new(None);
+        let a = attempt(svc2, true, parts.clone(), Some(body.clone()), &m);
+        eprintln!("attempt: {}", std::mem::size_of_val(&a));
+        drop(a);
+        drop(f);
+        let c = svc.call(Request::from_parts(parts.clone(), body));
+        eprintln!("call future (boxed): {}", std::mem::size_of_val(&*c));
     }
 }

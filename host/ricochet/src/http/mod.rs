@@ -76,6 +76,7 @@ use std::time::Duration;
 use http::{HeaderMap, Method, StatusCode};
 use ricochet_core::ErrorCategory;
 
+use crate::bounded::Bounded;
 use crate::classify::{Classification, Classify, HttpError};
 use crate::executor::{AttemptError, RetryError, RetryPolicy};
 
@@ -320,17 +321,36 @@ impl AttemptClock {
         }
     }
 
-    /// Runs `attempt` within the limit.
-    pub async fn bound<T, R, E>(
-        self,
-        attempt: impl std::future::Future<Output = Result<T, Failed<R, E>>>,
-    ) -> Result<T, Failed<R, E>> {
-        match self.limit() {
-            None => attempt.await,
-            Some(limit) => tokio::time::timeout(limit, attempt)
-                .await
-                .unwrap_or(Err(Failed::TimedOut(limit))),
+    /// Runs `attempt` within the limit from now.
+    pub fn bound<F: std::future::Future>(self, attempt: F) -> TimedAttempt<F> {
+        TimedAttempt {
+            inner: Bounded::new(attempt, self.limit()),
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An attempt within its time: one that runs out is [`Failed::TimedOut`].
+    pub(crate) struct TimedAttempt<F> {
+        #[pin]
+        inner: Bounded<F>,
+    }
+}
+
+impl<F, T, R, E> std::future::Future for TimedAttempt<F>
+where
+    F: std::future::Future<Output = Result<T, Failed<R, E>>>,
+{
+    type Output = Result<T, Failed<R, E>>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.project()
+            .inner
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|limit| Err(Failed::TimedOut(limit))))
     }
 }
 
