@@ -55,6 +55,7 @@ enum Inner<B> {
     },
     /// The caller's body after a part of it was read ahead (for an idempotency fingerprint)
     /// and found too long: the part, then the rest. Sent once, never recorded.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     Resumed {
         head: std::vec::IntoIter<Bytes>,
         trailers: Option<HeaderMap>,
@@ -93,6 +94,7 @@ impl<B: Body + Send + 'static> ReplayBody<B> {
     }
 
     /// A body of which `head` (and `trailers`) were read ahead, then `rest`: sent once.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     pub(crate) fn resumed(
         head: Vec<Bytes>,
         trailers: Option<HeaderMap>,
@@ -177,6 +179,7 @@ impl Tape {
 
 impl BodyTape {
     /// A complete recording of a body that was read ahead whole (`chunks`, no trailers).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     pub(crate) fn whole(chunks: Vec<Bytes>, limit: usize) -> Self {
         let len = chunks.iter().map(Bytes::len).sum();
         Self(Arc::new(Tape {

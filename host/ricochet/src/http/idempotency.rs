@@ -157,6 +157,7 @@ pub(crate) fn fingerprint<'a>(
 }
 
 /// The URI as fingerprinted: the request's, whole.
+#[cfg_attr(not(feature = "tower"), allow(dead_code))]
 pub(crate) fn uri_text(uri: &Uri) -> String {
     uri.to_string()
 }
@@ -562,6 +563,7 @@ impl<B: Body> IdempotentBody<B> {
 
 impl<B: Body> IdempotentBody<B> {
     /// What was read ahead, and the rest of the body (`None` once it failed or ended).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     pub(crate) fn into_read_ahead(self) -> (Vec<Bytes>, Option<HeaderMap>, Option<Pin<Box<B>>>) {
         let rest = match self.rest {
             Rest::Live(body) => Some(body),

@@ -76,7 +76,7 @@ use std::time::Duration;
 use http::{HeaderMap, Method, StatusCode};
 use ricochet_core::ErrorCategory;
 
-use crate::bounded::Bounded;
+use crate::bounded::Timed;
 use crate::classify::{Classification, Classify, HttpError};
 use crate::executor::{AttemptError, RetryError, RetryPolicy};
 
@@ -324,7 +324,7 @@ impl AttemptClock {
     /// Runs `attempt` within the limit from now.
     pub fn bound<F: std::future::Future>(self, attempt: F) -> TimedAttempt<F> {
         TimedAttempt {
-            inner: Bounded::new(attempt, self.limit()),
+            inner: Timed::new(attempt, self.limit()),
         }
     }
 }
@@ -333,7 +333,7 @@ pin_project_lite::pin_project! {
     /// An attempt within its time: one that runs out is [`Failed::TimedOut`].
     pub(crate) struct TimedAttempt<F> {
         #[pin]
-        inner: Bounded<F>,
+        inner: Timed<F>,
     }
 }
 
