@@ -1044,28 +1044,3 @@ fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
-
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn print_sizes() {
-        let policy = super::RetryPolicy::new(ricochet_core::RetryConfig::default())
-            .unwrap()
-            .without_metrics();
-        let op = || async { Ok::<u64, std::io::Error>(42) };
-        let f = policy.execute_with_retry(op, "a", "b");
-        eprintln!("execute_with_retry: {}", std::mem::size_of_val(&f));
-        let mut op2 = op;
-        let call = super::CallLabels {
-            service: "a",
-            operation: "b",
-            metrics: None,
-            started: tokio::time::Instant::now(),
-        };
-        let span = tracing::Span::none();
-        let g = policy.first_attempt(|| op2(), &call, &span);
-        eprintln!("first_attempt: {}", std::mem::size_of_val(&g));
-        eprintln!("sleep: {}", std::mem::size_of::<tokio::time::Sleep>());
-        eprintln!("span: {}", std::mem::size_of::<tracing::Span>());
-    }
-}
