@@ -13,9 +13,17 @@
 //! Every decision comes from `ricochet-core` (the executor never computes a delay): after a
 //! failed attempt the error is classified, the core decides, a coordinated retry asks the
 //! coordinator for a slot (falling back locally within its deadline), and the executor sleeps.
-//! Dropping the returned future cancels any sleep. On the first-try-success path nothing is
-//! allocated beyond what the operation's own future needs: the trace id, log fields and
-//! coordinator calls only happen once an attempt fails.
+//! Dropping the returned future cancels any sleep.
+//!
+//! # What a first-try success costs
+//!
+//! The first attempt runs in a small future that holds the operation's own and little else
+//! (the `retry` span, the call's labels and start time); the retry loop — its state, the seed,
+//! the trace id, the log fields, the coordinator — is built on the heap only when that attempt
+//! fails. Nothing is allocated on the success path unless the policy bounds attempts itself
+//! (`with_attempt_timeout`, `max_elapsed`), whose timer is then boxed. The seed's first-try
+//! metrics (`attempt="1"`, `attempts_needed="1"`, the duration) are cached per
+//! `(service, operation)`.
 //!
 //! The decision may come from another [`PolicyEngine`] instead — a policy component
 //! (`RetryPolicy::with_component`, feature `component`) — while everything around it stays the same: the breaker's
@@ -140,7 +148,9 @@ pub enum RetryError<E> {
     /// The seed's `MaxRetriesExceeded`: retries ran out (or a deadline, budget, breaker or
     /// Retry-After cap stopped them).
     MaxRetriesExceeded(MaxRetriesExceeded<E>),
-    /// A non-retryable error, returned at once (after one attempt, or two for an expired token).
+    /// A non-retryable error, returned at once (after one attempt, or two for an expired token);
+    /// also a failure classified [`do_not_retry`](Classification::do_not_retry), whatever its
+    /// category.
     NonRetryable(E),
     /// The circuit breaker refused the first call: no call was made. (A refused *retry* gives
     /// up as [`RetryError::MaxRetriesExceeded`] with reason `circuit_open`.)

@@ -105,10 +105,11 @@ pub enum CallError<E> {
         /// How long until the breaker lets a probe through.
         retry_after: Duration,
     },
-    /// A retry was due but its request could not be made: the body could not be sent again.
-    /// Happens only when the *policy's* own attempt timeout (`RetryPolicy::with_attempt_timeout`)
+    /// A request could not be made: a retry was due but the body could not be sent again
+    /// (only when the *policy's* own attempt timeout, `RetryPolicy::with_attempt_timeout`,
     /// ended an attempt while its body was still being sent; the integration's
-    /// `attempt_timeout` ends such a call with [`CallError::TimedOut`] instead.
+    /// `attempt_timeout` ends such a call with [`CallError::TimedOut`] instead), or the body
+    /// failed while it was read ahead for an idempotency fingerprint.
     NotSent {
         /// Why.
         reason: &'static str,
