@@ -564,7 +564,7 @@ impl RetryPolicy {
         // The first attempt holds little beyond the operation's future; the retry loop and its
         // state are set up only when it fails, on the heap, so that a first-try success never
         // builds (or moves) them.
-        let failure = match self.first_attempt(|| op(), &call, &span).await {
+        let failure = match self.first_attempt(&mut op, &call, &span).await {
             Ok(done) => return done,
             Err(failure) => failure,
         };

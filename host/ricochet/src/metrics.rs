@@ -103,9 +103,12 @@ mod enabled {
     /// First-try series by service, then operation, and how many pairs that is.
     #[derive(Debug, Default)]
     struct FirstTryCache {
-        by_service: HashMap<Box<str>, HashMap<Box<str>, Arc<FirstTry>, NameHash>, NameHash>,
+        by_service: HashMap<Box<str>, SeriesByOperation, NameHash>,
         pairs: usize,
     }
+
+    /// One service's first-try series, by operation.
+    type SeriesByOperation = HashMap<Box<str>, Arc<FirstTry>, NameHash>;
 
     /// FNV-1a (64-bit) for the first-try cache: its keys are a few short names from the
     /// application's own code (at most [`MAX_FIRST_TRY_CACHE`] pairs), looked up on every call,

@@ -822,12 +822,15 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// What one attempt ends in: a success, or a failure that may carry its response.
+type AttemptOutcome<ResBody, E> = Result<Response<ResBody>, Failed<Response<ResBody>, E>>;
+
 impl<F, W, ResBody, E> Future for Attempt<F, W>
 where
     F: Future<Output = Result<Response<ResBody>, E>>,
-    W: Future<Output = Result<Response<ResBody>, Failed<Response<ResBody>, E>>>,
+    W: Future<Output = AttemptOutcome<ResBody, E>>,
 {
-    type Output = Result<Response<ResBody>, Failed<Response<ResBody>, E>>;
+    type Output = AttemptOutcome<ResBody, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
@@ -839,9 +842,11 @@ where
 }
 
 /// The inner service's answer as an attempt's outcome: the response head classified.
-fn classified<ResBody, E>(
-    answer: Result<Response<ResBody>, E>,
-) -> Result<Response<ResBody>, Failed<Response<ResBody>, E>> {
+#[allow(
+    clippy::result_large_err,
+    reason = "a failed response is returned to the caller when it is the last: it is the error"
+)]
+fn classified<ResBody, E>(answer: Result<Response<ResBody>, E>) -> AttemptOutcome<ResBody, E> {
     let response = answer.map_err(Failed::Transport)?;
     match classify_response(response.status(), response.headers()) {
         None => Ok(response),
@@ -857,10 +862,7 @@ fn attempt<'a, S, Body, ResBody>(
     parts: http::request::Parts,
     body: Option<Body>,
     unsent: &'a std::sync::Mutex<Option<Body>>,
-) -> Attempt<
-    S::Future,
-    impl Future<Output = Result<Response<ResBody>, Failed<Response<ResBody>, S::Error>>> + 'a,
->
+) -> Attempt<S::Future, impl Future<Output = AttemptOutcome<ResBody, S::Error>> + 'a>
 where
     S: Service<Request<Body>, Response = Response<ResBody>> + 'a,
     Body: 'a,

@@ -651,6 +651,7 @@ impl<B: Body> Body for IdempotentBody<B> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
