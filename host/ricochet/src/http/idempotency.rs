@@ -19,8 +19,8 @@
 //! - a success (`2xx`, `3xx`) is stored for the policy's `idempotency_ttl` (or
 //!   [`IdempotencyOptions::ttl`]); any other outcome releases the key, so a later request may
 //!   run. The response body is read whole before the call returns, up to
-//!   [`DEFAULT_MAX_STORED_RESPONSE`] (1 MiB, `max_stored_response`); a larger response is
-//!   returned as it is but not stored (the key is released);
+//!   [`DEFAULT_MAX_STORED_RESPONSE`] (1 MiB, `max_stored_response`); a larger response, or one
+//!   with trailers (gRPC), is returned as it is but not stored (the key is released);
 //! - a store that is unreachable (or slower than [`IdempotencyOptions::store_deadline`]) never
 //!   fails a request: it runs without deduplication, counted in
 //!   `retry_idempotency_fallback_total` like `execute_idempotent`'s.
