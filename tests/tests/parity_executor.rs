@@ -186,9 +186,11 @@ async fn run(case: &Case, component: Option<PolicyComponent>) -> Trace {
                 },
                 "svc",
                 "op",
-                |e: &Scripted| Classification {
-                    category: e.category,
-                    server_delay: e.server_delay_ms.map(Duration::from_millis),
+                |e: &Scripted| {
+                    Classification::with_server_delay(
+                        e.category,
+                        e.server_delay_ms.map(Duration::from_millis),
+                    )
                 },
             )
             .await;

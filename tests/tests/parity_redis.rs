@@ -153,10 +153,7 @@ async fn run(
             },
             service,
             "op",
-            |e: &Scripted| Classification {
-                category: e.0,
-                server_delay: e.1.map(Duration::from_micros),
-            },
+            |e: &Scripted| Classification::with_server_delay(e.0, e.1.map(Duration::from_micros)),
         )
         .await;
     let events = events.lock().unwrap().clone();

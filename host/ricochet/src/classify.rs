@@ -61,6 +61,12 @@ pub struct Classification {
     pub category: ErrorCategory,
     /// The delay the server asked for, if any.
     pub server_delay: Option<Duration>,
+    /// This failure must not be retried, whatever its category: the server said so (a gRPC
+    /// pushback of "do not retry"), or the request cannot be sent again (its body was not
+    /// kept). The category still counts as it is (the breaker and the budget see a
+    /// `ServiceUnavailableError` as one), and the call gives up at once as on a
+    /// non-retryable error.
+    pub do_not_retry: bool,
 }
 
 impl Classification {
@@ -69,7 +75,24 @@ impl Classification {
         Self {
             category,
             server_delay: None,
+            do_not_retry: false,
         }
+    }
+
+    /// A category with the delay the server asked for.
+    pub const fn with_server_delay(category: ErrorCategory, delay: Option<Duration>) -> Self {
+        Self {
+            category,
+            server_delay: delay,
+            do_not_retry: false,
+        }
+    }
+
+    /// The same failure, not to be retried (see [`do_not_retry`](Self::do_not_retry)).
+    #[must_use]
+    pub const fn final_failure(mut self) -> Self {
+        self.do_not_retry = true;
+        self
     }
 }
 
@@ -279,10 +302,7 @@ impl Classify for HttpError {
         if self.status == 503 && server_delay.is_none() {
             return Classification::new(ErrorCategory::ServiceUnavailable);
         }
-        Classification {
-            category,
-            server_delay,
-        }
+        Classification::with_server_delay(category, server_delay)
     }
 }
 
@@ -448,10 +468,10 @@ mod tests {
         let throttled = io::Error::other(HttpError::from_headers(429, [("Retry-After", "2")]));
         assert_eq!(
             throttled.classify(),
-            Classification {
-                category: ErrorCategory::RateLimited,
-                server_delay: Some(Duration::from_secs(2)),
-            }
+            Classification::with_server_delay(
+                ErrorCategory::RateLimited,
+                Some(Duration::from_secs(2))
+            )
         );
         // Nested twice, and under a kind that says otherwise.
         let nested = io::Error::new(

@@ -13,9 +13,17 @@
 //! Every decision comes from `ricochet-core` (the executor never computes a delay): after a
 //! failed attempt the error is classified, the core decides, a coordinated retry asks the
 //! coordinator for a slot (falling back locally within its deadline), and the executor sleeps.
-//! Dropping the returned future cancels any sleep. On the first-try-success path nothing is
-//! allocated beyond what the operation's own future needs: the trace id, log fields and
-//! coordinator calls only happen once an attempt fails.
+//! Dropping the returned future cancels any sleep.
+//!
+//! # What a first-try success costs
+//!
+//! The first attempt runs in a small future that holds the operation's own and little else
+//! (the `retry` span, the call's labels and start time); the retry loop — its state, the seed,
+//! the trace id, the log fields, the coordinator — is built on the heap only when that attempt
+//! fails. Nothing is allocated on the success path unless the policy bounds attempts itself
+//! (`with_attempt_timeout`, `max_elapsed`), whose timer is then boxed. The seed's first-try
+//! metrics (`attempt="1"`, `attempts_needed="1"`, the duration) are cached per
+//! `(service, operation)`.
 //!
 //! The decision may come from another [`PolicyEngine`] instead — a policy component
 //! (`RetryPolicy::with_component`, feature `component`) — while everything around it stays the same: the breaker's
@@ -74,6 +82,7 @@ use ricochet_core::{
     RetryState,
 };
 
+use crate::bounded::Bounded;
 use crate::classify::{Classification, Classify};
 use crate::clock::{Clock, SharedClock, TokioClock};
 use crate::coordination::BoxFuture;
@@ -84,7 +93,7 @@ use crate::coordination::{
 use crate::engine::{DecideInput, EngineError, HostBackends, PolicyEngine};
 use crate::idempotency::{IdempotencyStore, InMemoryIdempotencyStore};
 use crate::logging::{current_trace_id, scrub_secrets, TARGET};
-use crate::metrics::RetryMetrics;
+use crate::metrics::{FirstTry, RetryMetrics};
 use tracing::Instrument;
 
 /// What one attempt ended in, when it did not succeed.
@@ -110,7 +119,12 @@ impl<E: fmt::Display> fmt::Display for AttemptError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Failed(e) => e.fmt(f),
-            Self::TimedOut(d) => write!(f, "attempt timed out after {d:?}"),
+            // Named by its category, as the seed's logs name a `TimeoutError`.
+            Self::TimedOut(d) => write!(
+                f,
+                "TimeoutError: attempt timed out after {:.3}s",
+                d.as_secs_f64()
+            ),
         }
     }
 }
@@ -134,7 +148,9 @@ pub enum RetryError<E> {
     /// The seed's `MaxRetriesExceeded`: retries ran out (or a deadline, budget, breaker or
     /// Retry-After cap stopped them).
     MaxRetriesExceeded(MaxRetriesExceeded<E>),
-    /// A non-retryable error, returned at once (after one attempt, or two for an expired token).
+    /// A non-retryable error, returned at once (after one attempt, or two for an expired token);
+    /// also a failure classified [`do_not_retry`](Classification::do_not_retry), whatever its
+    /// category.
     NonRetryable(E),
     /// The circuit breaker refused the first call: no call was made. (A refused *retry* gives
     /// up as [`RetryError::MaxRetriesExceeded`] with reason `circuit_open`.)
@@ -509,19 +525,20 @@ impl RetryPolicy {
     ///
     /// Outside a tokio runtime with its time driver (see the [module docs](self)): tokio's own
     /// panic, at the first timer the call needs.
-    pub async fn execute_with_retry<T, E, F, Fut>(
-        &self,
+    // Not an `async fn`: the future is `execute_classified`'s own, not one more layer around it
+    // that every call would build and move.
+    pub fn execute_with_retry<'a, T, E, F, Fut>(
+        &'a self,
         op: F,
-        service: &str,
-        operation: &str,
-    ) -> Result<T, RetryError<E>>
+        service: &'a str,
+        operation: &'a str,
+    ) -> impl Future<Output = Result<T, RetryError<E>>> + use<'a, T, E, F, Fut>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
         E: Classify + fmt::Display,
     {
         self.execute_classified(op, service, operation, |e: &E| e.classify())
-            .await
     }
 
     /// Runs `op` until it succeeds or the policy gives up, classifying errors with `classify`.
@@ -530,31 +547,6 @@ impl RetryPolicy {
     ///
     /// Outside a tokio runtime with its time driver (see the [module docs](self)).
     pub async fn execute_classified<T, E, F, Fut, C>(
-        &self,
-        op: F,
-        service: &str,
-        operation: &str,
-        classify: C,
-    ) -> Result<T, RetryError<E>>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-        E: fmt::Display,
-        C: Fn(&E) -> Classification,
-    {
-        let span = tracing::debug_span!(
-            target: TARGET,
-            "retry",
-            service,
-            operation,
-            trace_id = tracing::field::Empty
-        );
-        self.run_classified(op, service, operation, classify)
-            .instrument(span)
-            .await
-    }
-
-    async fn run_classified<T, E, F, Fut, C>(
         &self,
         mut op: F,
         service: &str,
@@ -567,100 +559,136 @@ impl RetryPolicy {
         E: fmt::Display,
         C: Fn(&E) -> Classification,
     {
-        let started = Instant::now();
-        // The seed and the clock are only needed once an attempt fails: a first-try success
-        // reads no clock but `started` and draws no seed.
-        let mut state = RetryState::new(0, 0);
-        let guarded = self.policy.breaker().is_some() || self.policy.budget().is_some();
-        let mut trace_id: Option<String> = None;
-        let mut first_try = None;
-        let call = CallLabels {
+        let span = retry_span(service, operation);
+        let call = self.call_labels(service, operation);
+        // The first attempt holds little beyond the operation's future; the retry loop and its
+        // state are set up only when it fails, on the heap, so that a first-try success never
+        // builds (or moves) them.
+        let failure = match self.first_attempt(&mut op, &call, &span).await {
+            Ok(done) => return done,
+            Err(failure) => failure,
+        };
+        Box::pin(
+            self.retry_after_failure(op, &call, classify, failure)
+                .instrument(span),
+        )
+        .await
+    }
+
+    /// What one call reports under, starting now.
+    pub(crate) fn call_labels<'a>(
+        &'a self,
+        service: &'a str,
+        operation: &'a str,
+    ) -> CallLabels<'a> {
+        CallLabels {
             service,
             operation,
             metrics: self.metrics(),
-            started,
-        };
-        // The previous attempt's failure: the call's last error if it stops before another.
-        let mut last: Option<Failed<E>> = None;
+            started: Instant::now(),
+        }
+    }
+
+    fn is_guarded(&self) -> bool {
+        self.policy.breaker().is_some() || self.policy.budget().is_some()
+    }
+
+    /// The first attempt: admission, the first-try metrics, the call (`op`, made only when
+    /// admitted) within its time. `Ok` when the call is over (a success, or a breaker that
+    /// refused it); else its failure, for [`retry_after_failure`](Self::retry_after_failure).
+    ///
+    /// Not instrumented as a whole: the only events of a first attempt are the operation's,
+    /// inside its `attempt` span, a child of `retry_span`.
+    pub(crate) async fn first_attempt<T, E, Fut>(
+        &self,
+        op: impl FnOnce() -> Fut,
+        call: &CallLabels<'_>,
+        retry_span: &tracing::Span,
+    ) -> Result<Result<T, RetryError<E>>, FirstFailure<E>>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let (service, operation) = (call.service, call.operation);
+        let guarded = self.is_guarded();
+        if guarded {
+            if let Some(retry_after) = self.admit(service) {
+                if let Some(m) = call.metrics {
+                    m.circuit_rejected(service, operation);
+                    m.failure(
+                        service,
+                        operation,
+                        GiveUpReason::CircuitOpen.name(),
+                        call.started.elapsed().as_secs_f64(),
+                    );
+                }
+                return Ok(Err(RetryError::CircuitOpen { retry_after }));
+            }
+        }
+        let first_try = call.metrics.map(|m| {
+            let ft = m.first_try(service, operation);
+            ft.attempt();
+            ft
+        });
+        // All of `max_elapsed` is left for the first call.
+        let limit = earliest(
+            self.attempt_timeout,
+            self.policy.max_elapsed_us().map(Duration::from_micros),
+        );
+        let attempt_span =
+            tracing::debug_span!(target: TARGET, parent: retry_span, "attempt", attempt = 1_u32);
+        match Bounded::new(op().instrument(attempt_span), limit).await {
+            Ok(Ok(value)) => {
+                if guarded {
+                    let now_us = self.clock.now_us();
+                    self.with_guards(service, |g| RetryState::new(0, 0).on_success(now_us, g));
+                }
+                if let Some(ft) = &first_try {
+                    ft.success(call.started.elapsed().as_secs_f64());
+                }
+                Ok(Ok(value))
+            }
+            Ok(Err(e)) => Err(FirstFailure {
+                error: AttemptError::Failed(e),
+                first_try,
+            }),
+            Err(limit) => Err(FirstFailure {
+                error: AttemptError::TimedOut(limit),
+                first_try,
+            }),
+        }
+    }
+
+    /// The call after its first attempt failed: decide, sleep, try again (`op`), until a
+    /// success or a give-up. Run it inside the call's `retry` span.
+    pub(crate) async fn retry_after_failure<T, E, F, Fut, C>(
+        &self,
+        mut op: F,
+        call: &CallLabels<'_>,
+        classify: C,
+        failure: FirstFailure<E>,
+    ) -> Result<T, RetryError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: fmt::Display,
+        C: Fn(&E) -> Classification,
+    {
+        let FirstFailure {
+            mut error,
+            first_try,
+        } = failure;
+        let (service, operation) = (call.service, call.operation);
+        let guarded = self.is_guarded();
+        // The seed and the clock are only needed from here: a first-try success reads no clock
+        // but `started` and draws no seed.
+        let started_us = self
+            .clock
+            .now_us()
+            .saturating_sub(micros(call.started.elapsed()));
+        let mut state = RetryState::new(self.seed_for_call(), started_us);
+        let mut trace_id: Option<String> = None;
+        let mut attempt: u32 = 1;
         loop {
-            let attempt = state.calls() + 1;
-            // The time `max_elapsed` leaves: all of it for the first call (the state starts at
-            // its failure), then as the core counts it.
-            let time_left = match last {
-                None => self.policy.max_elapsed_us(),
-                Some(_) => state.time_left_us(&self.policy, self.clock.now_us()),
-            }
-            .map(Duration::from_micros);
-            if time_left == Some(Duration::ZERO) {
-                if let Some(failed) = last.take() {
-                    return Err(self.give_up(&call, GiveUpReason::Deadline, attempt - 1, failed));
-                }
-            }
-            if guarded {
-                if let Some(retry_after) = self.admit(service) {
-                    if let Some(m) = call.metrics {
-                        m.circuit_rejected(service, operation);
-                    }
-                    return Err(match last.take() {
-                        Some(failed) => {
-                            self.give_up(&call, GiveUpReason::CircuitOpen, attempt - 1, failed)
-                        }
-                        None => {
-                            if let Some(m) = call.metrics {
-                                m.failure(
-                                    service,
-                                    operation,
-                                    GiveUpReason::CircuitOpen.name(),
-                                    started.elapsed().as_secs_f64(),
-                                );
-                            }
-                            RetryError::CircuitOpen { retry_after }
-                        }
-                    });
-                }
-            }
-            if let Some(m) = call.metrics {
-                if attempt == 1 {
-                    let ft = m.first_try(service, operation);
-                    ft.attempt();
-                    first_try = Some(ft);
-                } else {
-                    m.attempt(service, operation, attempt);
-                }
-            }
-            let attempt_span = tracing::debug_span!(target: TARGET, "attempt", attempt);
-            let outcome = bounded(
-                op().instrument(attempt_span),
-                earliest(self.attempt_timeout, time_left),
-            )
-            .await;
-            let error = match outcome {
-                Ok(Ok(value)) => {
-                    if guarded {
-                        let now_us = self.clock.now_us();
-                        self.with_guards(service, |g| state.on_success(now_us, g));
-                    }
-                    if let (Some(m), Some(ft)) = (call.metrics, &first_try) {
-                        let elapsed = started.elapsed().as_secs_f64();
-                        if attempt == 1 {
-                            ft.success(elapsed);
-                        } else {
-                            m.success(service, operation, attempt);
-                            ft.duration(elapsed);
-                        }
-                    }
-                    return Ok(value);
-                }
-                Ok(Err(e)) => AttemptError::Failed(e),
-                Err(limit) => AttemptError::TimedOut(limit),
-            };
-            if attempt == 1 {
-                let started_us = self
-                    .clock
-                    .now_us()
-                    .saturating_sub(micros(started.elapsed()));
-                state = RetryState::new(self.seed_for_call(), started_us);
-            }
             let class = match &error {
                 AttemptError::Failed(e) => classify(e),
                 AttemptError::TimedOut(_) => Classification::new(ErrorCategory::Timeout),
@@ -671,7 +699,7 @@ impl RetryPolicy {
                 if let Some(refresh) = &self.token_refresh {
                     // Only for a retry that can follow, and within the time an attempt has.
                     if state.may_retry_auth(&self.policy) {
-                        failure.token_refreshed = self.refresh(refresh, &state, &call).await;
+                        failure.token_refreshed = self.refresh(refresh, &state, call).await;
                     }
                 }
             }
@@ -685,7 +713,19 @@ impl RetryPolicy {
             let message = self.render(&error);
             tracing::warn!(target: TARGET, service, operation, attempt, delay = 0.0_f64, error = message.as_str(), trace_id = trace);
             let now_us = self.clock.now_us();
-            let decision = self.decide_guarded(&mut state, failure, now_us, guarded, &call);
+            let decision = if class.do_not_retry {
+                // Final whatever the policy would say: the guards still hear of it.
+                if guarded {
+                    self.with_guards(service, |g| {
+                        state.report_to_guards(&self.policy, failure, now_us, g);
+                    });
+                }
+                Decision::GiveUp {
+                    reason: GiveUpReason::NonRetryable,
+                }
+            } else {
+                self.decide_guarded(&mut state, failure, now_us, guarded, call)
+            };
             let failed = Failed {
                 error,
                 category: class.category,
@@ -694,7 +734,7 @@ impl RetryPolicy {
             };
             let (sleep_us, backoff_us) = match decision {
                 Decision::GiveUp { reason } => {
-                    return Err(self.give_up(&call, reason, attempt, failed))
+                    return Err(self.give_up(call, reason, attempt, failed))
                 }
                 Decision::Retry {
                     delay_us,
@@ -728,7 +768,7 @@ impl RetryPolicy {
                             ..
                         } => (slotted_us, delay_us),
                         Scheduled::GiveUp(reason) => {
-                            return Err(self.give_up(&call, reason, attempt, failed))
+                            return Err(self.give_up(call, reason, attempt, failed))
                         }
                     }
                 }
@@ -745,8 +785,47 @@ impl RetryPolicy {
                     error: message,
                 });
             }
-            last = Some(failed);
             tokio::time::sleep(Duration::from_micros(sleep_us)).await;
+
+            // The next attempt. `failed` is the call's last error if it stops before it.
+            attempt = state.calls() + 1;
+            let time_left = state
+                .time_left_us(&self.policy, self.clock.now_us())
+                .map(Duration::from_micros);
+            if time_left == Some(Duration::ZERO) {
+                return Err(self.give_up(call, GiveUpReason::Deadline, attempt - 1, failed));
+            }
+            if guarded && self.admit(service).is_some() {
+                if let Some(m) = call.metrics {
+                    m.circuit_rejected(service, operation);
+                }
+                return Err(self.give_up(call, GiveUpReason::CircuitOpen, attempt - 1, failed));
+            }
+            drop(failed);
+            if let Some(m) = call.metrics {
+                m.attempt(service, operation, attempt);
+            }
+            let attempt_span = tracing::debug_span!(target: TARGET, "attempt", attempt);
+            let outcome = Bounded::new(
+                op().instrument(attempt_span),
+                earliest(self.attempt_timeout, time_left),
+            )
+            .await;
+            error = match outcome {
+                Ok(Ok(value)) => {
+                    if guarded {
+                        let now_us = self.clock.now_us();
+                        self.with_guards(service, |g| state.on_success(now_us, g));
+                    }
+                    if let (Some(m), Some(ft)) = (call.metrics, &first_try) {
+                        m.success(service, operation, attempt);
+                        ft.duration(call.started.elapsed().as_secs_f64());
+                    }
+                    return Ok(value);
+                }
+                Ok(Err(e)) => AttemptError::Failed(e),
+                Err(limit) => AttemptError::TimedOut(limit),
+            };
         }
     }
 
@@ -771,7 +850,7 @@ impl RetryPolicy {
         let time_left = state
             .time_left_us(&self.policy, self.clock.now_us())
             .map(Duration::from_micros);
-        match bounded(refresh(), earliest(self.attempt_timeout, time_left)).await {
+        match Bounded::new(refresh(), earliest(self.attempt_timeout, time_left)).await {
             Ok(refreshed) => refreshed,
             Err(limit) => {
                 tracing::warn!(
@@ -929,8 +1008,25 @@ impl RetryPolicy {
     }
 }
 
+/// The `retry` span of one call.
+pub(crate) fn retry_span(service: &str, operation: &str) -> tracing::Span {
+    tracing::debug_span!(
+        target: TARGET,
+        "retry",
+        service,
+        operation,
+        trace_id = tracing::field::Empty
+    )
+}
+
+/// How a call's first attempt failed, and its first-try metrics.
+pub(crate) struct FirstFailure<E> {
+    error: AttemptError<E>,
+    first_try: Option<Arc<FirstTry>>,
+}
+
 /// What one call reports under: its labels, its metrics and when it started.
-struct CallLabels<'a> {
+pub(crate) struct CallLabels<'a> {
     service: &'a str,
     operation: &'a str,
     metrics: Option<&'a RetryMetrics>,
@@ -951,14 +1047,6 @@ fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
-    }
-}
-
-/// `fut`, cut at `limit` when there is one (`Err(limit)` then).
-async fn bounded<F: Future>(fut: F, limit: Option<Duration>) -> Result<F::Output, Duration> {
-    match limit {
-        Some(limit) => tokio::time::timeout(limit, fut).await.map_err(|_| limit),
-        None => Ok(fut.await),
     }
 }
 

@@ -110,7 +110,7 @@ mod with_tonic {
 
     use super::{code_category, code_name, PUSHBACK_HEADER};
     use crate::classify::{Classification, Classify};
-    use crate::http::{never_retry, ResponseFailure, MAX_DELAY_HEADER_BYTES};
+    use crate::http::{ResponseFailure, MAX_DELAY_HEADER_BYTES};
 
     /// A status and its pushback onto a classification.
     fn classify_code(code: i32, pushback: Option<&[u8]>) -> Classification {
@@ -124,11 +124,10 @@ mod with_tonic {
             .then(|| std::str::from_utf8(raw).ok())
             .flatten();
         match value.map(parse_grpc_pushback) {
-            Some(GrpcPushback::RetryAfterUs(us)) => Classification {
-                category,
-                server_delay: Some(Duration::from_micros(us)),
-            },
-            Some(GrpcPushback::DoNotRetry) | None => never_retry(class),
+            Some(GrpcPushback::RetryAfterUs(us)) => {
+                Classification::with_server_delay(category, Some(Duration::from_micros(us)))
+            }
+            Some(GrpcPushback::DoNotRetry) | None => class.final_failure(),
         }
     }
 

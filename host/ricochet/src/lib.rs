@@ -87,6 +87,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
+mod bounded;
 pub mod classify;
 pub mod clock;
 pub mod config_file;

@@ -103,8 +103,38 @@ mod enabled {
     /// First-try series by service, then operation, and how many pairs that is.
     #[derive(Debug, Default)]
     struct FirstTryCache {
-        by_service: HashMap<Box<str>, HashMap<Box<str>, Arc<FirstTry>>>,
+        by_service: HashMap<Box<str>, SeriesByOperation, NameHash>,
         pairs: usize,
+    }
+
+    /// One service's first-try series, by operation.
+    type SeriesByOperation = HashMap<Box<str>, Arc<FirstTry>, NameHash>;
+
+    /// FNV-1a (64-bit) for the first-try cache: its keys are a few short names from the
+    /// application's own code (at most [`MAX_FIRST_TRY_CACHE`] pairs), looked up on every call,
+    /// where std's SipHash cost more than the two counters and the histogram it finds.
+    type NameHash = std::hash::BuildHasherDefault<Fnv1a>;
+
+    /// The FNV-1a hash state.
+    #[derive(Debug, Clone, Copy)]
+    struct Fnv1a(u64);
+
+    impl Default for Fnv1a {
+        fn default() -> Self {
+            Self(0xcbf2_9ce4_8422_2325)
+        }
+    }
+
+    impl std::hash::Hasher for Fnv1a {
+        fn write(&mut self, bytes: &[u8]) {
+            for &b in bytes {
+                self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+
+        fn finish(&self) -> u64 {
+            self.0
+        }
     }
 
     /// The series of one `(service, operation)` that a first-try success touches.

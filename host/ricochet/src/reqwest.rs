@@ -32,6 +32,13 @@
 //!
 //! Extensions: every attempt runs the rest of the middleware chain with the caller's
 //! `Extensions`, one attempt after the other.
+//!
+//! Idempotency store: with [`idempotency_store`](RetryMiddleware::idempotency_store), a request
+//! with an `Idempotency-Key` is deduplicated by the store as [`crate::http::idempotency`]
+//! describes (a duplicate gets the stored response, with `idempotent-replayed: true`, and sends
+//! nothing; the same key with another request is an `Error::Middleware` wrapping
+//! [`CallError::Idempotency`]). Its fingerprint covers the body when reqwest holds it in memory
+//! (bytes, text, JSON, forms); a streaming body is sent without deduplication.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -43,10 +50,15 @@ use reqwest_middleware::{Middleware, Next};
 
 use crate::classify::Classification;
 use crate::executor::RetryPolicy;
+use crate::http::idempotency::{
+    collect, concat, fingerprint, idempotency_key, Claim, Collected, Deduplicated, Deduplication,
+    StoredResponse,
+};
 use crate::http::{
     classify_response, finish, settle, AttemptClock, BodyTape, CallError, Failed, OperationName,
     ReplayBody, Settings,
 };
+use crate::idempotency::{IdempotencyOptions, IdempotencyStore};
 use crate::ErrorCategory;
 
 /// A `reqwest-middleware` middleware that retries requests by a [`RetryPolicy`]; see the
@@ -95,6 +107,34 @@ impl RetryMiddleware {
     #[must_use]
     pub fn retry_non_idempotent(mut self) -> Self {
         self.settings().retry_non_idempotent = true;
+        self
+    }
+
+    /// Makes each request's `Idempotency-Key` also key `store` (see the [module docs](self)),
+    /// with the default [`IdempotencyOptions`].
+    #[must_use]
+    pub fn idempotency_store(mut self, store: Arc<dyn IdempotencyStore>) -> Self {
+        self.settings().dedup = Some(Deduplication::new(store));
+        self
+    }
+
+    /// How the idempotency store is used (lease, wait, store deadline, TTL); needs
+    /// [`idempotency_store`](Self::idempotency_store) first.
+    #[must_use]
+    pub fn idempotency_options(mut self, options: IdempotencyOptions) -> Self {
+        if let Some(dedup) = &mut self.settings().dedup {
+            dedup.options = options;
+        }
+        self
+    }
+
+    /// The largest stored response, in bytes (default
+    /// [`DEFAULT_MAX_STORED_RESPONSE`](crate::http::DEFAULT_MAX_STORED_RESPONSE)).
+    #[must_use]
+    pub fn max_stored_response(mut self, bytes: usize) -> Self {
+        if let Some(dedup) = &mut self.settings().dedup {
+            dedup.max_stored = bytes;
+        }
         self
     }
 }
@@ -185,6 +225,95 @@ impl Middleware for RetryMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
+        if let Some(dedup) = &self.settings.dedup {
+            if let Some(key) = idempotency_key(request.headers()) {
+                return self
+                    .deduplicated(dedup, &key, request, extensions, next)
+                    .await;
+            }
+        }
+        self.send(request, extensions, next).await
+    }
+}
+
+impl RetryMiddleware {
+    /// A request with an `Idempotency-Key`, under the store.
+    async fn deduplicated(
+        &self,
+        dedup: &Deduplication,
+        key: &str,
+        request: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let settings = &*self.settings;
+        let body = match request.body() {
+            None => Some(&[][..]),
+            Some(body) => body.as_bytes(),
+        };
+        let Some(body) = body else {
+            tracing::debug!(target: "ricochet::http", service = settings.service.as_str(), "streaming request body: sent without deduplication");
+            return self.send(request, extensions, next).await;
+        };
+        let fingerprint = fingerprint(request.method(), request.url().as_str(), [body]);
+        let url = request.url().clone();
+        let method = request.method().clone();
+        let operation = settings.operation(&method, url.path());
+        let call = Deduplicated::new(dedup, &settings.policy, &settings.service, operation, key);
+        let token = match call.claim(&fingerprint).await {
+            Claim::Run(token) => token,
+            Claim::Replay(stored) => {
+                let mut response = http::Response::new(::reqwest::Body::from(stored.body.clone()));
+                *response.status_mut() = stored.status;
+                *response.headers_mut() = stored.replay_headers();
+                return Ok(with_url(response, url));
+            }
+            Claim::Refused(refusal) => {
+                return Err(middleware_error(CallError::Idempotency(refusal)))
+            }
+        };
+        let (result, stored) = call
+            .renewing(token.as_ref(), async {
+                let response = match self.send(request, extensions, next).await {
+                    Ok(response) => response,
+                    Err(e) => return (Err(e), None),
+                };
+                if classify_response(response.status(), response.headers()).is_some() {
+                    return (Ok(response), None);
+                }
+                let url = response.url().clone();
+                let (head, body) = http::Response::<::reqwest::Body>::from(response).into_parts();
+                match collect(body, dedup.max_stored).await {
+                    Collected::Whole(chunks) => {
+                        let body = concat(chunks);
+                        let stored = StoredResponse {
+                            status: head.status,
+                            headers: head.headers.clone(),
+                            body: body.clone(),
+                        };
+                        let response =
+                            http::Response::from_parts(head, ::reqwest::Body::from(body));
+                        (Ok(with_url(response, url)), Some(stored))
+                    }
+                    Collected::Partial(rest) | Collected::Failed(rest) => {
+                        let response =
+                            http::Response::from_parts(head, ::reqwest::Body::wrap(rest));
+                        (Ok(with_url(response, url)), None)
+                    }
+                }
+            })
+            .await;
+        call.settle(token.as_ref(), stored.as_ref()).await;
+        result
+    }
+
+    /// The request with retries (or once, when it is not retried).
+    async fn send(
+        &self,
+        request: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
         let settings = &*self.settings;
         if !settings.retries(request.method(), request.headers()) {
             return next.run(request, extensions).await;
@@ -242,8 +371,23 @@ impl Middleware for RetryMiddleware {
             Err(CallError::NotSent { reason }) => {
                 Err(middleware_error(CallError::NotSent { reason }))
             }
+            Err(CallError::Idempotency(refusal)) => {
+                Err(middleware_error(CallError::Idempotency(refusal)))
+            }
         }
     }
+}
+
+/// A reqwest response from `response`, with the URL it came from.
+fn with_url(mut response: http::Response<::reqwest::Body>, url: ::reqwest::Url) -> Response {
+    use ::reqwest::ResponseBuilderExt;
+    // reqwest keeps the URL in an extension only its builder can write.
+    if let Ok(marked) = http::Response::builder().url(url).body(()) {
+        response
+            .extensions_mut()
+            .extend(marked.into_parts().0.extensions);
+    }
+    Response::from(response)
 }
 
 const NOT_REPLAYABLE: &str =

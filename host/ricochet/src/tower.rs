@@ -54,12 +54,44 @@
 //! next call's first attempt fail with that error, classified and retried like any attempt that
 //! reached no server. Every retry waits for a fresh clone of the inner service to be ready.
 //!
+//! # Idempotency keys and a store
+//!
+//! [`idempotency_store`](RetryLayer::idempotency_store) makes each request's `Idempotency-Key`
+//! also key an idempotency store (in memory or on Redis): a duplicate of a request that
+//! succeeded gets the stored response without reaching the server; the same key with another
+//! request is [`CallError::Idempotency`]. The rules are in [`crate::http::idempotency`]. The
+//! service then answers `Response<IdempotentBody<ResBody>>`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! # use std::sync::Arc;
+//! # use http_body_util::Full;
+//! # use bytes::Bytes;
+//! # use hyper_util::client::legacy::Client;
+//! # use hyper_util::rt::TokioExecutor;
+//! # use ricochet::tower::RetryLayer;
+//! # use ricochet::idempotency::InMemoryIdempotencyStore;
+//! # use ricochet::{RetryConfig, RetryPolicy};
+//! # use tower::{Service, ServiceBuilder, ServiceExt};
+//! let policy = RetryPolicy::new(RetryConfig::default())?;
+//! let client = Client::builder(TokioExecutor::new()).build_http();
+//! let mut payments = ServiceBuilder::new()
+//!     .layer(RetryLayer::new(policy, "payments").idempotency_store(Arc::new(InMemoryIdempotencyStore::new())))
+//!     .service(client);
+//! let charge = http::Request::post("http://payments.internal/v1/charges")
+//!     .header("idempotency-key", "order-7-charge")
+//!     .body(Full::new(Bytes::from_static(b"amount=1250")))?;
+//! let response = payments.ready().await?.call(charge).await?; // sent once, however often called
+//! # Ok(()) }
+//! ```
+//!
 //! # Default
 //!
 //! - operation name: the request's method ([`OperationName::Method`]);
 //! - body limit: 64 KiB, bodies recorded;
 //! - `POST` and `PATCH` retried only with an `Idempotency-Key`;
-//! - no per-attempt timeout beyond the policy's own (`RetryPolicy::with_attempt_timeout`).
+//! - no per-attempt timeout beyond the policy's own (`RetryPolicy::with_attempt_timeout`);
+//! - no idempotency store: an `Idempotency-Key` makes a request retryable, nothing more.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -71,29 +103,50 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::executor::RetryPolicy;
-use crate::http::{
-    classify_response, finish, settle, AttemptClock, BodyTape, CallError, Failed, OperationName,
-    ReplayBody, Settings,
+use bytes::Bytes;
+use tracing::Instrument;
+
+use crate::coordination::BoxFuture;
+use crate::executor::{retry_span, RetryPolicy};
+use crate::http::idempotency::{
+    collect, concat, fingerprint, idempotency_key, uri_text, Claim, Collected, Deduplicated,
+    Deduplication, StoredResponse,
 };
+use crate::http::{
+    classify_response, finish, settle, AttemptClock, BodyTape, CallError, Failed, IdempotentBody,
+    OperationName, ReplayBody, Settings,
+};
+use crate::idempotency::{IdempotencyOptions, IdempotencyStore};
 
 /// A `tower::Layer` that retries requests by a [`RetryPolicy`]; see the [module docs](self).
 #[derive(Debug, Clone)]
-pub struct RetryLayer<R = RecordBodies> {
+pub struct RetryLayer<R = RecordBodies, D = NoStore> {
     settings: Arc<Settings>,
     bodies: R,
+    store: D,
 }
 
 /// The service [`RetryLayer`] makes.
 #[derive(Debug, Clone)]
-pub struct RetryService<S, R = RecordBodies> {
+pub struct RetryService<S, R = RecordBodies, D = NoStore> {
     inner: S,
     settings: Arc<Settings>,
     bodies: R,
+    store: std::marker::PhantomData<fn() -> D>,
     /// The inner service failed to become ready: the next call's first attempt tries again
     /// (and fails, and is retried, like any attempt that reaches no server).
     unready: bool,
 }
+
+/// No idempotency store: responses keep their body type (the default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoStore;
+
+/// An idempotency store keyed by `Idempotency-Key`s
+/// ([`idempotency_store`](RetryLayer::idempotency_store)): responses come back as
+/// `Response<IdempotentBody<ResBody>>`, which a stored response can fill.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WithStore;
 
 impl RetryLayer<RecordBodies> {
     /// Retries by `policy`; `service` names the upstream in metrics and log lines (and keys its
@@ -102,11 +155,51 @@ impl RetryLayer<RecordBodies> {
         Self {
             settings: Arc::new(Settings::new(policy, service)),
             bodies: RecordBodies,
+            store: NoStore,
         }
     }
 }
 
-impl<R> RetryLayer<R> {
+impl<R> RetryLayer<R, NoStore> {
+    /// Makes each request's `Idempotency-Key` also key `store` (see the
+    /// [module docs](self#idempotency-keys-and-a-store)), with the default
+    /// [`IdempotencyOptions`].
+    pub fn idempotency_store(
+        mut self,
+        store: Arc<dyn IdempotencyStore>,
+    ) -> RetryLayer<R, WithStore> {
+        self.settings().dedup = Some(Deduplication::new(store));
+        RetryLayer {
+            settings: self.settings,
+            bodies: self.bodies,
+            store: WithStore,
+        }
+    }
+}
+
+impl<R> RetryLayer<R, WithStore> {
+    /// How the store is used: lease, wait for a running duplicate, store deadline, TTL.
+    #[must_use]
+    pub fn idempotency_options(mut self, options: IdempotencyOptions) -> Self {
+        if let Some(dedup) = &mut self.settings().dedup {
+            dedup.options = options;
+        }
+        self
+    }
+
+    /// The largest stored response, in bytes (default
+    /// [`DEFAULT_MAX_STORED_RESPONSE`](crate::http::DEFAULT_MAX_STORED_RESPONSE)); a larger one
+    /// is returned but not stored.
+    #[must_use]
+    pub fn max_stored_response(mut self, bytes: usize) -> Self {
+        if let Some(dedup) = &mut self.settings().dedup {
+            dedup.max_stored = bytes;
+        }
+        self
+    }
+}
+
+impl<R, D> RetryLayer<R, D> {
     fn settings(&mut self) -> &mut Settings {
         Arc::make_mut(&mut self.settings)
     }
@@ -145,10 +238,11 @@ impl<R> RetryLayer<R> {
     /// Clones each request's body for every attempt instead of recording it: the inner service
     /// keeps the request's own type, which must be `Clone`.
     #[must_use]
-    pub fn clone_bodies(self) -> RetryLayer<CloneBodies> {
+    pub fn clone_bodies(self) -> RetryLayer<CloneBodies, D> {
         RetryLayer {
             settings: self.settings,
             bodies: CloneBodies,
+            store: self.store,
         }
     }
 
@@ -158,17 +252,35 @@ impl<R> RetryLayer<R> {
     }
 }
 
-impl<S, R: Clone> Layer<S> for RetryLayer<R> {
-    type Service = RetryService<S, R>;
+impl<S, R: Clone, D> Layer<S> for RetryLayer<R, D> {
+    type Service = RetryService<S, R, D>;
 
     fn layer(&self, inner: S) -> Self::Service {
         RetryService {
             inner,
             settings: self.settings.clone(),
             bodies: self.bodies.clone(),
+            store: std::marker::PhantomData,
             unready: false,
         }
     }
+}
+
+/// A request body read ahead whole, for an idempotency fingerprint.
+pub enum ReadAhead<Body, Kept> {
+    /// The whole body fit within the limit.
+    Whole {
+        /// Its bytes.
+        chunks: Vec<Bytes>,
+        /// The first attempt's body.
+        first: Body,
+        /// What is kept for the next attempts.
+        kept: Kept,
+    },
+    /// Longer than the limit (or with trailers): the body to send once, not deduplicated.
+    SendOnce(Body),
+    /// The body failed while it was read: nothing can be sent.
+    Failed,
 }
 
 /// How a request body reaches each attempt.
@@ -186,13 +298,49 @@ pub trait BodyStrategy<B>: Clone + Send + Sync + 'static {
     fn again(&self, kept: &Self::Kept) -> Option<Self::Body>;
     /// Whether another attempt's body can be made now.
     fn can_replay(&self, kept: &Self::Kept) -> bool;
+    /// Reads the whole body ahead (up to `limit` bytes) for an idempotency fingerprint.
+    fn read_ahead(
+        &self,
+        body: B,
+        limit: usize,
+    ) -> BoxFuture<'static, ReadAhead<Self::Body, Self::Kept>>;
+}
+
+/// A read-ahead body as `ReplayBody`s: whole on a tape, or the part read and the rest.
+async fn read_ahead_recorded<B: http_body::Body + Send + 'static>(
+    body: B,
+    limit: usize,
+) -> ReadAhead<ReplayBody<B>, BodyTape> {
+    match collect(body, limit).await {
+        Collected::Whole(chunks) => {
+            let kept = BodyTape::whole(chunks.clone(), limit);
+            match kept.replay() {
+                Some(first) => ReadAhead::Whole {
+                    chunks,
+                    first,
+                    kept,
+                },
+                None => ReadAhead::Failed,
+            }
+        }
+        Collected::Partial(read) => {
+            let (head, trailers, rest) = read.into_read_ahead();
+            ReadAhead::SendOnce(ReplayBody::resumed(head, trailers, rest))
+        }
+        Collected::Failed(_) => ReadAhead::Failed,
+    }
 }
 
 /// Records bodies as they are sent ([`ReplayBody`]); the default.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RecordBodies;
 
-impl<B: http_body::Body + Send + 'static> BodyStrategy<B> for RecordBodies {
+impl<B> BodyStrategy<B> for RecordBodies
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Send,
+{
     type Body = ReplayBody<B>;
     type Kept = BodyTape;
 
@@ -208,13 +356,25 @@ impl<B: http_body::Body + Send + 'static> BodyStrategy<B> for RecordBodies {
     fn can_replay(&self, kept: &BodyTape) -> bool {
         kept.is_complete()
     }
+    fn read_ahead(
+        &self,
+        body: B,
+        limit: usize,
+    ) -> BoxFuture<'static, ReadAhead<ReplayBody<B>, BodyTape>> {
+        Box::pin(read_ahead_recorded(body, limit))
+    }
 }
 
 /// Clones `Clone` bodies for each attempt, whatever their size.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CloneBodies;
 
-impl<B: Clone + Send + Sync + 'static> BodyStrategy<B> for CloneBodies {
+impl<B> BodyStrategy<B> for CloneBodies
+where
+    B: http_body::Body + Clone + Send + Sync + 'static,
+    B::Data: Send,
+    B::Error: Send,
+{
     type Body = B;
     type Kept = B;
 
@@ -230,6 +390,20 @@ impl<B: Clone + Send + Sync + 'static> BodyStrategy<B> for CloneBodies {
     fn can_replay(&self, _kept: &B) -> bool {
         true
     }
+    fn read_ahead(&self, body: B, limit: usize) -> BoxFuture<'static, ReadAhead<B, B>> {
+        let copy = body.clone();
+        Box::pin(async move {
+            match collect(copy, limit).await {
+                Collected::Whole(chunks) => ReadAhead::Whole {
+                    chunks,
+                    first: body.clone(),
+                    kept: body,
+                },
+                Collected::Partial(_) => ReadAhead::SendOnce(body),
+                Collected::Failed(_) => ReadAhead::Failed,
+            }
+        })
+    }
 }
 
 /// Records bodies and hands the inner service a `tonic::body::Body`: for a tonic `Channel`.
@@ -242,7 +416,8 @@ pub struct GrpcBodies;
 impl<B> BodyStrategy<B> for GrpcBodies
 where
     B: http_body::Body + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
 {
     type Body = tonic::body::Body;
     type Kept = BodyTape;
@@ -259,6 +434,27 @@ where
     }
     fn can_replay(&self, kept: &BodyTape) -> bool {
         kept.is_complete()
+    }
+    fn read_ahead(
+        &self,
+        body: B,
+        limit: usize,
+    ) -> BoxFuture<'static, ReadAhead<tonic::body::Body, BodyTape>> {
+        Box::pin(async move {
+            match read_ahead_recorded(body, limit).await {
+                ReadAhead::Whole {
+                    chunks,
+                    first,
+                    kept,
+                } => ReadAhead::Whole {
+                    chunks,
+                    first: tonic::body::Body::new(first),
+                    kept,
+                },
+                ReadAhead::SendOnce(body) => ReadAhead::SendOnce(tonic::body::Body::new(body)),
+                ReadAhead::Failed => ReadAhead::Failed,
+            }
+        })
     }
 }
 
@@ -292,11 +488,12 @@ impl RetryLayer<GrpcBodies> {
         Self {
             settings: Arc::new(settings),
             bodies: GrpcBodies,
+            store: NoStore,
         }
     }
 }
 
-impl<S, R> RetryService<S, R> {
+impl<S, R, D> RetryService<S, R, D> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -306,7 +503,40 @@ impl<S, R> RetryService<S, R> {
 /// The future of a [`RetryService`] call.
 pub type ResponseFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, CallError<E>>> + Send>>;
 
-impl<S, R, B, ResBody> Service<Request<B>> for RetryService<S, R>
+impl<S, R, D> RetryService<S, R, D>
+where
+    S: Clone,
+{
+    /// The service that was made ready goes with this call; a fresh clone waits for the next
+    /// `poll_ready` (tower's rule for services cloned into their futures). Also whether the
+    /// one that goes was ready.
+    fn take_ready(&mut self) -> (S, bool) {
+        let fresh = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, fresh);
+        (ready, !std::mem::take(&mut self.unready))
+    }
+
+    fn poll_inner_ready<Req>(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), CallError<S::Error>>>
+    where
+        S: Service<Req>,
+    {
+        // A readiness error (a channel that cannot connect) is a failed attempt like any other:
+        // the call goes ahead and its first attempt asks again, classified and retried. Pending
+        // stays pending, so back-pressure reaches the caller.
+        match self.inner.poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(result) => {
+                self.unready = result.is_err();
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+}
+
+impl<S, R, B, ResBody> Service<Request<B>> for RetryService<S, R, NoStore>
 where
     R: BodyStrategy<B>,
     R::Body: Send + 'static,
@@ -321,135 +551,340 @@ where
     type Future = ResponseFuture<Response<ResBody>, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // A readiness error (a channel that cannot connect) is a failed attempt like any other:
-        // the call goes ahead and its first attempt asks again, classified and retried. Pending
-        // stays pending, so back-pressure reaches the caller.
-        match self.inner.poll_ready(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(result) => {
-                self.unready = result.is_err();
-                Poll::Ready(Ok(()))
-            }
-        }
+        self.poll_inner_ready::<Request<R::Body>>(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        // The service that was made ready goes with this call; a fresh clone waits for the
-        // next `poll_ready` (tower's rule for services cloned into their futures).
-        let fresh = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, fresh);
-        let is_ready = !std::mem::take(&mut self.unready);
+        let (ready, is_ready) = self.take_ready();
         if !self.settings.retries(request.method(), request.headers()) {
-            // Not retried: straight through, in a future of its own (the retrying one is
-            // kilobytes, and boxing it is not free).
+            // Not retried: straight through, in a future of its own.
             let request = request.map(|body| self.bodies.once(body));
-            let mut service = ready;
-            return Box::pin(async move {
-                if !is_ready {
-                    std::future::poll_fn(|cx| service.poll_ready(cx))
-                        .await
-                        .map_err(CallError::Inner)?;
-                }
-                service.call(request).await.map_err(CallError::Inner)
-            });
+            return Box::pin(send_once(ready, is_ready, request));
         }
         let settings = self.settings.clone();
         let bodies = self.bodies.clone();
-        Box::pin(send(settings, bodies, ready, is_ready, request))
+        // Split before the future is made, so that it holds the parts once.
+        let (parts, body) = request.into_parts();
+        let (first, kept) = bodies.first(body, settings.body_limit);
+        Box::pin(
+            async move { retry(&settings, &bodies, ready, is_ready, &parts, first, kept).await },
+        )
     }
 }
 
-async fn send<S, R, B, ResBody>(
+impl<S, R, B, ResBody> Service<Request<B>> for RetryService<S, R, WithStore>
+where
+    R: BodyStrategy<B>,
+    R::Body: Send + 'static,
+    S: Service<Request<R::Body>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: std::error::Error + Send + Sync + 'static,
+    B: Send + 'static,
+    ResBody: http_body::Body + Send + 'static,
+    ResBody::Error: Send,
+{
+    type Response = Response<IdempotentBody<ResBody>>;
+    type Error = CallError<S::Error>;
+    type Future = ResponseFuture<Response<IdempotentBody<ResBody>>, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.poll_inner_ready::<Request<R::Body>>(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let (ready, is_ready) = self.take_ready();
+        let key = idempotency_key(request.headers());
+        let settings = self.settings.clone();
+        let bodies = self.bodies.clone();
+        match key {
+            Some(key) if settings.dedup.is_some() => Box::pin(send_deduplicated(
+                settings, bodies, ready, is_ready, request, key,
+            )),
+            _ if !settings.retries(request.method(), request.headers()) => {
+                let request = request.map(|body| bodies.once(body));
+                Box::pin(async move {
+                    let response = send_once(ready, is_ready, request).await?;
+                    Ok(response.map(IdempotentBody::live))
+                })
+            }
+            _ => {
+                let (parts, body) = request.into_parts();
+                let (first, kept) = bodies.first(body, settings.body_limit);
+                Box::pin(async move {
+                    let response =
+                        retry(&settings, &bodies, ready, is_ready, &parts, first, kept).await?;
+                    Ok(response.map(IdempotentBody::live))
+                })
+            }
+        }
+    }
+}
+
+/// A request that is not retried: once, through the service.
+async fn send_once<S, Body, ResBody>(
+    mut service: S,
+    is_ready: bool,
+    request: Request<Body>,
+) -> Result<Response<ResBody>, CallError<S::Error>>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>>,
+{
+    if !is_ready {
+        std::future::poll_fn(|cx| service.poll_ready(cx))
+            .await
+            .map_err(CallError::Inner)?;
+    }
+    service.call(request).await.map_err(CallError::Inner)
+}
+
+/// A request with an `Idempotency-Key`, under the layer's idempotency store (see
+/// [`crate::http::idempotency`]).
+async fn send_deduplicated<S, R, B, ResBody>(
     settings: Arc<Settings>,
     bodies: R,
     service: S,
     is_ready: bool,
     request: Request<B>,
+    key: String,
+) -> Result<Response<IdempotentBody<ResBody>>, CallError<S::Error>>
+where
+    R: BodyStrategy<B>,
+    S: Service<Request<R::Body>, Response = Response<ResBody>> + Clone,
+    S::Error: std::error::Error + 'static,
+    ResBody: http_body::Body,
+{
+    let Some(dedup) = settings.dedup.as_ref() else {
+        return Err(CallError::NotSent {
+            reason: "no idempotency store",
+        });
+    };
+    let (parts, body) = request.into_parts();
+    let operation = settings.operation(&parts.method, parts.uri.path());
+    let (chunks, first, kept) = match bodies.read_ahead(body, settings.body_limit).await {
+        ReadAhead::Whole {
+            chunks,
+            first,
+            kept,
+        } => (chunks, first, kept),
+        ReadAhead::SendOnce(body) => {
+            tracing::debug!(target: "ricochet::http", service = settings.service.as_str(), operation, limit = settings.body_limit, "request body over the limit: sent once, not deduplicated");
+            let response = send_once(service, is_ready, Request::from_parts(parts, body)).await?;
+            return Ok(response.map(IdempotentBody::live));
+        }
+        ReadAhead::Failed => {
+            return Err(CallError::NotSent {
+                reason: BODY_FAILED,
+            })
+        }
+    };
+    let fingerprint = fingerprint(
+        &parts.method,
+        &uri_text(&parts.uri),
+        chunks.iter().map(|c| c.as_ref()),
+    );
+    drop(chunks);
+    let call = Deduplicated::new(dedup, &settings.policy, &settings.service, operation, &key);
+    let token = match call.claim(&fingerprint).await {
+        Claim::Run(token) => token,
+        Claim::Replay(stored) => {
+            let mut response = Response::new(IdempotentBody::whole(stored.body.clone()));
+            *response.status_mut() = stored.status;
+            *response.headers_mut() = stored.replay_headers();
+            return Ok(response);
+        }
+        Claim::Refused(refusal) => return Err(CallError::Idempotency(refusal)),
+    };
+    let (result, stored) = call
+        .renewing(token.as_ref(), async {
+            let response =
+                match retry(&settings, &bodies, service, is_ready, &parts, first, kept).await {
+                    Ok(response) => response,
+                    Err(e) => return (Err(e), None),
+                };
+            if classify_response(response.status(), response.headers()).is_some() {
+                return (Ok(response.map(IdempotentBody::live)), None);
+            }
+            let (head, body) = response.into_parts();
+            match collect(body, dedup.max_stored).await {
+                Collected::Whole(chunks) => {
+                    let body = concat(chunks);
+                    let stored = StoredResponse {
+                        status: head.status,
+                        headers: head.headers.clone(),
+                        body: body.clone(),
+                    };
+                    let response = Response::from_parts(head, IdempotentBody::whole(body));
+                    (Ok(response), Some(stored))
+                }
+                Collected::Partial(body) | Collected::Failed(body) => {
+                    (Ok(Response::from_parts(head, body)), None)
+                }
+            }
+        })
+        .await;
+    call.settle(token.as_ref(), stored.as_ref()).await;
+    result
+}
+
+/// A request that may be retried: the first attempt's body and what is kept for the others.
+///
+/// The first attempt goes through the executor's first-attempt path directly; the retry loop,
+/// its operation and its classifier are built (on the heap) only when it fails, so a first-try
+/// success holds little beyond the inner service's future.
+async fn retry<S, R, B, ResBody>(
+    settings: &Settings,
+    bodies: &R,
+    service: S,
+    is_ready: bool,
+    parts: &http::request::Parts,
+    first_body: R::Body,
+    kept: R::Kept,
 ) -> Result<Response<ResBody>, CallError<S::Error>>
 where
     R: BodyStrategy<B>,
     S: Service<Request<R::Body>, Response = Response<ResBody>> + Clone,
     S::Error: std::error::Error + 'static,
 {
-    let (parts, body) = request.into_parts();
-    let (first_body, kept) = bodies.first(body, settings.body_limit);
+    let policy = &settings.policy;
+    let operation = settings.operation(&parts.method, parts.uri.path());
+    let service_name = settings.service.as_str();
     // An attempt that fails before it can send (its service never became ready) leaves the
     // caller's body here, and the next attempt sends it; a first try that succeeds never
     // touches the lock.
     let unsent: std::sync::Mutex<Option<R::Body>> = std::sync::Mutex::new(None);
+    let clock = AttemptClock::start(settings.attempt_timeout, policy.policy());
+    let call = policy.call_labels(service_name, operation);
+    let span = retry_span(service_name, operation);
     let template = service.clone();
-    let mut first = Some((service, first_body));
-    let clock = AttemptClock::start(settings.attempt_timeout, settings.policy.policy());
-    // The closure owns the services (which need not be `Sync`) and borrows the rest.
-    let (parts_ref, kept_ref, bodies_ref, unsent_ref) = (&parts, &kept, &bodies, &unsent);
-    let op = move || {
-        let (service, is_ready, body) = match first.take() {
-            Some((service, body)) => (service, is_ready, Some(body)),
-            None => {
-                let unsent = unsent_ref.lock().unwrap_or_else(|p| p.into_inner()).take();
-                let body = unsent.or_else(|| bodies_ref.again(kept_ref));
-                (template.clone(), false, body)
-            }
-        };
-        // Boxed: the executor keeps its attempt future inline in its own (several times, with
-        // the per-attempt timeout's), and a large inline one made every call copy kilobytes.
-        Box::pin(clock.bound(attempt(
+    let first = || {
+        clock.bound(attempt(
             service,
             is_ready,
-            parts_ref.clone(),
+            parts.clone(),
+            Some(first_body),
+            &unsent,
+        ))
+    };
+    let failure = match policy.first_attempt(first, &call, &span).await {
+        Ok(done) => return finish(done),
+        Err(failure) => failure,
+    };
+    let (unsent, kept) = (&unsent, &kept);
+    let op = move || {
+        let unsent_body = unsent.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let body = unsent_body.or_else(|| bodies.again(kept));
+        clock.bound(attempt(
+            template.clone(),
+            false,
+            parts.clone(),
             body,
-            unsent_ref,
-        )))
+            unsent,
+        ))
     };
-    let operation = settings.operation(&parts.method, parts.uri.path());
-    let service = settings.service.as_str();
     let classify = |failed: &Failed<Response<ResBody>, S::Error>| {
-        let unsent = unsent_ref
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some();
-        let not_retried = (!unsent && !bodies.can_replay(&kept)).then_some(NOT_REPLAYABLE);
-        settle(failed.classification(), not_retried, service, operation)
+        let is_unsent = unsent.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        let not_retried = (!is_unsent && !bodies.can_replay(kept)).then_some(NOT_REPLAYABLE);
+        settle(
+            failed.classification(),
+            not_retried,
+            service_name,
+            operation,
+        )
     };
-    let outcome = settings
-        .policy
-        .execute_classified(op, service, operation, classify)
-        .await;
+    let outcome = Box::pin(
+        policy
+            .retry_after_failure(op, &call, classify, failure)
+            .instrument(span),
+    )
+    .await;
     finish(outcome)
 }
+
+const BODY_FAILED: &str = "the request body failed while it was read ahead for its fingerprint";
 
 const NOT_REPLAYABLE: &str =
     "the request body cannot be sent again (over the limit, failed, or not fully sent)";
 
-/// One attempt: wait for the service, send, classify the response head. A body that could
-/// not be sent goes back to `unsent`.
-async fn attempt<S, Body, ResBody>(
+pin_project_lite::pin_project! {
+    /// One attempt's future: the call on its way, or (after a readiness failure) the wait for
+    /// the service first, or an attempt that could not be made.
+    #[project = AttemptProjection]
+    enum Attempt<F, W> {
+        /// Sent to a ready service: the common case, no larger than the service's future.
+        Sent {
+            #[pin]
+            call: F,
+        },
+        /// Waits for the service, then sends; boxed, since only retries take this path.
+        Waiting { wait: Pin<Box<W>> },
+        /// No body to send.
+        NotSent,
+    }
+}
+
+/// What one attempt ends in: a success, or a failure that may carry its response.
+type AttemptOutcome<ResBody, E> = Result<Response<ResBody>, Failed<Response<ResBody>, E>>;
+
+impl<F, W, ResBody, E> Future for Attempt<F, W>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+    W: Future<Output = AttemptOutcome<ResBody, E>>,
+{
+    type Output = AttemptOutcome<ResBody, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AttemptProjection::Sent { call } => call.poll(cx).map(classified),
+            AttemptProjection::Waiting { wait } => wait.as_mut().poll(cx),
+            AttemptProjection::NotSent => Poll::Ready(Err(Failed::NotSent(NOT_REPLAYABLE))),
+        }
+    }
+}
+
+/// The inner service's answer as an attempt's outcome: the response head classified.
+#[allow(
+    clippy::result_large_err,
+    reason = "a failed response is returned to the caller when it is the last: it is the error"
+)]
+fn classified<ResBody, E>(answer: Result<Response<ResBody>, E>) -> AttemptOutcome<ResBody, E> {
+    let response = answer.map_err(Failed::Transport)?;
+    match classify_response(response.status(), response.headers()) {
+        None => Ok(response),
+        Some(failure) => Err(Failed::Response { response, failure }),
+    }
+}
+
+/// One attempt: wait for the service (unless it is ready), send, classify the response head.
+/// A body that could not be sent goes back to `unsent`.
+fn attempt<'a, S, Body, ResBody>(
     mut service: S,
     is_ready: bool,
     parts: http::request::Parts,
     body: Option<Body>,
-    unsent: &std::sync::Mutex<Option<Body>>,
-) -> Result<Response<ResBody>, Failed<Response<ResBody>, S::Error>>
+    unsent: &'a std::sync::Mutex<Option<Body>>,
+) -> Attempt<S::Future, impl Future<Output = AttemptOutcome<ResBody, S::Error>> + 'a>
 where
-    S: Service<Request<Body>, Response = Response<ResBody>>,
+    S: Service<Request<Body>, Response = Response<ResBody>> + 'a,
+    Body: 'a,
+    ResBody: 'a,
 {
     // `classify` stops retries whose body is not replayable; only a timeout of the policy's
     // own (which skips `classify`) can ask for one.
     let Some(body) = body else {
-        return Err(Failed::NotSent(NOT_REPLAYABLE));
+        return Attempt::NotSent;
     };
-    if !is_ready {
-        if let Err(e) = std::future::poll_fn(|cx| service.poll_ready(cx)).await {
-            *unsent.lock().unwrap_or_else(|p| p.into_inner()) = Some(body);
-            return Err(Failed::Transport(e));
-        }
+    if is_ready {
+        return Attempt::Sent {
+            call: service.call(Request::from_parts(parts, body)),
+        };
     }
-    let response = service
-        .call(Request::from_parts(parts, body))
-        .await
-        .map_err(Failed::Transport)?;
-    match classify_response(response.status(), response.headers()) {
-        None => Ok(response),
-        Some(failure) => Err(Failed::Response { response, failure }),
+    Attempt::Waiting {
+        wait: Box::pin(async move {
+            if let Err(e) = std::future::poll_fn(|cx| service.poll_ready(cx)).await {
+                *unsent.lock().unwrap_or_else(|p| p.into_inner()) = Some(body);
+                return Err(Failed::Transport(e));
+            }
+            classified(service.call(Request::from_parts(parts, body)).await)
+        }),
     }
 }

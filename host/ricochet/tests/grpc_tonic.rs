@@ -249,6 +249,13 @@ async fn tonic_status_classifies_for_the_executor() {
     );
     let pushed = with_pushback(Code::ResourceExhausted, "250").classify();
     assert_eq!(pushed.server_delay, Some(Duration::from_millis(250)));
+    assert!(!pushed.do_not_retry);
+    let stop = with_pushback(Code::Unavailable, "-1").classify();
+    assert_eq!(
+        (stop.category, stop.server_delay, stop.do_not_retry),
+        (ErrorCategory::ServiceUnavailable, None, true),
+        "a negative pushback is a final failure of its own category, not a server delay"
+    );
 
     // The executor around a plain generated client.
     let server = GrpcServer::start(vec![Status::unavailable("a"), Status::unavailable("b")]).await;
@@ -279,10 +286,39 @@ async fn tonic_status_classifies_for_the_executor() {
         )
         .await;
     assert!(
-        matches!(answer, Err(RetryError::MaxRetriesExceeded(_))),
+        matches!(answer, Err(RetryError::NonRetryable(_))),
         "{answer:?}"
     );
     assert_eq!(server.calls(), 1, "pushback -1: not retried");
+}
+
+/// A pushback that says "do not retry" gives up as a failure of the status's own category:
+/// `retry_failure_total{error_type="ServiceUnavailableError"}`, not a made-up server delay.
+#[cfg(feature = "prometheus")]
+#[tokio::test]
+async fn a_do_not_retry_pushback_is_counted_under_its_category() {
+    let registry = prometheus::Registry::new();
+    let metrics = ricochet::metrics::RetryMetrics::register(&registry).unwrap();
+    let server = GrpcServer::start(vec![with_pushback(Code::Unavailable, "-1")]).await;
+    let channel = tower::ServiceBuilder::new()
+        .layer(RetryLayer::grpc(policy().with_metrics(metrics), "health"))
+        .service(server.channel().await);
+    let status = HealthClient::new(channel)
+        .check(check("orders"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(server.calls(), 1);
+    let error_types: Vec<String> = registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "retry_failure_total")
+        .flat_map(|f| f.get_metric().iter())
+        .flat_map(|m| m.get_label().iter())
+        .filter(|l| l.name() == "error_type")
+        .map(|l| l.value().to_string())
+        .collect();
+    assert_eq!(error_types, ["ServiceUnavailableError"]);
 }
 
 /// Hostile gRPC answers from a raw HTTP server: a status that is not a number, a pushback that

@@ -660,3 +660,78 @@ async fn the_executors_json_log_lines_name_the_http_failure() {
         assert_eq!(line["attempt"], 1);
     }
 }
+
+fn failure_types(registry: &prometheus::Registry) -> Vec<String> {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "retry_failure_total")
+        .flat_map(|f| f.get_metric().iter())
+        .flat_map(|m| m.get_label().iter())
+        .filter(|l| l.name() == "error_type")
+        .map(|l| l.value().to_string())
+        .collect()
+}
+
+/// Per-attempt timeouts are the seed's `TimeoutError`: in the log lines' `error` and in
+/// `retry_failure_total{error_type}`, whether the retries ran out or the body could not be sent
+/// again after a timed-out attempt (which once gave up as `retry_after_too_long`).
+#[tokio::test]
+async fn timed_out_attempts_are_timeout_errors_in_logs_and_metrics() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let lines = ricochet::logging::CapturedLines::default();
+    let subscriber =
+        tracing_subscriber::registry().with(ricochet::logging::SeedJsonLayer::new(lines.clone()));
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    // Every attempt times out: retries run out.
+    let registry = prometheus::Registry::new();
+    let metrics = RetryMetrics::register(&registry).unwrap();
+    let hang = Answer::status(200).after(Duration::from_secs(20));
+    let server = Scripted::start(vec![hang.clone(), hang.clone(), hang.clone(), hang]).await;
+    let policy = RetryPolicy::new(config()).unwrap().with_metrics(metrics);
+    let mut svc = RetryLayer::new(policy, "orders")
+        .attempt_timeout(Duration::from_millis(100))
+        .layer(client::<Full<Bytes>>());
+    let result = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await;
+    assert!(matches!(result, Err(CallError::TimedOut(_))), "{result:?}");
+    assert_eq!(failure_types(&registry), ["TimeoutError"]);
+    let logged: Vec<serde_json::Value> = lines
+        .lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(logged.len(), 8, "4 WARNING, 3 INFO, 1 ERROR: {logged:?}");
+    for line in &logged {
+        let error = line["error"].as_str().unwrap();
+        assert!(error.starts_with("TimeoutError: "), "{line}");
+    }
+
+    // A streaming body still being sent when its attempt timed out cannot be sent again: the
+    // call gives up at once, still as a `TimeoutError`.
+    let registry = prometheus::Registry::new();
+    let metrics = RetryMetrics::register(&registry).unwrap();
+    let server = Scripted::start(vec![Answer::status(200)
+        .without_reading_body()
+        .after(Duration::from_secs(20))])
+    .await;
+    let policy = RetryPolicy::new(config()).unwrap().with_metrics(metrics);
+    let mut svc = RetryLayer::new(policy, "events")
+        .attempt_timeout(Duration::from_millis(100))
+        .layer(client::<ChannelBody>());
+    let (tx, body) = ChannelBody::new();
+    tx.send(Ok(Bytes::from_static(b"first part")))
+        .await
+        .unwrap();
+    let put = Request::put(server.url("/events")).body(body).unwrap();
+    let result = svc.ready().await.unwrap().call(put).await;
+    assert!(matches!(result, Err(CallError::TimedOut(_))), "{result:?}");
+    assert_eq!(server.requests(), 1);
+    assert_eq!(failure_types(&registry), ["TimeoutError"]);
+    drop(tx);
+}

@@ -53,6 +53,14 @@ enum Inner<B> {
         chunks: std::vec::IntoIter<Bytes>,
         trailers: Option<HeaderMap>,
     },
+    /// The caller's body after a part of it was read ahead (for an idempotency fingerprint)
+    /// and found too long: the part, then the rest. Sent once, never recorded.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    Resumed {
+        head: std::vec::IntoIter<Bytes>,
+        trailers: Option<HeaderMap>,
+        rest: Option<Pin<Box<B>>>,
+    },
 }
 
 impl<B: Body + Send + 'static> ReplayBody<B> {
@@ -83,6 +91,22 @@ impl<B: Body + Send + 'static> ReplayBody<B> {
     /// The caller's body for a request that is not retried: passed through, nothing kept.
     pub fn passthrough(source: B) -> Self {
         Self::live(Box::pin(source), None)
+    }
+
+    /// A body of which `head` (and `trailers`) were read ahead, then `rest`: sent once.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    pub(crate) fn resumed(
+        head: Vec<Bytes>,
+        trailers: Option<HeaderMap>,
+        rest: Option<Pin<Box<B>>>,
+    ) -> Self {
+        Self {
+            inner: Inner::Resumed {
+                head: head.into_iter(),
+                trailers,
+                rest,
+            },
+        }
     }
 
     fn live(source: Pin<Box<B>>, tape: Option<Arc<Tape>>) -> Self {
@@ -154,6 +178,22 @@ impl Tape {
 }
 
 impl BodyTape {
+    /// A complete recording of a body that was read ahead whole (`chunks`, no trailers).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    pub(crate) fn whole(chunks: Vec<Bytes>, limit: usize) -> Self {
+        let len = chunks.iter().map(Bytes::len).sum();
+        Self(Arc::new(Tape {
+            limit,
+            state: Mutex::new(TapeState {
+                chunks,
+                len,
+                trailers: None,
+                recording: TapeStatus::Complete,
+                unsent: None,
+            }),
+        }))
+    }
+
     /// Whether another attempt can send the whole body: it is recorded in full, or it came
     /// back untouched.
     pub fn is_complete(&self) -> bool {
@@ -226,6 +266,10 @@ impl<B> std::fmt::Debug for ReplayBody<B> {
                 .debug_struct("ReplayBody::Replay")
                 .field("chunks_left", &chunks.len())
                 .finish_non_exhaustive(),
+            Inner::Resumed { head, .. } => f
+                .debug_struct("ReplayBody::Resumed")
+                .field("chunks_read_ahead", &head.len())
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -276,6 +320,27 @@ where
                 Some(chunk) => Some(Ok(Frame::data(chunk))),
                 None => trailers.take().map(|t| Ok(Frame::trailers(t))),
             }),
+            Inner::Resumed {
+                head,
+                trailers,
+                rest,
+            } => {
+                if let Some(chunk) = head.next() {
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
+                if let Some(t) = trailers.take() {
+                    return Poll::Ready(Some(Ok(Frame::trailers(t))));
+                }
+                let Some(source) = rest else {
+                    return Poll::Ready(None);
+                };
+                let frame = ready!(source.as_mut().poll_frame(cx));
+                Poll::Ready(
+                    frame.map(|f| {
+                        f.map(|frame| frame.map_data(|mut d| d.copy_to_bytes(d.remaining())))
+                    }),
+                )
+            }
             Inner::Live {
                 source: Some(source),
                 tape,
@@ -343,6 +408,15 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Replay { chunks, trailers } => chunks.len() == 0 && trailers.is_none(),
+            Inner::Resumed {
+                head,
+                trailers,
+                rest,
+            } => {
+                head.len() == 0
+                    && trailers.is_none()
+                    && rest.as_ref().is_none_or(|s| s.is_end_stream())
+            }
             Inner::Live { source, .. } => source.as_ref().is_none_or(|s| s.is_end_stream()),
         }
     }
@@ -351,6 +425,18 @@ where
         match &self.inner {
             Inner::Replay { chunks, .. } => {
                 SizeHint::with_exact(chunks.as_slice().iter().map(|c| c.len() as u64).sum())
+            }
+            Inner::Resumed { head, rest, .. } => {
+                let read: u64 = head.as_slice().iter().map(|c| c.len() as u64).sum();
+                let rest = rest
+                    .as_ref()
+                    .map_or_else(|| SizeHint::with_exact(0), |s| s.size_hint());
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower().saturating_add(read));
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper.saturating_add(read));
+                }
+                hint
             }
             Inner::Live { source, .. } => source
                 .as_ref()

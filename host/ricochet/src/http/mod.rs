@@ -53,16 +53,22 @@
 //! the total deadline holds even for a hanging upstream. A timed-out attempt is a
 //! `TimeoutError`.
 //!
-//! # A gap in the executor's API, and its stand-in
+//! # Failures that must not be retried
 //!
 //! Some failures must not be retried although their category is retryable: a `503` whose request
-//! body could not be kept, a gRPC pushback that says "do not retry". [`Classification`] has no
-//! way to say "final". Until it has, such a failure keeps its true category (so the breaker and
-//! the budget count it as they should) and carries a server delay longer than any
-//! `max_retry_after`, so the core gives up at once, with the reason `retry_after_too_long` in
-//! the metrics; a `debug` event names the real reason.
+//! body could not be kept, a gRPC pushback that says "do not retry". Their classification is
+//! [`final_failure`](Classification::final_failure): the category stays true (the breaker and
+//! the budget count a `ServiceUnavailableError` or a `TimeoutError` as one, and so does
+//! `retry_failure_total{error_type}`), and the executor gives up at once, as on a non-retryable
+//! error; a `debug` event names the reason.
+//!
+//! # Idempotency keys and a store
+//!
+//! Given an idempotency store, a request with an `Idempotency-Key` is also deduplicated by it:
+//! see [`idempotency`].
 
 pub mod body;
+pub mod idempotency;
 
 use std::fmt;
 use std::time::Duration;
@@ -70,10 +76,14 @@ use std::time::Duration;
 use http::{HeaderMap, Method, StatusCode};
 use ricochet_core::ErrorCategory;
 
+use crate::bounded::Timed;
 use crate::classify::{Classification, Classify, HttpError};
 use crate::executor::{AttemptError, RetryError, RetryPolicy};
 
 pub use body::{BodyTape, ReplayBody, DEFAULT_BODY_LIMIT};
+pub use idempotency::{IdempotencyRefusal, IdempotentBody, DEFAULT_MAX_STORED_RESPONSE};
+
+use idempotency::Deduplication;
 
 /// The request header that makes a `POST` or `PATCH` retryable (IETF httpapi
 /// `Idempotency-Key`).
@@ -95,27 +105,36 @@ pub enum CallError<E> {
         /// How long until the breaker lets a probe through.
         retry_after: Duration,
     },
-    /// A retry was due but its request could not be made: the body could not be sent again.
-    /// Happens only when the *policy's* own attempt timeout (`RetryPolicy::with_attempt_timeout`)
+    /// A request could not be made: a retry was due but the body could not be sent again
+    /// (only when the *policy's* own attempt timeout, `RetryPolicy::with_attempt_timeout`,
     /// ended an attempt while its body was still being sent; the integration's
-    /// `attempt_timeout` ends such a call with [`CallError::TimedOut`] instead.
+    /// `attempt_timeout` ends such a call with [`CallError::TimedOut`] instead), or the body
+    /// failed while it was read ahead for an idempotency fingerprint.
     NotSent {
         /// Why.
         reason: &'static str,
     },
+    /// A request with an `Idempotency-Key` that the idempotency store refused to send: the key
+    /// was used for another request, or a request with it is still running.
+    Idempotency(IdempotencyRefusal),
 }
 
 impl<E: fmt::Display> fmt::Display for CallError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Inner(e) => e.fmt(f),
-            Self::TimedOut(d) => write!(f, "attempt timed out after {:.3}s", d.as_secs_f64()),
+            Self::TimedOut(d) => write!(
+                f,
+                "TimeoutError: attempt timed out after {:.3}s",
+                d.as_secs_f64()
+            ),
             Self::CircuitOpen { retry_after } => write!(
                 f,
                 "circuit open: no request sent, retry after {:.3}s",
                 retry_after.as_secs_f64()
             ),
             Self::NotSent { reason } => write!(f, "retry not sent: {reason}"),
+            Self::Idempotency(refusal) => refusal.fmt(f),
         }
     }
 }
@@ -124,6 +143,7 @@ impl<E: std::error::Error + 'static> std::error::Error for CallError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Inner(e) => Some(e),
+            Self::Idempotency(refusal) => Some(refusal),
             _ => None,
         }
     }
@@ -154,6 +174,8 @@ pub(crate) struct Settings {
     /// gRPC over HTTP/2 sends every call as a `POST`; the caller opted in by putting the layer
     /// on a gRPC channel, as a `retryPolicy` in a service config does in A6.
     pub any_method: bool,
+    /// The idempotency store that `Idempotency-Key`s key, when one is set.
+    pub dedup: Option<Deduplication>,
 }
 
 impl Settings {
@@ -166,6 +188,7 @@ impl Settings {
             attempt_timeout: None,
             retry_non_idempotent: false,
             any_method: false,
+            dedup: None,
         }
     }
 
@@ -253,11 +276,7 @@ pub(crate) fn classify_transport(error: &(dyn std::error::Error + 'static)) -> C
     Classification::new(ErrorCategory::Connection)
 }
 
-/// A server delay no policy accepts (`max_retry_after` is at most 2^53 µs): the core gives up.
-const NEVER: Duration = Duration::from_micros(u64::MAX);
-
-/// `class`, made final when `not_retried` says why it must not be retried (see the module docs
-/// for the stand-in).
+/// `class`, made final when `not_retried` says why it must not be retried.
 pub(crate) fn settle(
     class: Classification,
     not_retried: Option<&'static str>,
@@ -268,16 +287,8 @@ pub(crate) fn settle(
         None => class,
         Some(reason) => {
             tracing::debug!(target: "ricochet::http", service, operation, reason, "failure not retried");
-            never_retry(class)
+            class.final_failure()
         }
-    }
-}
-
-/// `class` with a server delay no policy accepts: the core gives up on it at once.
-pub(crate) fn never_retry(class: Classification) -> Classification {
-    Classification {
-        category: class.category,
-        server_delay: Some(NEVER),
     }
 }
 
@@ -311,17 +322,36 @@ impl AttemptClock {
         }
     }
 
-    /// Runs `attempt` within the limit.
-    pub async fn bound<T, R, E>(
-        self,
-        attempt: impl std::future::Future<Output = Result<T, Failed<R, E>>>,
-    ) -> Result<T, Failed<R, E>> {
-        match self.limit() {
-            None => attempt.await,
-            Some(limit) => tokio::time::timeout(limit, attempt)
-                .await
-                .unwrap_or(Err(Failed::TimedOut(limit))),
+    /// Runs `attempt` within the limit from now.
+    pub fn bound<F: std::future::Future>(self, attempt: F) -> TimedAttempt<F> {
+        TimedAttempt {
+            inner: Timed::new(attempt, self.limit()),
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An attempt within its time: one that runs out is [`Failed::TimedOut`].
+    pub(crate) struct TimedAttempt<F> {
+        #[pin]
+        inner: Timed<F>,
+    }
+}
+
+impl<F, T, R, E> std::future::Future for TimedAttempt<F>
+where
+    F: std::future::Future<Output = Result<T, Failed<R, E>>>,
+{
+    type Output = Result<T, Failed<R, E>>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.project()
+            .inner
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|limit| Err(Failed::TimedOut(limit))))
     }
 }
 
@@ -345,7 +375,11 @@ impl<R, E: fmt::Display> fmt::Display for Failed<R, E> {
         match self {
             Self::Response { failure, .. } => f.write_str(&failure.summary),
             Self::Transport(e) => e.fmt(f),
-            Self::TimedOut(d) => write!(f, "attempt timed out after {:.3}s", d.as_secs_f64()),
+            Self::TimedOut(d) => write!(
+                f,
+                "TimeoutError: attempt timed out after {:.3}s",
+                d.as_secs_f64()
+            ),
             Self::NotSent(reason) => write!(f, "retry not sent: {reason}"),
         }
     }

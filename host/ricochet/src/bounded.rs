@@ -1,0 +1,106 @@
+//! Futures cut at a time limit, when there is one, built without an `async fn` (whose arguments
+//! and locals would each keep a copy of the future):
+//!
+//! - [`Bounded`] keeps the timer on the heap, allocated only when a limit is set: the
+//!   executor's (a policy's own attempt timeout or `max_elapsed` — most calls have neither, and
+//!   then the future is the operation's, with nothing beside it);
+//! - [`Timed`] keeps it inline: the HTTP integrations' attempt timeouts, which are usually set.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Timeout;
+
+pin_project_lite::pin_project! {
+    /// `F`, or `F` within a limit: `Ok(output)`, or `Err(limit)` when the limit ran out first.
+    #[project = BoundedProjection]
+    pub(crate) enum Bounded<F> {
+        /// No limit.
+        Free {
+            #[pin]
+            future: F,
+        },
+        /// Cut at `limit`.
+        Limited {
+            timeout: Pin<Box<Timeout<F>>>,
+            limit: Duration,
+        },
+    }
+}
+
+impl<F: Future> Bounded<F> {
+    /// `future`, cut at `limit` when there is one.
+    pub(crate) fn new(future: F, limit: Option<Duration>) -> Self {
+        match limit {
+            None => Self::Free { future },
+            Some(limit) => Self::Limited {
+                timeout: Box::pin(tokio::time::timeout(limit, future)),
+                limit,
+            },
+        }
+    }
+}
+
+impl<F: Future> Future for Bounded<F> {
+    type Output = Result<F::Output, Duration>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            BoundedProjection::Free { future } => future.poll(cx).map(Ok),
+            BoundedProjection::Limited { timeout, limit } => {
+                let limit = *limit;
+                timeout.as_mut().poll(cx).map(|r| r.map_err(|_| limit))
+            }
+        }
+    }
+}
+
+#[cfg(any(feature = "tower", feature = "reqwest"))]
+pin_project_lite::pin_project! {
+    /// [`Bounded`] with the timer inline.
+    #[project = TimedProjection]
+    pub(crate) enum Timed<F> {
+        /// No limit.
+        Free {
+            #[pin]
+            future: F,
+        },
+        /// Cut at `limit`.
+        Limited {
+            #[pin]
+            timeout: Timeout<F>,
+            limit: Duration,
+        },
+    }
+}
+
+#[cfg(any(feature = "tower", feature = "reqwest"))]
+impl<F: Future> Timed<F> {
+    /// `future`, cut at `limit` when there is one.
+    pub(crate) fn new(future: F, limit: Option<Duration>) -> Self {
+        match limit {
+            None => Self::Free { future },
+            Some(limit) => Self::Limited {
+                timeout: tokio::time::timeout(limit, future),
+                limit,
+            },
+        }
+    }
+}
+
+#[cfg(any(feature = "tower", feature = "reqwest"))]
+impl<F: Future> Future for Timed<F> {
+    type Output = Result<F::Output, Duration>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            TimedProjection::Free { future } => future.poll(cx).map(Ok),
+            TimedProjection::Limited { timeout, limit } => {
+                let limit = *limit;
+                timeout.poll(cx).map(|r| r.map_err(|_| limit))
+            }
+        }
+    }
+}
