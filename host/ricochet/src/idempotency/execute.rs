@@ -21,6 +21,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,9 @@ use crate::executor::{RetryError, RetryPolicy};
 /// - `wait`: 30 s for a duplicate to wait on a running call
 /// - `store_deadline`: 100 ms per store round trip
 /// - `ttl`: `None` — the policy's `idempotency_ttl`
+/// - `max_result_bytes`: [`DEFAULT_MAX_RESULT_BYTES`] (1 MiB)
+///
+/// A lease or TTL longer than [`MAX_EXPIRY_MS`](super::MAX_EXPIRY_MS) (100 years) is shortened to it.
 ///
 /// Unguarded and unrecorded calls are counted in `retry_idempotency_fallback_total` on the
 /// policy's metrics.
@@ -54,7 +58,16 @@ pub struct IdempotencyOptions {
     pub store_deadline: Duration,
     /// How long a completed result is kept (default: the policy's `idempotency_ttl`).
     pub ttl: Option<Duration>,
+    /// The largest serialized result that is stored. A larger one is returned as
+    /// [`Origin::Unrecorded`] (counted with reason `result_too_large`) and its claim released:
+    /// Redis closes a connection sent a value past its `proto-max-bulk-len` (512 MiB by default,
+    /// often set lower), and a value of megabytes holds every command queued behind it on the
+    /// shared connection past its deadline.
+    pub max_result_bytes: usize,
 }
+
+/// Default [`IdempotencyOptions::max_result_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_RESULT_BYTES: usize = 1 << 20;
 
 impl Default for IdempotencyOptions {
     fn default() -> Self {
@@ -63,6 +76,7 @@ impl Default for IdempotencyOptions {
             wait: Duration::from_secs(30),
             store_deadline: Duration::from_millis(100),
             ttl: None,
+            max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
         }
     }
 }
@@ -194,7 +208,7 @@ impl RetryPolicy {
         // Scoped per operation so two operations that happen to share a request id never
         // replay each other's results. The store hashes the whole thing.
         let key = format!("{service}\u{1f}{operation}\u{1f}{key}");
-        let lease_ms = options.lease.as_millis().max(1) as u64;
+        let lease_ms = clamped_ms(options.lease);
         let waited_since = Instant::now();
         let mut poll = Duration::from_millis(5);
         let token = loop {
@@ -238,8 +252,11 @@ impl RetryPolicy {
                 }
             }
         };
+        // From here on the claim is ours: if this future is dropped (the caller gave up on it)
+        // before it completes or releases the claim, the guard releases it.
+        let mut claim = ClaimGuard::new(self.idempotency_store(), &key, &token);
         let result = call.run_renewing(&key, &token, lease_ms, op).await;
-        match result {
+        let outcome = match result {
             Ok(value) => {
                 let origin = if call.record(&key, &token, &value).await {
                     Origin::Ran
@@ -255,7 +272,9 @@ impl RetryPolicy {
                 }
                 Err(IdempotencyError::Operation(e))
             }
-        }
+        };
+        claim.disarm();
+        outcome
     }
 }
 
@@ -331,6 +350,18 @@ impl Call<'_> {
     /// returned.
     async fn record<T: Serialize>(&self, key: &str, token: &HolderToken, value: &T) -> bool {
         let bytes = match serde_json::to_vec(value) {
+            Ok(bytes) if bytes.len() > self.options.max_result_bytes => {
+                self.count("result_too_large");
+                tracing::warn!(
+                    service = self.service,
+                    operation = self.operation,
+                    bytes = bytes.len(),
+                    max_result_bytes = self.options.max_result_bytes,
+                    "result too large to store; releasing the idempotency key"
+                );
+                let _ = self.bounded(self.store.fail(key, token)).await;
+                return false;
+            }
             Ok(bytes) => bytes,
             Err(e) => {
                 self.count("serialize");
@@ -340,7 +371,7 @@ impl Call<'_> {
             }
         };
         let ttl_ms = match self.options.ttl {
-            Some(ttl) => ttl.as_millis() as u64,
+            Some(ttl) => clamped_ms(ttl),
             None => self.policy.policy().idempotency_ttl_us() / 1000,
         };
         match self
@@ -365,3 +396,47 @@ impl Call<'_> {
         }
     }
 }
+
+/// A duration in whole ms within `[1, MAX_EXPIRY_MS]` (`as u64` on `as_millis` would wrap a
+/// `Duration::MAX` around to a short lease).
+fn clamped_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, super::MAX_EXPIRY_MS)
+}
+
+/// Releases a claim whose call was dropped before it could complete or release it (a caller's
+/// timeout, a cancelled request): without it the key stayed in progress for the whole lease,
+/// and every duplicate waited for it. The release is sent from a task of its own.
+struct ClaimGuard {
+    armed: Option<(Arc<dyn IdempotencyStore>, String, HolderToken)>,
+}
+
+impl ClaimGuard {
+    fn new(store: &Arc<dyn IdempotencyStore>, key: &str, token: &HolderToken) -> Self {
+        Self {
+            armed: Some((store.clone(), key.to_string(), token.clone())),
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.armed = None;
+    }
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        let Some((store, key, token)) = self.armed.take() else {
+            return;
+        };
+        // Outside a runtime (a runtime shutting down) the claim expires with its lease.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(RELEASE_DEADLINE, store.fail(&key, &token)).await;
+            });
+        }
+    }
+}
+
+/// Bound on a release sent after the call has gone.
+const RELEASE_DEADLINE: Duration = Duration::from_secs(1);

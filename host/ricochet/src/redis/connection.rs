@@ -160,6 +160,9 @@ pub enum RedisSetupError {
     },
     /// The client could not be built (TLS roots, cluster credentials…), scrubbed of secrets.
     Client(String),
+    /// The key prefix holds a `{`: Redis Cluster would take the hash tag from it instead of from
+    /// the operation, and a prefix with `{}` would spread one operation's keys over slots.
+    InvalidKeyPrefix(String),
 }
 
 impl fmt::Display for RedisSetupError {
@@ -168,6 +171,10 @@ impl fmt::Display for RedisSetupError {
             Self::NoUrl => f.write_str("no Redis URL given"),
             Self::InvalidUrl { url, reason } => write!(f, "invalid Redis URL {url}: {reason}"),
             Self::Client(e) => write!(f, "cannot set up the Redis client: {e}"),
+            Self::InvalidKeyPrefix(prefix) => write!(
+                f,
+                "key prefix must not contain `{{` (Redis Cluster would read a hash tag in it), got {prefix:?}"
+            ),
         }
     }
 }
@@ -209,6 +216,11 @@ impl RedisConnection {
     pub fn open(settings: &RedisSettings) -> Result<Self, RedisSetupError> {
         if settings.nodes.is_empty() || settings.nodes.iter().all(|u| u.trim().is_empty()) {
             return Err(RedisSetupError::NoUrl);
+        }
+        if settings.key_prefix.contains('{') {
+            return Err(RedisSetupError::InvalidKeyPrefix(
+                settings.key_prefix.clone(),
+            ));
         }
         let secrets = collect_secrets(&settings.nodes);
         let scrub = |s: String| scrub_secrets(&s, &secrets);
@@ -350,48 +362,35 @@ impl fmt::Debug for RedisConnection {
 }
 
 /// `url` with the password part of its userinfo replaced by `***`.
+///
+/// The userinfo is found by its own rule, not the authority's: it runs up to the *last* `@`
+/// after the scheme, so a password typed with a raw `/`, `?`, `#`, `@` or `:` (which ends an
+/// authority) is still redacted whole. A URL whose query or fragment holds an `@` loses more
+/// than its password to the `***` — never less.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_string();
-    };
-    let userinfo = &authority[..at];
-    let redacted_userinfo = match userinfo.find(':') {
-        Some(colon) => format!("{}:***", &userinfo[..colon]),
-        None => userinfo.to_string(),
-    };
-    format!(
-        "{}://{}{}",
-        &url[..scheme_end],
-        redacted_userinfo,
-        &rest[at..]
-    )
+    match password_span(url) {
+        Some((start, end)) => format!("{}***{}", &url[..start], &url[end..]),
+        None => url.to_string(),
+    }
+}
+
+/// Where the password of `url`'s userinfo is (byte range), if it has a non-empty one: from
+/// the first `:` of the userinfo to the last `@` after the scheme.
+fn password_span(url: &str) -> Option<(usize, usize)> {
+    let userinfo_start = url.find("://")? + 3;
+    let at = userinfo_start + url[userinfo_start..].rfind('@')?;
+    let colon = userinfo_start + url[userinfo_start..at].find(':')?;
+    (colon + 1 < at).then_some((colon + 1, at))
 }
 
 /// The passwords in `urls`, as written and percent-decoded.
 fn collect_secrets(urls: &[String]) -> Vec<String> {
     let mut secrets = Vec::new();
     for url in urls {
-        let Some(scheme_end) = url.find("://") else {
+        let Some((start, end)) = password_span(url) else {
             continue;
         };
-        let rest = &url[scheme_end + 3..];
-        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-        let Some(at) = authority.rfind('@') else {
-            continue;
-        };
-        let Some(colon) = authority[..at].find(':') else {
-            continue;
-        };
-        let raw = &authority[colon + 1..at];
-        if raw.is_empty() {
-            continue;
-        }
+        let raw = &url[start..end];
         secrets.push(raw.to_string());
         let decoded = percent_decode(raw);
         if decoded != raw {
@@ -447,6 +446,21 @@ mod tests {
         assert_eq!(redact_url("redis://app@h:1"), "redis://app@h:1");
         assert_eq!(redact_url("redis://h:1"), "redis://h:1");
         assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn a_password_with_any_reserved_character_is_redacted_whole() {
+        for c in "/?#@:[]!$&'()*+,;=% ".chars() {
+            let password = format!("left{c}right");
+            for user in ["", "app", "a/p", "a?p", "a#p"] {
+                let url = format!("redis://{user}:{password}@127.0.0.1:6379/0");
+                let redacted = redact_url(&url);
+                assert_eq!(redacted, format!("redis://{user}:***@127.0.0.1:6379/0"));
+                assert_eq!(collect_secrets(&[url])[0], password, "{c:?}");
+            }
+        }
+        // An `@` in the query costs the host its display, never the password its redaction.
+        assert_eq!(redact_url("redis://:pw@h:1/0?x=a@b"), "redis://:***@b");
     }
 
     #[test]

@@ -33,5 +33,5 @@ pub use connection::{
     redact_url, RedisConnection, RedisSettings, RedisSetupError, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_KEY_PREFIX,
 };
-pub use coordinator::RedisCoordinator;
+pub use coordinator::{operation_tag, RedisCoordinator};
 pub use store::RedisIdempotencyStore;
