@@ -404,44 +404,72 @@ pub async fn idempotency_suite(store: Arc<dyn IdempotencyStore>) {
         "absurd: stored"
     );
 
-    complete_races_a_takeover(store.clone(), &key("complete-race"), 2_000).await;
+    complete_races_a_takeover(store.clone(), &key("complete-race"), 500).await;
 }
 
 /// Issue 14, item 2: `complete` by a holder whose lease ran out, racing a new caller's
 /// `begin`. Either the late result is stored (and the newcomer replays it) or the newcomer
 /// holds the key (and the late `complete` is `NotHolder`) — never both, which is what a check
 /// and a write under two locks allowed: the takeover was overwritten by the late result.
+///
+/// The two calls run on two threads released together by a spinning barrier, key after key,
+/// the newcomer a little later each time (0 to 2 µs), so its `begin` sweeps the whole of the
+/// `complete` — the in-memory store's window between two locks was a few dozen nanoseconds.
 async fn complete_races_a_takeover(store: Arc<dyn IdempotencyStore>, stem: &str, n: usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let keys: Vec<String> = (0..n).map(|i| format!("{stem}-{i}")).collect();
     let mut tokens = Vec::with_capacity(n);
     for k in &keys {
         tokens.push(started(store.as_ref(), k, "fp", 50, "complete-race").await);
     }
     tokio::time::sleep(Duration::from_millis(120)).await;
-    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let arrived = Arc::new(AtomicUsize::new(0));
+    // Both sides arrive at round `i` (2 i + 2 arrivals), then start at once.
+    let meet = |arrived: &AtomicUsize, round: usize| {
+        arrived.fetch_add(1, Ordering::SeqCst);
+        let mut spins = 0u32;
+        while arrived.load(Ordering::SeqCst) < 2 * round + 2 {
+            spins += 1;
+            // A busy machine may run the other side on this core: let it.
+            if spins % 1024 == 0 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    };
+    let runtime = tokio::runtime::Handle::current();
     let late = {
-        let (store, keys, barrier) = (store.clone(), keys.clone(), barrier.clone());
-        tokio::spawn(async move {
-            barrier.wait().await;
+        let (store, keys, arrived, runtime) = (
+            store.clone(),
+            keys.clone(),
+            arrived.clone(),
+            runtime.clone(),
+        );
+        std::thread::spawn(move || {
             let mut stored = Vec::with_capacity(keys.len());
-            for (k, t) in keys.iter().zip(&tokens) {
-                stored.push(store.complete(k, t, b"late", 60_000).await);
+            for (i, (k, t)) in keys.iter().zip(&tokens).enumerate() {
+                meet(&arrived, i);
+                stored.push(runtime.block_on(store.complete(k, t, b"late", 60_000)));
             }
             stored
         })
     };
     let newcomer = {
-        let (store, keys) = (store.clone(), keys.clone());
-        tokio::spawn(async move {
-            barrier.wait().await;
+        let (store, keys, arrived) = (store.clone(), keys.clone(), arrived.clone());
+        std::thread::spawn(move || {
             let mut begun = Vec::with_capacity(keys.len());
-            for k in &keys {
-                begun.push(store.begin(k, "fp", 60_000).await.unwrap());
+            for (i, k) in keys.iter().enumerate() {
+                meet(&arrived, i);
+                for _ in 0..(i % 64) * 8 {
+                    std::hint::spin_loop();
+                }
+                begun.push(runtime.block_on(store.begin(k, "fp", 60_000)).unwrap());
             }
             begun
         })
     };
-    let (stored, begun) = (late.await.unwrap(), newcomer.await.unwrap());
+    let (stored, begun) = (late.join().unwrap(), newcomer.join().unwrap());
     for ((k, stored), begun) in keys.iter().zip(stored).zip(begun) {
         match (&stored, &begun) {
             (Ok(()), Begin::Completed(v)) => assert_eq!(v, b"late", "complete-race: {k}"),
