@@ -809,3 +809,30 @@ async fn out_of_range_slot_requests_write_nothing() {
     }
     assert_eq!(server.cli(&["DBSIZE"]).trim(), "0", "no counter written");
 }
+
+/// Issue 14, item 7: the link to Redis goes silent without closing — a proxy in between stops
+/// forwarding and keeps both sockets open, so TCP itself never gives up on it. Before the fix
+/// every call fell back, until the kernel gave up on the connection (~15 min, here never).
+/// Now, after 3 calls in a row unanswered over 1 s, the connection opens a fresh link, which
+/// reaches the (healthy) server, and coordination resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_link_is_replaced_and_coordination_resumes() {
+    let server = RedisServer::spawn();
+    let proxy = common::TcpProxy::start(server.port);
+    let c = coordinator(
+        &RedisSettings::single(format!("redis://127.0.0.1:{}", proxy.port))
+            .with_key_prefix(unique_prefix()),
+    );
+    until_coordinated(&c, Duration::from_secs(2)).await;
+    assert_eq!(proxy.links(), 1);
+
+    proxy.black_hole();
+    let took = until_coordinated(&c, Duration::from_secs(5)).await;
+    assert!(
+        took >= ricochet::redis::RECONNECT_AFTER_SILENCE,
+        "resumed after {took:?}, before the link was replaced"
+    );
+    assert_eq!(c.connection().reconnects(), 1);
+    assert_eq!(proxy.links(), 2, "a second link was opened");
+    println!("coordination resumed {took:?} after the link went silent");
+}

@@ -431,7 +431,7 @@ async fn complete_races_a_takeover(store: Arc<dyn IdempotencyStore>, stem: &str,
         while arrived.load(Ordering::SeqCst) < 2 * round + 2 {
             spins += 1;
             // A busy machine may run the other side on this core: let it.
-            if spins % 1024 == 0 {
+            if spins.is_multiple_of(1024) {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();
