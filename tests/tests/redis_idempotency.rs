@@ -747,3 +747,50 @@ async fn a_result_over_the_cap_is_unrecorded_and_the_shared_connection_survives(
         .unwrap();
     assert_eq!(stored.origin, Origin::Ran);
 }
+
+/// Issue 14, item 11: the lease is renewed beside the operation, never in its place. Redis is
+/// frozen while the operation runs, so each renewal waits its whole store deadline (400 ms);
+/// an operation of 20 steps of 5 ms must still finish in about 100 ms. With the renewal
+/// awaited inside a `select!` branch (before the library split), the first renewal, 50 ms in,
+/// stopped polling the operation for 400 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_renewal_does_not_pause_the_operation() {
+    let server = RedisServer::spawn();
+    let policy = policy(redis_store(
+        &RedisSettings::single(server.url()).with_key_prefix(unique_prefix()),
+    ));
+    let options = IdempotencyOptions {
+        lease: Duration::from_millis(150),
+        store_deadline: Duration::from_millis(400),
+        ..Default::default()
+    };
+    let pid = server.pid();
+    let outcome = policy
+        .execute_idempotent_with(
+            &options,
+            "renewing",
+            "fp",
+            || async move {
+                let stopped = std::process::Command::new("kill")
+                    .args(["-STOP", &pid.to_string()])
+                    .status()
+                    .unwrap();
+                assert!(stopped.success());
+                let started = Instant::now();
+                for _ in 0..20 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Ok::<_, io::Error>(started.elapsed())
+            },
+            "s",
+            "o",
+        )
+        .await
+        .unwrap();
+    server.resume();
+    let took = outcome.value;
+    assert!(
+        took < Duration::from_millis(350),
+        "the operation took {took:?}: it was not polled while a renewal waited"
+    );
+}
