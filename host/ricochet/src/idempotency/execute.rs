@@ -267,8 +267,8 @@ impl RetryPolicy {
             }
             Err(e) => {
                 if let Err(store_error) = call.bounded(call.store.fail(&key, &token)).await {
-                    // The claim expires with its lease; a retry may run after that.
-                    tracing::warn!(service, operation, error = %store_error, "could not release the idempotency key after a failure");
+                    tracing::warn!(service, operation, error = %store_error, "could not release the idempotency key after a failure; retrying in the background");
+                    call.settle_later(&key, &token, Settle::Release);
                 }
                 Err(IdempotencyError::Operation(e))
             }
@@ -296,6 +296,29 @@ impl Call<'_> {
         tokio::time::timeout(self.options.store_deadline, f)
             .await
             .unwrap_or(Err(StoreError::Timeout))
+    }
+
+    /// Releases the claim; if the store does not answer, keeps trying in the background.
+    async fn release(&self, key: &str, token: &HolderToken) {
+        if self.bounded(self.store.fail(key, token)).await.is_err() {
+            self.settle_later(key, token, Settle::Release);
+        }
+    }
+
+    /// Keeps sending `settle` from a task of its own until the store answers or the claim's
+    /// lease is over. A holder's `complete` or `fail` that met a failover (the master gone, its
+    /// replica not yet promoted) otherwise left the claim — replicated before the master died —
+    /// in progress for the whole lease: every duplicate waited for it (22 s past the end of a
+    /// 12 s demo, issue 14 item 12). Storing a result late is safe: only the holder's token may.
+    fn settle_later(&self, key: &str, token: &HolderToken, settle: Settle) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = self.policy.idempotency_store().clone();
+        let (key, token) = (key.to_string(), token.clone());
+        let deadline = self.options.store_deadline;
+        let until = tokio::time::Instant::now() + self.options.lease.min(MAX_SETTLE_TIME);
+        runtime.spawn(settle_until(store, key, token, settle, deadline, until));
     }
 
     fn count(&self, reason: &str) {
@@ -359,14 +382,14 @@ impl Call<'_> {
                     max_result_bytes = self.options.max_result_bytes,
                     "result too large to store; releasing the idempotency key"
                 );
-                let _ = self.bounded(self.store.fail(key, token)).await;
+                self.release(key, token).await;
                 return false;
             }
             Ok(bytes) => bytes,
             Err(e) => {
                 self.count("serialize");
                 tracing::warn!(service = self.service, operation = self.operation, error = %e, "result not serializable; releasing the idempotency key");
-                let _ = self.bounded(self.store.fail(key, token)).await;
+                self.release(key, token).await;
                 return false;
             }
         };
@@ -374,8 +397,9 @@ impl Call<'_> {
             Some(ttl) => clamped_ms(ttl),
             None => self.policy.policy().idempotency_ttl_us() / 1000,
         };
+        let ttl_ms = ttl_ms.max(1);
         match self
-            .bounded(self.store.complete(key, token, &bytes, ttl_ms.max(1)))
+            .bounded(self.store.complete(key, token, &bytes, ttl_ms))
             .await
         {
             Ok(()) => true,
@@ -390,7 +414,8 @@ impl Call<'_> {
                     StoreError::Connection(_) => "store_connection",
                     _ => "store_backend",
                 });
-                tracing::warn!(service = self.service, operation = self.operation, error = %e, "could not store the idempotent result");
+                tracing::warn!(service = self.service, operation = self.operation, error = %e, "could not store the idempotent result; retrying in the background");
+                self.settle_later(key, token, Settle::Complete { bytes, ttl_ms });
                 false
             }
         }
@@ -440,3 +465,39 @@ impl Drop for ClaimGuard {
 
 /// Bound on a release sent after the call has gone.
 const RELEASE_DEADLINE: Duration = Duration::from_secs(1);
+
+/// The longest a background `complete` or `fail` keeps trying (at most the lease).
+const MAX_SETTLE_TIME: Duration = Duration::from_secs(60);
+
+/// What a holder still owes the store.
+enum Settle {
+    Complete { bytes: Vec<u8>, ttl_ms: u64 },
+    Release,
+}
+
+/// Sends `settle` every 50–500 ms (doubling) until the store answers — done, or `NotHolder`:
+/// someone else has the key now — or `until`.
+async fn settle_until(
+    store: Arc<dyn IdempotencyStore>,
+    key: String,
+    token: HolderToken,
+    settle: Settle,
+    deadline: Duration,
+    until: tokio::time::Instant,
+) {
+    let mut pause = Duration::from_millis(50);
+    while tokio::time::Instant::now() + pause < until {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+        let sent = match &settle {
+            Settle::Complete { bytes, ttl_ms } => {
+                tokio::time::timeout(deadline, store.complete(&key, &token, bytes, *ttl_ms)).await
+            }
+            Settle::Release => tokio::time::timeout(deadline, store.fail(&key, &token)).await,
+        };
+        match sent {
+            Ok(Ok(())) | Ok(Err(StoreError::NotHolder)) => return,
+            _ => {}
+        }
+    }
+}
