@@ -14,10 +14,14 @@
 //! runs *without* deduplication ([`Origin::Unguarded`]) and
 //! `retry_idempotency_fallback_total{service,operation,reason}` counts it. If the store fails
 //! only after the claim (when storing the result or releasing a failed claim), the call's own
-//! outcome stands and the claim simply expires with its lease; a result that could not be
-//! stored comes back as [`Origin::Unrecorded`], since a later duplicate may run the operation
-//! again. Operations that must never run twice, even while Redis is down, should check the
-//! outcome's [`Origin`] or refuse to run unguarded in `op` itself.
+//! outcome stands and a task of its own keeps resending the result (or the release) until the
+//! store answers or the lease ends — so a failover does not leave the claim in progress for
+//! duplicates to wait on; a result that could not be stored at once comes back as
+//! [`Origin::Unrecorded`], since a duplicate may still run the operation again. A call dropped
+//! by its caller releases its claim; a result above [`IdempotencyOptions::max_result_bytes`]
+//! is not sent (`Unrecorded`, claim released). Operations that must never run twice, even
+//! while Redis is down, should check the outcome's [`Origin`] or refuse to run unguarded in
+//! `op` itself.
 
 use std::fmt;
 use std::future::Future;
@@ -155,8 +159,8 @@ impl RetryPolicy {
     /// call that would succeed: `op` runs without deduplication ([`Origin::Unguarded`]) and
     /// `retry_idempotency_fallback_total{service,operation,reason}` counts it. If the store
     /// fails after the claim (storing the result, releasing a failed claim), the call's own
-    /// outcome stands and the claim expires with its lease; an unstored result is
-    /// [`Origin::Unrecorded`].
+    /// outcome stands and the result (or release) is resent in the background until the store
+    /// answers or the lease ends; a result not stored at once is [`Origin::Unrecorded`].
     pub async fn execute_idempotent<T, E, F, Fut>(
         &self,
         key: &str,
