@@ -16,7 +16,7 @@ use std::pin::Pin;
 
 mod memory;
 mod schedule;
-pub use memory::InMemoryCoordinator;
+pub use memory::{InMemoryCoordinator, MAX_OPERATIONS, MAX_WINDOWS_PER_OPERATION};
 pub use schedule::{
     schedule_retry, schedule_retry_before, Scheduled, DEFAULT_COORDINATION_DEADLINE,
 };
