@@ -258,7 +258,7 @@ impl RetryPolicy {
         };
         // From here on the claim is ours: if this future is dropped (the caller gave up on it)
         // before it completes or releases the claim, the guard releases it.
-        let mut claim = ClaimGuard::new(self.idempotency_store(), &key, &token);
+        let mut claim = ClaimGuard::new(self.idempotency_store(), &key, &token, options.lease);
         let result = call.run_renewing(&key, &token, lease_ms, op).await;
         let outcome = match result {
             Ok(value) => {
@@ -439,12 +439,19 @@ fn clamped_ms(d: Duration) -> u64 {
 /// and every duplicate waited for it. The release is sent from a task of its own.
 struct ClaimGuard {
     armed: Option<(Arc<dyn IdempotencyStore>, String, HolderToken)>,
+    lease: Duration,
 }
 
 impl ClaimGuard {
-    fn new(store: &Arc<dyn IdempotencyStore>, key: &str, token: &HolderToken) -> Self {
+    fn new(
+        store: &Arc<dyn IdempotencyStore>,
+        key: &str,
+        token: &HolderToken,
+        lease: Duration,
+    ) -> Self {
         Self {
             armed: Some((store.clone(), key.to_string(), token.clone())),
+            lease,
         }
     }
 
@@ -460,8 +467,16 @@ impl Drop for ClaimGuard {
         };
         // Outside a runtime (a runtime shutting down) the claim expires with its lease.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let until = tokio::time::Instant::now() + self.lease.min(MAX_SETTLE_TIME);
             runtime.spawn(async move {
-                let _ = tokio::time::timeout(RELEASE_DEADLINE, store.fail(&key, &token)).await;
+                match tokio::time::timeout(RELEASE_DEADLINE, store.fail(&key, &token)).await {
+                    Ok(Ok(())) | Ok(Err(StoreError::NotHolder)) => {}
+                    // Not answered (a failover, a frozen server): keep trying within the lease.
+                    _ => {
+                        settle_until(store, key, token, Settle::Release, RELEASE_DEADLINE, until)
+                            .await
+                    }
+                }
             });
         }
     }
