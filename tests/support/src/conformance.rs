@@ -404,7 +404,7 @@ pub async fn idempotency_suite(store: Arc<dyn IdempotencyStore>) {
         "absurd: stored"
     );
 
-    complete_races_a_takeover(store.clone(), &key("complete-race"), 500).await;
+    complete_races_a_takeover(store.clone(), &key("complete-race"), 2_000).await;
 }
 
 /// Issue 14, item 2: `complete` by a holder whose lease ran out, racing a new caller's
@@ -414,7 +414,8 @@ pub async fn idempotency_suite(store: Arc<dyn IdempotencyStore>) {
 ///
 /// The two calls run on two threads released together by a spinning barrier, key after key,
 /// the newcomer a little later each time (0 to 2 µs), so its `begin` sweeps the whole of the
-/// `complete` — the in-memory store's window between two locks was a few dozen nanoseconds.
+/// `complete` — the in-memory store's window between two locks was a few dozen nanoseconds:
+/// against it, 2 000 keys found the overwrite in every run tried (first at keys 1 to 1 345).
 async fn complete_races_a_takeover(store: Arc<dyn IdempotencyStore>, stem: &str, n: usize) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let keys: Vec<String> = (0..n).map(|i| format!("{stem}-{i}")).collect();
@@ -430,8 +431,8 @@ async fn complete_races_a_takeover(store: Arc<dyn IdempotencyStore>, stem: &str,
         let mut spins = 0u32;
         while arrived.load(Ordering::SeqCst) < 2 * round + 2 {
             spins += 1;
-            // A busy machine may run the other side on this core: let it.
-            if spins.is_multiple_of(1024) {
+            // A busy machine may run the other side on this core: let it, now and then.
+            if spins.is_multiple_of(1 << 20) {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();
