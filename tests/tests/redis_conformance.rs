@@ -8,7 +8,7 @@ use ricochet_test_support as common;
 
 use std::sync::Arc;
 
-use common::conformance::{coordinator_suite, idempotency_suite};
+use common::conformance::{coordinator_suite, idempotency_capacity_suite, idempotency_suite};
 use common::RedisCluster;
 use ricochet::coordination::{Coordinator, InMemoryCoordinator};
 use ricochet::idempotency::{IdempotencyStore, InMemoryIdempotencyStore};
@@ -21,6 +21,20 @@ async fn memory_coordinator_conformance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_idempotency_conformance() {
     idempotency_suite(Arc::new(InMemoryIdempotencyStore::new())).await;
+}
+
+/// Expired claims make room in a full store (issue 14, item 10): memory with a cap of 64.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_idempotency_capacity_conformance() {
+    idempotency_capacity_suite(Arc::new(InMemoryIdempotencyStore::with_max_records(64)), 64).await;
+}
+
+/// The same case on Redis, which has no cap and must answer alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_redis_idempotency_capacity_conformance() {
+    let (settings, _server) = common::single();
+    let store = RedisIdempotencyStore::new(RedisConnection::open(&settings).unwrap());
+    idempotency_capacity_suite(Arc::new(store), 64).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,9 +61,10 @@ async fn cluster_conformance() {
     let coordinator = RedisCoordinator::new(connection.clone());
     assert_eq!(coordinator.name(), "redis-cluster");
     coordinator_suite(Arc::new(coordinator)).await;
-    let store = RedisIdempotencyStore::new(connection);
+    let store = Arc::new(RedisIdempotencyStore::new(connection));
     assert_eq!(store.name(), "redis-cluster");
-    idempotency_suite(Arc::new(store)).await;
+    idempotency_suite(store.clone()).await;
+    idempotency_capacity_suite(store, 64).await;
 
     // Each operation's slot counters live on one node (the hash tag), and the operations of
     // the suite spread over more than one node.

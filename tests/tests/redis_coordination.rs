@@ -28,7 +28,7 @@ fn metrics() -> RetryMetrics {
 }
 
 fn fallbacks(m: &RetryMetrics, service: &str, operation: &str) -> u64 {
-    ["timeout", "connection", "backend"]
+    ["timeout", "connection", "backend", "invalid"]
         .iter()
         .map(|r| {
             m.coordination_fallback
@@ -624,13 +624,215 @@ async fn keys_carry_the_prefix_and_the_operation_hash_tag() {
         .await
         .unwrap();
     let keys = server.cli(&["--scan"]);
-    assert_eq!(
-        keys.trim(),
-        format!("deploy-a:{{billing:charge}}:slot:{}", g.window)
-    );
+    let tag = ricochet::redis::operation_tag("billing", "charge");
+    assert_eq!(tag.len(), 32);
+    assert!(tag.bytes().all(|b| b.is_ascii_hexdigit()), "{tag}");
+    assert_eq!(keys.trim(), format!("deploy-a:{{{tag}}}:slot:{}", g.window));
     let ttl_ms: i64 = server.cli(&["PTTL", keys.trim()]).trim().parse().unwrap();
     assert!(
         ttl_ms > 0 && ttl_ms <= 3_000,
         "counter expires after its window (+1): {ttl_ms} ms"
     );
+}
+
+/// Issue 14, item 1: a password holding a character that ends a URL's authority (`/`, `?`,
+/// `#`) or any other reserved one is still redacted and scrubbed: in the setup error, in
+/// `Debug`, in command errors, in the logs and in the metrics. Before the fix the host part was
+/// cut at the first `/`, `?` or `#`, so `redis://:left/right@…` printed the password.
+#[tokio::test(flavor = "current_thread")]
+async fn a_password_with_reserved_characters_never_shows() {
+    let server = RedisServer::spawn_with_password("the-real-one");
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let policy = RetryConfig::DEFAULT.validate().unwrap();
+    let registry = Registry::new();
+    let m = RetryMetrics::register(&registry).unwrap();
+
+    let mut seen = String::new();
+    for c in "/?#@:[]!$&'()*+,;=% ".chars() {
+        for user in ["", "app", "a/p", "a#p"] {
+            let url = format!(
+                "redis://{user}:Zq81left{c}rightZq82@127.0.0.1:{}",
+                server.port
+            );
+            let settings = RedisSettings::single(&url).with_key_prefix(unique_prefix());
+            seen.push_str(&format!("{settings:?} {:?}\n", settings.redacted_urls()));
+            let connection = match RedisConnection::open(&settings) {
+                Ok(connection) => connection,
+                Err(e) => {
+                    seen.push_str(&format!("{e} {e:?}\n"));
+                    continue;
+                }
+            };
+            let c = RedisCoordinator::new(connection);
+            if let Err(e) = c.calibrate(1).await {
+                seen.push_str(&format!("{e} {e:?}\n"));
+            }
+            let s = schedule_retry(
+                &c,
+                &policy,
+                0,
+                1,
+                0,
+                "reserved",
+                "op",
+                Duration::from_millis(500),
+                Some(&m),
+            )
+            .await;
+            assert!(
+                matches!(
+                    s,
+                    Scheduled::FireIn {
+                        fallback: Some(_),
+                        ..
+                    }
+                ),
+                "a wrong password is a fallback: {s:?}"
+            );
+            seen.push_str(&format!("{c:?} {:?}\n", c.connection()));
+        }
+    }
+    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let mut exposition = String::new();
+    prometheus::TextEncoder::new()
+        .encode_utf8(&registry.gather(), &mut exposition)
+        .unwrap();
+    assert!(
+        logged.contains("coordination failed"),
+        "failures were logged"
+    );
+    assert!(seen.contains("***"), "{seen}");
+    for (name, text) in [
+        ("errors and Debug", &seen),
+        ("logs", &logged),
+        ("metrics", &exposition),
+    ] {
+        for fragment in ["Zq81", "Zq82"] {
+            assert!(!text.contains(fragment), "password in the {name}: {text}");
+        }
+    }
+}
+
+/// Issue 14, item 6: on a 3-node cluster, names holding braces — which gave an empty or
+/// partial hash tag, spreading one operation's keys over slots ("Script attempted to access a
+/// non local key") — coordinate like any other, and a key prefix with a `{` is refused at open
+/// with an error that names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_coordinate_on_a_cluster_and_a_braced_prefix_is_refused() {
+    let cluster = common::RedisCluster::spawn();
+    let c = RedisCoordinator::new(RedisConnection::open(&cluster.settings()).unwrap());
+    for (service, operation) in [
+        ("}orders", "submit"),
+        ("{", "}"),
+        ("{}", "{}"),
+        ("a}b{c", ""),
+    ] {
+        for expected in 0..3 {
+            let g = c
+                .acquire_slot(service, operation, 0, 3_600_000_000)
+                .await
+                .unwrap_or_else(|e| panic!("{service:?}/{operation:?}: {e}"));
+            assert_eq!(g.ticket, expected, "{service:?}/{operation:?}");
+        }
+    }
+    for prefix in ["{}", "ricochet{a}", "x{"] {
+        let settings = RedisSettings::cluster(cluster.urls()).with_key_prefix(prefix);
+        let e = RedisConnection::open(&settings).expect_err("a braced prefix");
+        assert!(
+            e.to_string().contains("key prefix") && e.to_string().contains(prefix),
+            "{e}"
+        );
+    }
+}
+
+/// Issue 14, item 8: a window of 0 and fire times past 2^53 are refused before the script, so
+/// no counter is written (before: a key with no expiry, or a PTTL of 9.2e15 ms, and a wrong
+/// window); the script itself refuses them too, for any other caller of the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_slot_requests_write_nothing() {
+    let server = RedisServer::spawn();
+    let c = coordinator(&RedisSettings::single(server.url()).with_key_prefix(unique_prefix()));
+    let m = metrics();
+    let policy = RetryConfig::DEFAULT.validate().unwrap();
+    for (delay_us, window_us) in [(0, 0), (9_007_199_254_740_993, 1), (i64::MAX as u64, 1)] {
+        let e = c
+            .acquire_slot("bounds", "op", delay_us, window_us)
+            .await
+            .expect_err("out of range");
+        assert_eq!(e.reason(), "invalid", "{e}");
+    }
+    // Through the executor's path: a local slot, counted with reason `invalid`.
+    let s = schedule_retry(
+        &c,
+        &policy,
+        0,
+        1,
+        i64::MAX as u64,
+        "bounds",
+        "op",
+        DEFAULT_COORDINATION_DEADLINE,
+        Some(&m),
+    )
+    .await;
+    assert!(
+        matches!(
+            s,
+            Scheduled::FireIn {
+                fallback: Some("invalid"),
+                ..
+            } | Scheduled::GiveUp(_)
+        ),
+        "{s:?}"
+    );
+    assert_eq!(server.cli(&["DBSIZE"]).trim(), "0", "no counter written");
+
+    // The script on its own (as another host would load it).
+    let script = redis::Script::new(include_str!(
+        "../../host/ricochet/src/redis/scripts/slot.lua"
+    ));
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for (delay_us, window_us) in [(0u64, 0u64), (9_007_199_254_740_993, 1)] {
+        let answer: redis::RedisResult<Vec<i64>> = script
+            .key("raw:{t}:slot:")
+            .arg(delay_us)
+            .arg(window_us)
+            .invoke_async(&mut conn)
+            .await;
+        let e = answer.expect_err("the script refuses");
+        assert!(e.to_string().contains("out of range"), "{e}");
+    }
+    assert_eq!(server.cli(&["DBSIZE"]).trim(), "0", "no counter written");
+}
+
+/// Issue 14, item 7: the link to Redis goes silent without closing — a proxy in between stops
+/// forwarding and keeps both sockets open, so TCP itself never gives up on it. Before the fix
+/// every call fell back, until the kernel gave up on the connection (~15 min, here never).
+/// Now, after 3 calls in a row unanswered over 1 s, the connection opens a fresh link, which
+/// reaches the (healthy) server, and coordination resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_link_is_replaced_and_coordination_resumes() {
+    let server = RedisServer::spawn();
+    let proxy = common::TcpProxy::start(server.port);
+    let c = coordinator(
+        &RedisSettings::single(format!("redis://127.0.0.1:{}", proxy.port))
+            .with_key_prefix(unique_prefix()),
+    );
+    until_coordinated(&c, Duration::from_secs(2)).await;
+    assert_eq!(proxy.links(), 1);
+
+    proxy.black_hole();
+    let took = until_coordinated(&c, Duration::from_secs(5)).await;
+    assert!(
+        took >= ricochet::redis::RECONNECT_AFTER_SILENCE,
+        "resumed after {took:?}, before the link was replaced"
+    );
+    assert_eq!(c.connection().reconnects(), 1);
+    assert_eq!(proxy.links(), 2, "a second link was opened");
+    println!("coordination resumed {took:?} after the link went silent");
 }

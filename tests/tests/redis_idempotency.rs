@@ -115,8 +115,9 @@ async fn hundred_concurrent_duplicates_run_once_on_a_cluster() {
     hundred_duplicates(redis_store(&cluster.settings())).await;
 }
 
-/// A holder that dies mid-operation (its task aborted: no complete, no fail, no renewals) is
-/// taken over once its lease runs out.
+/// A holder that dies mid-operation is taken over once its lease runs out. It dies as a killed
+/// process would: its call is never polled again (no complete, no fail, no renewals) and never
+/// dropped — a dropped call releases its claim at once (`a_dropped_call_releases_its_claim`).
 async fn takeover(store: Arc<dyn IdempotencyStore>) {
     let policy = Arc::new(policy(store));
     let options = IdempotencyOptions {
@@ -125,23 +126,17 @@ async fn takeover(store: Arc<dyn IdempotencyStore>) {
         ..Default::default()
     };
     let key = format!("job-{}", uuid::Uuid::new_v4());
-    let doomed = {
-        let (policy, options, key) = (policy.clone(), options.clone(), key.clone());
-        tokio::spawn(async move {
-            policy
-                .execute_idempotent_with(
-                    &options,
-                    &key,
-                    "fp",
-                    std::future::pending::<Result<u32, io::Error>>,
-                    "jobs",
-                    "run",
-                )
-                .await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    doomed.abort();
+    let mut doomed = Box::pin(policy.execute_idempotent_with(
+        &options,
+        &key,
+        "fp",
+        std::future::pending::<Result<u32, io::Error>>,
+        "jobs",
+        "run",
+    ));
+    // Polled long enough to claim the key, then frozen for good.
+    let _ = tokio::time::timeout(Duration::from_millis(50), doomed.as_mut()).await;
+    std::mem::forget(doomed);
     let started = Instant::now();
     let outcome = policy
         .execute_idempotent_with(
@@ -570,5 +565,232 @@ async fn a_result_the_store_cannot_take_is_returned_as_unrecorded_and_counted() 
             (1, Origin::Replayed) | (2, Origin::Ran)
         ),
         "{again:?}"
+    );
+}
+
+fn fast_options() -> IdempotencyOptions {
+    IdempotencyOptions {
+        wait: Duration::ZERO,
+        ..Default::default()
+    }
+}
+
+/// Issue 14, item 3: Redis is busy (stopped) past the 100 ms store deadline while a claim is
+/// on its way; the call runs unguarded, and when Redis resumes the claim lands — before the
+/// fix with nobody to release it, so a duplicate found it in progress for the whole 30 s
+/// lease. Now a release for the claim's token follows it, and the duplicate runs at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_lands_after_the_store_deadline_is_released() {
+    let server = RedisServer::spawn();
+    let policy = policy(redis_store(
+        &RedisSettings::single(server.url()).with_key_prefix(unique_prefix()),
+    ));
+    let ok = |v: u32| move || async move { Ok::<_, io::Error>(v) };
+    let warm = policy
+        .execute_idempotent_with(&fast_options(), "warm", "fp", ok(0), "s", "o")
+        .await
+        .unwrap();
+    assert_eq!(warm.origin, Origin::Ran);
+
+    server.pause();
+    let pid = server.pid();
+    let resume = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(400));
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &pid.to_string()])
+            .status();
+    });
+    let first = policy
+        .execute_idempotent_with(&fast_options(), "order-1", "fp", ok(1), "s", "o")
+        .await
+        .unwrap();
+    assert_eq!(first.origin, Origin::Unguarded);
+    resume.join().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let duplicate = policy
+        .execute_idempotent_with(&fast_options(), "order-1", "fp", ok(2), "s", "o")
+        .await
+        .expect("the late claim was released, not left in progress");
+    assert_eq!((duplicate.value, duplicate.origin), (2, Origin::Ran));
+}
+
+/// Issue 14, item 3 (the executor's side): an idempotent call dropped by its caller while the
+/// operation runs releases its claim, in memory and on Redis; before, the key stayed in
+/// progress for the whole lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_call_releases_its_claim() {
+    let server = RedisServer::spawn();
+    for store in [
+        Arc::new(InMemoryIdempotencyStore::new()) as Arc<dyn IdempotencyStore>,
+        redis_store(&RedisSettings::single(server.url()).with_key_prefix(unique_prefix())),
+    ] {
+        let name = store.name();
+        let policy = policy(store);
+        let options = fast_options();
+        let slow = policy.execute_idempotent_with(
+            &options,
+            "order-1",
+            "fp",
+            || async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok::<_, io::Error>(1u32)
+            },
+            "s",
+            "o",
+        );
+        tokio::time::timeout(Duration::from_millis(200), slow)
+            .await
+            .expect_err("the caller gives up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let duplicate = policy
+            .execute_idempotent_with(
+                &fast_options(),
+                "order-1",
+                "fp",
+                || async { Ok::<_, io::Error>(2u32) },
+                "s",
+                "o",
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{name}: the dropped call's claim is held: {e}"));
+        assert_eq!(
+            (duplicate.value, duplicate.origin),
+            (2, Origin::Ran),
+            "{name}"
+        );
+    }
+}
+
+/// Issue 14, item 4: a result past `max_result_bytes` (1 MiB by default) is not sent. Before,
+/// a 2 MiB result against `proto-max-bulk-len 1mb` made the server close the connection the
+/// coordinator shares, and left the record in progress. Now the call returns it as
+/// `Unrecorded` (counted `result_too_large`), releases the claim, and the shared connection
+/// keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_over_the_cap_is_unrecorded_and_the_shared_connection_survives() {
+    use ricochet::coordination::Coordinator;
+    let server = RedisServer::spawn_with(&["--proto-max-bulk-len", "1mb"], None);
+    let connection = RedisConnection::open(
+        &RedisSettings::single(server.url()).with_key_prefix(unique_prefix()),
+    )
+    .unwrap();
+    let coordinator = ricochet::redis::RedisCoordinator::new(connection.clone());
+    let registry = Registry::new();
+    let counted = RetryMetrics::register(&registry).unwrap();
+    let policy =
+        policy(Arc::new(RedisIdempotencyStore::new(connection))).with_metrics(counted.clone());
+    coordinator.calibrate(1).await.unwrap();
+
+    let big = "x".repeat(2 << 20);
+    let outcome = policy
+        .execute_idempotent_with(
+            &fast_options(),
+            "big",
+            "fp",
+            || {
+                let big = big.clone();
+                async move { Ok::<_, io::Error>(big) }
+            },
+            "s",
+            "o",
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.origin, Origin::Unrecorded);
+    assert_eq!(outcome.value.len(), 2 << 20);
+    assert_eq!(
+        counted
+            .idempotency_fallback
+            .with_label_values(&["s", "o", "result_too_large"])
+            .get(),
+        1
+    );
+    let started = Instant::now();
+    coordinator
+        .acquire_slot("s", "o", 0, 1_000_000)
+        .await
+        .expect("the shared connection still answers");
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
+    // The claim was released: a duplicate runs (a small result this time) and is stored.
+    let duplicate = policy
+        .execute_idempotent_with(
+            &fast_options(),
+            "big",
+            "fp",
+            || async { Ok::<_, io::Error>("small".to_string()) },
+            "s",
+            "o",
+        )
+        .await
+        .expect("not left in progress");
+    assert_eq!(duplicate.origin, Origin::Ran);
+    // Just under the cap is stored.
+    let near = "y".repeat((1 << 20) - 16);
+    let stored = policy
+        .execute_idempotent_with(
+            &fast_options(),
+            "near",
+            "fp",
+            || {
+                let near = near.clone();
+                async move { Ok::<_, io::Error>(near) }
+            },
+            "s",
+            "o",
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.origin, Origin::Ran);
+}
+
+/// Issue 14, item 11: the lease is renewed beside the operation, never in its place. Redis is
+/// frozen while the operation runs, so each renewal waits its whole store deadline (400 ms);
+/// an operation of 20 steps of 5 ms must still finish in about 100 ms. With the renewal
+/// awaited inside a `select!` branch (before the library split), the first renewal, 50 ms in,
+/// stopped polling the operation for 400 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_renewal_does_not_pause_the_operation() {
+    let server = RedisServer::spawn();
+    let policy = policy(redis_store(
+        &RedisSettings::single(server.url()).with_key_prefix(unique_prefix()),
+    ));
+    let options = IdempotencyOptions {
+        lease: Duration::from_millis(150),
+        store_deadline: Duration::from_millis(400),
+        ..Default::default()
+    };
+    let pid = server.pid();
+    let outcome = policy
+        .execute_idempotent_with(
+            &options,
+            "renewing",
+            "fp",
+            || async move {
+                let stopped = std::process::Command::new("kill")
+                    .args(["-STOP", &pid.to_string()])
+                    .status()
+                    .unwrap();
+                assert!(stopped.success());
+                let started = Instant::now();
+                for _ in 0..20 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Ok::<_, io::Error>(started.elapsed())
+            },
+            "s",
+            "o",
+        )
+        .await
+        .unwrap();
+    server.resume();
+    let took = outcome.value;
+    assert!(
+        took < Duration::from_millis(350),
+        "the operation took {took:?}: it was not polled while a renewal waited"
     );
 }

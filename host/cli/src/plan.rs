@@ -4,7 +4,7 @@
 //! fleet's coordinator for each retry's slot, the way a service would at run time: natively
 //! through `schedule_retry`, with `--engine wasm` through the component's `schedule` export and
 //! its `coordination` import. Every acquisition is a real ticket in Redis (keys
-//! `<prefix>:{<service>:<operation>}:slot:<window>`), and a coordinator that does not answer
+//! `<prefix>:{<tag>}:slot:<window>`, the tag a digest of service and operation), and a coordinator that does not answer
 //! within the deadline shows up as a fallback slot and in the fallback count.
 
 use std::path::{Path, PathBuf};
@@ -244,8 +244,9 @@ pub fn plan(args: PlanArgs) -> Result<()> {
 /// The Redis keys the tickets of this plan were counted in.
 fn ticket_keys(args: &PlanArgs) -> String {
     format!(
-        "{}:{{{}:{}}}:slot:*",
-        args.redis_prefix, args.service, args.operation
+        "{}:{{{}}}:slot:*",
+        args.redis_prefix,
+        ricochet::redis::operation_tag(&args.service, &args.operation)
     )
 }
 

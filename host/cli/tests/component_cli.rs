@@ -279,11 +279,9 @@ fn plan_with_redis_takes_real_tickets_with_either_engine() {
                 .all(|f| f.is_null()),
             "{name}: {v}"
         );
-        let keys = redis.command(&format!("KEYS ricochet:{{{name}:sync}}:slot:*"));
-        assert!(
-            keys.contains(&format!("{{{name}:sync}}:slot:")),
-            "{name}: {keys}"
-        );
+        let tag = ricochet::redis::operation_tag(name, "sync");
+        let keys = redis.command(&format!("KEYS ricochet:{{{tag}}}:slot:*"));
+        assert!(keys.contains(&format!("{{{tag}}}:slot:")), "{name}: {keys}");
     }
     // The table form names the keys and the source of each slot.
     let out = ricochet()
@@ -300,6 +298,10 @@ fn plan_with_redis_takes_real_tickets_with_either_engine() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("ricochet:{table:plan}:slot:*"), "{text}");
+    let tag = ricochet::redis::operation_tag("table", "plan");
+    assert!(
+        text.contains(&format!("ricochet:{{{tag}}}:slot:*")),
+        "{text}"
+    );
     assert!(text.contains("redis"), "{text}");
 }

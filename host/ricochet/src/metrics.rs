@@ -90,7 +90,7 @@ mod enabled {
         pub policy_fallback: IntCounterVec,
         /// `retry_idempotency_fallback_total{service,operation,reason}`: idempotent calls that
         /// ran without deduplication (`reason`: `timeout`, `connection`, `backend`), or whose
-        /// result could not be stored (`store_<…>`, `lease_lost`, `serialize`).
+        /// result could not be stored (`store_<…>`, `lease_lost`, `serialize`, `result_too_large`).
         pub idempotency_fallback: IntCounterVec,
         /// `retry_clock_offset_seconds`: coordinator clock minus local clock.
         pub clock_offset: Gauge,

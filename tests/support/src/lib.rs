@@ -5,6 +5,7 @@
 //!   toolchain a build error, as the test command sets it).
 //! - [`redis`]: real `redis-server` processes on free loopback ports (single, TLS, password,
 //!   3-node cluster), killed on drop, with `kill -9`, restart, `SIGSTOP`/`SIGCONT`.
+//! - [`proxy`]: a loopback TCP proxy that can black-hole the links it carries.
 //! - [`conformance`]: the coordinator and idempotency-store contract, one suite for every backend.
 //! - [`gen`]: a deterministic generator and random valid configs.
 #![allow(
@@ -16,9 +17,11 @@
 
 pub mod conformance;
 pub mod gen;
+pub mod proxy;
 pub mod redis;
 
 pub use gen::{guest, random_config, Gen};
+pub use proxy::TcpProxy;
 pub use redis::{free_port, port_open, single, unique_prefix, RedisCluster, RedisServer};
 
 /// The guests built for the tests (`None` where no wasm toolchain was found).

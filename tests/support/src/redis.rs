@@ -263,15 +263,22 @@ pub fn free_port(with_bus: bool) -> u16 {
     }
 }
 
-/// Three masters, slots split by `redis-cli --cluster create`.
+/// Three masters (and optionally replicas), slots split by `redis-cli --cluster create`.
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
 }
 
 impl RedisCluster {
     pub fn spawn() -> Self {
+        Self::spawn_with(0, 5000)
+    }
+
+    /// Three masters with `replicas` replicas each, and `--cluster-node-timeout node_timeout_ms`
+    /// (how long a master may be silent before its replica is promoted).
+    pub fn spawn_with(replicas: usize, node_timeout_ms: u64) -> Self {
         let mut nodes = Vec::new();
-        while nodes.len() < 3 {
+        let node_timeout = node_timeout_ms.to_string();
+        while nodes.len() < 3 * (1 + replicas) {
             let port = free_port(true);
             let dir = tempfile::tempdir().expect("temp dir");
             let args: Vec<String> = [
@@ -282,7 +289,10 @@ impl RedisCluster {
                 "--cluster-config-file",
                 "nodes.conf",
                 "--cluster-node-timeout",
-                "5000",
+                &node_timeout,
+                // Replicas sync at once (the default waits 5 s for more replicas to join).
+                "--repl-diskless-sync-delay",
+                "0",
             ]
             .iter()
             .map(|s| s.to_string())
@@ -307,7 +317,7 @@ impl RedisCluster {
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
             .expect("redis-cli --cluster create");
@@ -330,7 +340,56 @@ impl RedisCluster {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        // A replica that has not synced cannot be promoted: wait for every link.
+        loop {
+            let synced = nodes.iter().all(|n| {
+                let info = n.cli(&["INFO", "replication"]);
+                !info.contains("role:slave") || info.contains("master_link_status:up")
+            });
+            if synced {
+                break;
+            }
+            assert!(Instant::now() < deadline, "replicas never synced");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         Self { nodes }
+    }
+
+    /// The node that is master of `key`'s slot now (by `CLUSTER KEYSLOT` and `CLUSTER SHARDS`
+    /// as any live node sees them).
+    pub fn master_of(&self, key: &str) -> usize {
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let Ok(slot) = node.cli(&["CLUSTER", "KEYSLOT", key]).trim().parse::<u16>() else {
+                continue;
+            };
+            for line in node.cli(&["CLUSTER", "NODES"]).lines() {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                    continue;
+                }
+                let owns = fields[8..].iter().any(|range| {
+                    let mut ends = range.split('-').filter_map(|e| e.parse::<u16>().ok());
+                    match (ends.next(), ends.next()) {
+                        (Some(a), Some(b)) => (a..=b).contains(&slot),
+                        (Some(a), None) => a == slot,
+                        _ => false,
+                    }
+                });
+                if owns {
+                    let port: u16 = fields[1]
+                        .split(['@', ':'])
+                        .nth(1)
+                        .and_then(|p| p.parse().ok())
+                        .expect("node address");
+                    return self
+                        .nodes
+                        .iter()
+                        .position(|n| n.port == port)
+                        .expect("a node of this cluster");
+                }
+            }
+        }
+        panic!("no live node knows the master of {key}");
     }
 
     pub fn urls(&self) -> Vec<String> {

@@ -777,6 +777,24 @@ mod tests {
         }
     }
 
+    /// Issue 14, item 8, the component path: a guest's `acquire-slot` with a window of 0 or a
+    /// fire time past 2^53 is refused by the coordinator's check before any backend sees it.
+    #[test]
+    fn acquire_slot_refuses_what_a_script_cannot_compute_exactly() {
+        let mut s = state(None);
+        for (delay_us, window_us) in [(0, 0), (9_007_199_254_740_993, 1), (i64::MAX as u64, 1)] {
+            match s.acquire_slot("svc".into(), "op".into(), delay_us, window_us) {
+                Err(types::CoordinationError::Backend(message)) => {
+                    assert!(message.contains("window_us"), "{message}")
+                }
+                other => panic!("delay {delay_us}, window {window_us}: {other:?}"),
+            }
+        }
+        assert!(s
+            .acquire_slot("svc".into(), "op".into(), 0, 1_000_000)
+            .is_ok());
+    }
+
     #[test]
     fn idempotency_imports_claim_complete_and_release_through_the_store() {
         let mut s = state(None);

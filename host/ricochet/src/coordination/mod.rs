@@ -16,7 +16,7 @@ use std::pin::Pin;
 
 mod memory;
 mod schedule;
-pub use memory::InMemoryCoordinator;
+pub use memory::{InMemoryCoordinator, MAX_OPERATIONS, MAX_WINDOWS_PER_OPERATION};
 pub use schedule::{
     schedule_retry, schedule_retry_before, Scheduled, DEFAULT_COORDINATION_DEADLINE,
 };
@@ -47,15 +47,19 @@ pub enum CoordinationError {
     Connection(String),
     /// The backend answered with an error (script error, wrong type, …).
     Backend(String),
+    /// The request cannot be answered exactly: a window of 0 µs, or a fire time that leaves
+    /// the integers a Redis script computes exactly ([`check_slot_request`]).
+    Invalid(String),
 }
 
 impl CoordinationError {
-    /// The `reason` label: `timeout`, `connection` or `backend`.
+    /// The `reason` label: `timeout`, `connection`, `backend` or `invalid`.
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Timeout => "timeout",
             Self::Connection(_) => "connection",
             Self::Backend(_) => "backend",
+            Self::Invalid(_) => "invalid",
         }
     }
 }
@@ -66,6 +70,7 @@ impl fmt::Display for CoordinationError {
             Self::Timeout => f.write_str("coordinator did not answer within its deadline"),
             Self::Connection(e) => write!(f, "coordinator unreachable: {e}"),
             Self::Backend(e) => write!(f, "coordinator error: {e}"),
+            Self::Invalid(e) => write!(f, "invalid slot request: {e}"),
         }
     }
 }
@@ -89,6 +94,39 @@ pub trait Coordinator: Send + Sync + 'static {
 
     /// A short name for logs: `memory`, `redis`, `redis-cluster`.
     fn name(&self) -> &'static str;
+}
+
+/// Fire times and window ends a coordinator computes must stay below this: 2^53, the last
+/// integer a Lua number (a double) holds exactly.
+pub const MAX_SLOT_TIME_US: u64 = 1 << 53;
+
+/// Refuses a slot request no coordinator can answer exactly, before it reaches a backend:
+/// `window_us == 0` (a division by zero; on Redis a counter left with no expiry), or
+/// `now_us + delay_us + 2 * window_us >= 2^53` (the script's arithmetic rounds past 2^53: a delay
+/// of 9007199254740993 gave a wrong window; `i64::MAX` a negative one and a counter kept for
+/// 290 000 years). Every coordinator calls it — the native executor's and a component's
+/// `acquire-slot` go through the same ones.
+pub fn check_slot_request(
+    now_us: u64,
+    delay_us: u64,
+    window_us: u64,
+) -> Result<(), CoordinationError> {
+    if window_us == 0 {
+        return Err(CoordinationError::Invalid(
+            "window_us must be at least 1, got 0".into(),
+        ));
+    }
+    let end_us = window_us
+        .checked_mul(2)
+        .and_then(|w| w.checked_add(delay_us))
+        .and_then(|t| t.checked_add(now_us));
+    match end_us {
+        Some(end_us) if end_us < MAX_SLOT_TIME_US => Ok(()),
+        _ => Err(CoordinationError::Invalid(format!(
+            "now_us + delay_us + 2 * window_us must be below 2^53 ({MAX_SLOT_TIME_US}), got \
+             now_us {now_us}, delay_us {delay_us}, window_us {window_us}"
+        ))),
+    }
 }
 
 /// The local wall clock, µs since the Unix epoch.

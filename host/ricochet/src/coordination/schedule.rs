@@ -37,7 +37,7 @@ pub enum Scheduled {
         /// The slot within the window.
         slot: u32,
         /// `None` when the coordinator placed the retry; otherwise why the local fallback slot
-        /// was used: `timeout`, `connection` or `backend`.
+        /// was used: `timeout`, `connection`, `backend` or `invalid`.
         fallback: Option<&'static str>,
     },
     /// Every window the retry could move to was full (`budget`), or the slot fires past the

@@ -115,7 +115,7 @@ impl InMemoryIdempotencyStore {
             });
         }
         if !state.records.contains_key(key) {
-            state.make_room()?;
+            state.make_room(now)?;
         }
         let token = HolderToken::new(fingerprint.to_string());
         state.records.insert(
@@ -124,24 +124,28 @@ impl InMemoryIdempotencyStore {
                 fingerprint: fingerprint.to_string(),
                 token_id: token.id().to_string(),
                 result: None,
-                expires_at: now + Duration::from_millis(lease_ms),
+                expires_at: now + expiry(lease_ms),
             },
         );
         Ok(Begin::Started(token))
     }
 
-    /// Applies `change` to the live record `token` holds; `Ok(false)` when the key is absent
-    /// (or expired), `NotHolder` when someone else holds or completed it.
-    fn with_held<F>(&self, key: &str, token: &HolderToken, change: F) -> Result<bool, StoreError>
+    /// Applies `change` to the live record `token` holds, under the caller's lock; `Ok(false)`
+    /// when the key is absent (or expired), `NotHolder` when someone else holds or completed it.
+    fn with_held<F>(
+        state: &mut State,
+        key: &str,
+        token: &HolderToken,
+        now: Instant,
+        change: F,
+    ) -> Result<bool, StoreError>
     where
-        F: FnOnce(&mut HashMap<String, Record>, Instant),
+        F: FnOnce(&mut HashMap<String, Record>),
     {
-        let now = Instant::now();
-        let mut state = self.lock();
         match state.records.get(key).filter(|r| r.expires_at > now) {
             None => Ok(false),
             Some(r) if r.result.is_none() && r.token_id == token.id() => {
-                change(&mut state.records, now);
+                change(&mut state.records);
                 Ok(true)
             }
             Some(_) => Err(StoreError::NotHolder),
@@ -155,38 +159,54 @@ impl InMemoryIdempotencyStore {
         result: &[u8],
         ttl_ms: u64,
     ) -> Result<(), StoreError> {
-        let record = |now: Instant| Record {
+        // The check and the write under one lock: a takeover can never land between them (it
+        // did, and was overwritten, when they took the lock twice).
+        let now = Instant::now();
+        let mut state = self.lock();
+        let record = Record {
             fingerprint: token.fingerprint().to_string(),
             token_id: token.id().to_string(),
             result: Some(result.to_vec()),
-            expires_at: now + Duration::from_millis(ttl_ms),
+            expires_at: now + expiry(ttl_ms),
         };
-        let held = self.with_held(key, token, |records, now| {
-            records.insert(key.to_string(), record(now));
+        let expires_at = record.expires_at;
+        let mut record = Some(record);
+        let held = Self::with_held(&mut state, key, token, now, |records| {
+            if let Some(record) = record.take() {
+                records.insert(key.to_string(), record);
+            }
         })?;
-        let mut state = self.lock();
-        if !held {
+        if let (false, Some(record)) = (held, record) {
             // The lease ran out but nobody took over: this run is still the only one.
             if !state.records.contains_key(key) {
-                state.make_room()?;
+                state.make_room(now)?;
             }
-            state
-                .records
-                .insert(key.to_string(), record(Instant::now()));
+            state.records.insert(key.to_string(), record);
         }
-        if let Some(expires_at) = state.records.get(key).map(|r| r.expires_at) {
-            state.completed.push_back((expires_at, key.to_string()));
-        }
+        state.completed.push_back((expires_at, key.to_string()));
         Ok(())
     }
 }
 
+/// A lease or TTL in ms as a duration, at most [`MAX_EXPIRY_MS`](super::MAX_EXPIRY_MS) (an
+/// `Instant` plus `u64::MAX` ms would overflow).
+fn expiry(ms: u64) -> Duration {
+    Duration::from_millis(ms.clamp(1, super::MAX_EXPIRY_MS))
+}
+
 impl State {
     /// Frees a place for one more record: drops the oldest completed results (expired or not)
-    /// while the store is full; refuses when only calls in progress are left.
-    fn make_room(&mut self) -> Result<(), StoreError> {
+    /// while the store is full, then every expired record; refuses only when every record left
+    /// is a call still in progress within its lease.
+    fn make_room(&mut self, now: Instant) -> Result<(), StoreError> {
         while self.records.len() >= self.max_records {
             let Some((expires_at, key)) = self.completed.pop_front() else {
+                // Expired claims (holders that vanished) are not in the eviction order: sweep
+                // them before refusing, or a store of dead claims refuses until the next sweep.
+                self.records.retain(|_, r| r.expires_at > now);
+                if self.records.len() < self.max_records {
+                    return Ok(());
+                }
                 return Err(StoreError::Backend(format!(
                     "in-memory idempotency store is full: {} calls in progress (max_records {})",
                     self.records.len(),
@@ -237,9 +257,11 @@ impl IdempotencyStore for InMemoryIdempotencyStore {
         key: &'a str,
         token: &'a HolderToken,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let released = self.with_held(key, token, |records, _| {
+        let mut state = self.lock();
+        let released = Self::with_held(&mut state, key, token, Instant::now(), |records| {
             records.remove(key);
         });
+        drop(state);
         Box::pin(std::future::ready(released.map(|_| ())))
     }
 
@@ -249,11 +271,14 @@ impl IdempotencyStore for InMemoryIdempotencyStore {
         token: &'a HolderToken,
         lease_ms: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let renewed = self.with_held(key, token, |records, now| {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let renewed = Self::with_held(&mut state, key, token, now, |records| {
             if let Some(r) = records.get_mut(key) {
-                r.expires_at = now + Duration::from_millis(lease_ms);
+                r.expires_at = now + expiry(lease_ms);
             }
         });
+        drop(state);
         Box::pin(std::future::ready(match renewed {
             Ok(true) => Ok(()),
             Ok(false) | Err(_) => Err(StoreError::NotHolder),

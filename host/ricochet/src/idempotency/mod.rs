@@ -22,8 +22,17 @@ use crate::coordination::BoxFuture;
 
 mod execute;
 mod memory;
-pub use execute::{IdempotencyError, IdempotencyOptions, Origin, Outcome};
+pub use execute::{
+    IdempotencyError, IdempotencyOptions, Origin, Outcome, DEFAULT_MAX_RESULT_BYTES,
+};
 pub use memory::{InMemoryIdempotencyStore, DEFAULT_MAX_RECORDS};
+
+/// The longest lease or TTL a store keeps, ms (100 years): longer ones are shortened to it.
+///
+/// Redis refuses an expiry past `i64` milliseconds from now (`invalid expire time`, or `value
+/// is not an integer or out of range` for `u64::MAX`), which left the record in progress, and an
+/// in-memory `Instant` plus `u64::MAX` ms overflows; every store clamps to this instead.
+pub const MAX_EXPIRY_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 
 /// Proof that the caller holds a key: handed out by [`IdempotencyStore::begin`], required by
 /// `complete`, `fail` and `renew`. Opaque; only a store makes one.

@@ -11,12 +11,16 @@
 //!   reconnects in the background after a dropped connection; a cluster goes through
 //!   `cluster_async`, which re-reads the slot map and reconnects per node. Callers bound every
 //!   command with their own deadline, so a reconnect in progress costs them a fallback, never a
-//!   hang.
+//!   hang. A server that goes silent without closing anything is noticed too: TCP keepalive and
+//!   `TCP_USER_TIMEOUT` end a connection whose peer stopped acknowledging, and
+//!   [`RECONNECT_AFTER_MISSES`] calls in a row dropped unanswered over
+//!   [`RECONNECT_AFTER_SILENCE`] replace the link with a fresh one (a peer whose kernel still
+//!   acknowledges, or a proxy in between, is never noticed by TCP).
 //! - **Secrets stay secret.** Passwords from the URLs are collected at open time and scrubbed from
 //!   every error message this module hands out; `Debug` prints redacted URLs only.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -160,6 +164,9 @@ pub enum RedisSetupError {
     },
     /// The client could not be built (TLS roots, cluster credentials…), scrubbed of secrets.
     Client(String),
+    /// The key prefix holds a `{`: Redis Cluster would take the hash tag from it instead of from
+    /// the operation, and a prefix with `{}` would spread one operation's keys over slots.
+    InvalidKeyPrefix(String),
 }
 
 impl fmt::Display for RedisSetupError {
@@ -168,6 +175,10 @@ impl fmt::Display for RedisSetupError {
             Self::NoUrl => f.write_str("no Redis URL given"),
             Self::InvalidUrl { url, reason } => write!(f, "invalid Redis URL {url}: {reason}"),
             Self::Client(e) => write!(f, "cannot set up the Redis client: {e}"),
+            Self::InvalidKeyPrefix(prefix) => write!(
+                f,
+                "key prefix must not contain `{{` (Redis Cluster would read a hash tag in it), got {prefix:?}"
+            ),
         }
     }
 }
@@ -190,16 +201,162 @@ pub struct RedisConnection {
 }
 
 struct Inner {
-    link: Link,
+    /// The current link; replaced by a fresh one when the server has gone silent on it.
+    link: RwLock<Link>,
+    /// How to open a fresh link.
+    factory: LinkFactory,
+    silence: Mutex<Silence>,
     key_prefix: String,
     /// Passwords (raw and percent-decoded) to scrub from messages.
     secrets: Vec<String>,
     redacted_urls: Vec<String>,
 }
 
+#[derive(Clone)]
 enum Link {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+}
+
+enum LinkFactory {
+    Single(redis::Client, redis::aio::ConnectionManagerConfig),
+    Cluster(redis::cluster::ClusterClient, Duration),
+}
+
+impl LinkFactory {
+    fn open(&self) -> Result<Link, RedisError> {
+        Ok(match self {
+            Self::Single(client, config) => Link::Single(ConnectionManager::new_lazy_with_config(
+                client.clone(),
+                config.clone(),
+            )?),
+            Self::Cluster(client, connect_timeout) => {
+                // Passing a config replaces every timeout the builder set: say them all again
+                // (`Default::default()` here reset the 5 s response timeout to none).
+                let config = redis::cluster::ClusterConfig::new()
+                    .set_connection_timeout(*connect_timeout)
+                    .set_response_timeout(CLUSTER_RESPONSE_TIMEOUT);
+                Link::Cluster(client.get_pending_async_connection_with_config(config))
+            }
+        })
+    }
+}
+
+/// Calls in a row that missed their caller's deadline (dropped unanswered) …
+pub const RECONNECT_AFTER_MISSES: u32 = 3;
+
+/// … over at least this long, after which the link is replaced by a fresh one: a server that
+/// went silent without closing anything (a partition, a black-holed or frozen primary, a
+/// dropped route) is otherwise only noticed when the kernel gives up on the connection, which
+/// took ~15 minutes without keepalive, and never while it keeps acknowledging.
+pub const RECONNECT_AFTER_SILENCE: Duration = Duration::from_secs(1);
+
+/// The cluster client's own bound on one request (callers time out sooner on their own).
+const CLUSTER_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// TCP keepalive after this long idle, then a probe every [`KEEPALIVE_INTERVAL`].
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// `TCP_USER_TIMEOUT` (Linux): how long sent data may stay unacknowledged before the kernel
+/// drops the connection, so a peer that stopped answering at the TCP level is noticed in
+/// seconds, not after ~15 minutes of retransmissions.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
+    let keepalive = TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL);
+    #[cfg(target_os = "linux")]
+    let keepalive = keepalive.with_retries(3);
+    let settings = TcpSettings::default().set_keepalive(keepalive);
+    #[cfg(target_os = "linux")]
+    let settings = settings.set_user_timeout(TCP_USER_TIMEOUT);
+    settings
+}
+
+/// Deadline misses since the last answer.
+#[derive(Default)]
+struct Silence {
+    misses: u32,
+    first_miss: Option<std::time::Instant>,
+    reconnects: u64,
+}
+
+/// Watches one command: dropped before [`answered`](Self::answered), it counts a miss.
+struct Watch<'a> {
+    inner: &'a Inner,
+    answered: bool,
+}
+
+impl Watch<'_> {
+    fn answered(mut self) {
+        self.answered = true;
+        let mut silence = lock(&self.inner.silence);
+        silence.misses = 0;
+        silence.first_miss = None;
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.inner.missed();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Inner {
+    fn link(&self) -> Link {
+        self.link
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// A command was dropped unanswered: after [`RECONNECT_AFTER_MISSES`] in a row spanning
+    /// [`RECONNECT_AFTER_SILENCE`], the next commands go over a fresh link.
+    fn missed(&self) {
+        let now = std::time::Instant::now();
+        {
+            let mut silence = lock(&self.silence);
+            silence.misses += 1;
+            let first = *silence.first_miss.get_or_insert(now);
+            if silence.misses < RECONNECT_AFTER_MISSES
+                || now.duration_since(first) < RECONNECT_AFTER_SILENCE
+            {
+                return;
+            }
+            silence.misses = 0;
+            silence.first_miss = None;
+            silence.reconnects += 1;
+        }
+        // Opening a link spawns its driver: only inside a runtime (a drop outside one is a
+        // runtime shutting down; nothing is waiting then).
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        match self.factory.open() {
+            Ok(link) => {
+                tracing::warn!(
+                    nodes = ?self.redacted_urls,
+                    "Redis did not answer {RECONNECT_AFTER_MISSES} calls in a row for {RECONNECT_AFTER_SILENCE:?}: opening a new connection"
+                );
+                *self
+                    .link
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = link;
+            }
+            Err(e) => {
+                let message = scrub_secrets(&e.to_string(), &self.secrets);
+                tracing::warn!(error = %message, "could not open a new Redis connection");
+            }
+        }
+    }
 }
 
 impl RedisConnection {
@@ -209,6 +366,11 @@ impl RedisConnection {
     pub fn open(settings: &RedisSettings) -> Result<Self, RedisSetupError> {
         if settings.nodes.is_empty() || settings.nodes.iter().all(|u| u.trim().is_empty()) {
             return Err(RedisSetupError::NoUrl);
+        }
+        if settings.key_prefix.contains('{') {
+            return Err(RedisSetupError::InvalidKeyPrefix(
+                settings.key_prefix.clone(),
+            ));
         }
         let secrets = collect_secrets(&settings.nodes);
         let scrub = |s: String| scrub_secrets(&s, &secrets);
@@ -239,7 +401,7 @@ impl RedisConnection {
                 client_tls: None,
                 root_cert: Some(pem),
             });
-        let link = if settings.cluster {
+        let factory = if settings.cluster {
             let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
                 .connection_timeout(settings.connect_timeout)
                 // Our callers time out on their own; a long response timeout here only stops
@@ -250,11 +412,12 @@ impl RedisConnection {
                 builder = builder.certs(certs);
             }
             let client = builder
+                .tcp_settings(tcp_settings())
                 .build()
                 .map_err(|e| RedisSetupError::Client(scrub(e.to_string())))?;
-            Link::Cluster(client.get_pending_async_connection_with_config(Default::default()))
+            LinkFactory::Cluster(client, settings.connect_timeout)
         } else {
-            let info = infos.remove(0);
+            let info = infos.remove(0).set_tcp_settings(tcp_settings());
             let client = match certs {
                 Some(certs) => redis::Client::build_with_tls(info, certs),
                 None => redis::Client::open(info),
@@ -269,13 +432,16 @@ impl RedisConnection {
                 .set_number_of_retries(3)
                 .set_min_delay(Duration::from_millis(10))
                 .set_max_delay(Duration::from_millis(500));
-            let manager = ConnectionManager::new_lazy_with_config(client, config)
-                .map_err(|e| RedisSetupError::Client(scrub(e.to_string())))?;
-            Link::Single(manager)
+            LinkFactory::Single(client, config)
         };
+        let link = factory
+            .open()
+            .map_err(|e| RedisSetupError::Client(scrub(e.to_string())))?;
         Ok(Self {
             inner: Arc::new(Inner {
-                link,
+                link: RwLock::new(link),
+                factory,
+                silence: Mutex::default(),
                 key_prefix: settings.key_prefix.clone(),
                 redacted_urls: settings.redacted_urls(),
                 secrets,
@@ -288,9 +454,15 @@ impl RedisConnection {
         &self.inner.key_prefix
     }
 
+    /// How often a silent server made this connection open a new link
+    /// ([`RECONNECT_AFTER_MISSES`] calls in a row unanswered over [`RECONNECT_AFTER_SILENCE`]).
+    pub fn reconnects(&self) -> u64 {
+        lock(&self.inner.silence).reconnects
+    }
+
     /// Whether this is a cluster connection.
     pub fn is_cluster(&self) -> bool {
-        matches!(self.inner.link, Link::Cluster(_))
+        matches!(self.inner.factory, LinkFactory::Cluster(..))
     }
 
     /// Sends `PING` and waits for the answer: connects now instead of on first use.
@@ -304,10 +476,15 @@ impl RedisConnection {
 
     /// Runs one command.
     pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisFailure> {
-        let result = match &self.inner.link {
-            Link::Single(m) => cmd.query_async(&mut m.clone()).await,
-            Link::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        let watch = Watch {
+            inner: &self.inner,
+            answered: false,
         };
+        let result = match self.inner.link() {
+            Link::Single(mut m) => cmd.query_async(&mut m).await,
+            Link::Cluster(mut c) => cmd.query_async(&mut c).await,
+        };
+        watch.answered();
         result.map_err(|e| self.classify(&e))
     }
 
@@ -316,10 +493,15 @@ impl RedisConnection {
         &self,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T, RedisFailure> {
-        let result = match &self.inner.link {
-            Link::Single(m) => invocation.invoke_async(&mut m.clone()).await,
-            Link::Cluster(c) => invocation.invoke_async(&mut c.clone()).await,
+        let watch = Watch {
+            inner: &self.inner,
+            answered: false,
         };
+        let result = match self.inner.link() {
+            Link::Single(mut m) => invocation.invoke_async(&mut m).await,
+            Link::Cluster(mut c) => invocation.invoke_async(&mut c).await,
+        };
+        watch.answered();
         result.map_err(|e| self.classify(&e))
     }
 
@@ -350,48 +532,35 @@ impl fmt::Debug for RedisConnection {
 }
 
 /// `url` with the password part of its userinfo replaced by `***`.
+///
+/// The userinfo is found by its own rule, not the authority's: it runs up to the *last* `@`
+/// after the scheme, so a password typed with a raw `/`, `?`, `#`, `@` or `:` (which ends an
+/// authority) is still redacted whole. A URL whose query or fragment holds an `@` loses more
+/// than its password to the `***` — never less.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_string();
-    };
-    let userinfo = &authority[..at];
-    let redacted_userinfo = match userinfo.find(':') {
-        Some(colon) => format!("{}:***", &userinfo[..colon]),
-        None => userinfo.to_string(),
-    };
-    format!(
-        "{}://{}{}",
-        &url[..scheme_end],
-        redacted_userinfo,
-        &rest[at..]
-    )
+    match password_span(url) {
+        Some((start, end)) => format!("{}***{}", &url[..start], &url[end..]),
+        None => url.to_string(),
+    }
+}
+
+/// Where the password of `url`'s userinfo is (byte range), if it has a non-empty one: from
+/// the first `:` of the userinfo to the last `@` after the scheme.
+fn password_span(url: &str) -> Option<(usize, usize)> {
+    let userinfo_start = url.find("://")? + 3;
+    let at = userinfo_start + url[userinfo_start..].rfind('@')?;
+    let colon = userinfo_start + url[userinfo_start..at].find(':')?;
+    (colon + 1 < at).then_some((colon + 1, at))
 }
 
 /// The passwords in `urls`, as written and percent-decoded.
 fn collect_secrets(urls: &[String]) -> Vec<String> {
     let mut secrets = Vec::new();
     for url in urls {
-        let Some(scheme_end) = url.find("://") else {
+        let Some((start, end)) = password_span(url) else {
             continue;
         };
-        let rest = &url[scheme_end + 3..];
-        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-        let Some(at) = authority.rfind('@') else {
-            continue;
-        };
-        let Some(colon) = authority[..at].find(':') else {
-            continue;
-        };
-        let raw = &authority[colon + 1..at];
-        if raw.is_empty() {
-            continue;
-        }
+        let raw = &url[start..end];
         secrets.push(raw.to_string());
         let decoded = percent_decode(raw);
         if decoded != raw {
@@ -447,6 +616,21 @@ mod tests {
         assert_eq!(redact_url("redis://app@h:1"), "redis://app@h:1");
         assert_eq!(redact_url("redis://h:1"), "redis://h:1");
         assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn a_password_with_any_reserved_character_is_redacted_whole() {
+        for c in "/?#@:[]!$&'()*+,;=% ".chars() {
+            let password = format!("left{c}right");
+            for user in ["", "app", "a/p", "a?p", "a#p"] {
+                let url = format!("redis://{user}:{password}@127.0.0.1:6379/0");
+                let redacted = redact_url(&url);
+                assert_eq!(redacted, format!("redis://{user}:***@127.0.0.1:6379/0"));
+                assert_eq!(collect_secrets(&[url])[0], password, "{c:?}");
+            }
+        }
+        // An `@` in the query costs the host its display, never the password its redaction.
+        assert_eq!(redact_url("redis://:pw@h:1/0?x=a@b"), "redis://:***@b");
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! Slot tickets from Redis (or Redis Cluster) in one round trip, on the server's clock.
 //!
 //! One Lua script reads the server's `TIME`, computes the window that holds `now + delay`,
-//! `INCR`s that window's counter (`<prefix>:{<service>:<operation>}:slot:<window>`), gives the
+//! `INCR`s that window's counter (`<prefix>:{<tag>}:slot:<window>`), gives the
 //! counter an expiry on first use and returns the ticket, the window, the earliest fire time and
 //! the server's time. Because the window comes from the server's clock, callers whose local
-//! clocks disagree still share one herd window; the hash tag `{service:operation}` puts all of an
-//! operation's counters on one cluster slot, so the script is cluster-safe.
+//! clocks disagree still share one herd window; the hash tag ([`operation_tag`], a digest of
+//! the service and operation) puts all of an operation's counters on one cluster slot, so the
+//! script is cluster-safe whatever the names hold.
 //!
 //! Every answer also carries the server's time, which feeds a running estimate of
 //! `server clock − local clock` (NTP style: the sample is taken at the middle of the round trip,
@@ -19,10 +20,12 @@ use std::sync::Mutex;
 use redis::Script;
 
 use super::connection::{RedisConnection, RedisFailure};
-use crate::coordination::{wall_clock_us, BoxFuture, CoordinationError, Coordinator, SlotGrant};
+use crate::coordination::{
+    check_slot_request, wall_clock_us, BoxFuture, CoordinationError, Coordinator, SlotGrant,
+};
 use crate::metrics::RetryMetrics;
 
-/// The slot script. `KEYS[1]` is the operation's key stem `<prefix>:{<service>:<operation>}:slot:`
+/// The slot script. `KEYS[1]` is the operation's key stem `<prefix>:{<tag>}:slot:` ([`operation_tag`])
 /// (declared so cluster routing and slot checks see it; the window's key only appends digits,
 /// so it hashes to the same slot); `ARGV` = delay_us, window_us.
 const SLOT_SCRIPT: &str = include_str!("scripts/slot.lua");
@@ -105,10 +108,34 @@ impl RedisCoordinator {
 
     fn slot_key_stem(&self, service: &str, operation: &str) -> String {
         format!(
-            "{}:{{{service}:{operation}}}:slot:",
-            self.connection.key_prefix()
+            "{}:{{{}}}:slot:",
+            self.connection.key_prefix(),
+            operation_tag(service, operation)
         )
     }
+}
+
+/// The hash tag of an operation's slot keys: 32 hex digits of the SHA-256 of
+/// `escape(service) 0x1F escape(operation)`, where `escape` puts a `\` before every `\` and
+/// 0x1F. Built from the names, never made of them: a name holding `}` or `{` cannot end the
+/// tag early (an empty tag hashed each window's key to its own Cluster slot, and the script
+/// failed with "non local key"), and `("a:b", "c")` and `("a", "b:c")` no longer share counters.
+pub fn operation_tag(service: &str, operation: &str) -> String {
+    fn escape(name: &str, out: &mut Vec<u8>) {
+        for b in name.bytes() {
+            if b == b'\\' || b == 0x1f {
+                out.push(b'\\');
+            }
+            out.push(b);
+        }
+    }
+    let mut encoded = Vec::with_capacity(service.len() + operation.len() + 1);
+    escape(service, &mut encoded);
+    encoded.push(0x1f);
+    escape(operation, &mut encoded);
+    let mut tag = super::store::sha256_hex_bytes(&encoded);
+    tag.truncate(32);
+    tag
 }
 
 impl Coordinator for RedisCoordinator {
@@ -120,9 +147,10 @@ impl Coordinator for RedisCoordinator {
         window_us: u64,
     ) -> BoxFuture<'a, Result<SlotGrant, CoordinationError>> {
         Box::pin(async move {
+            check_slot_request(self.now_us(), delay_us, window_us)?;
             let stem = self.slot_key_stem(service, operation);
             let mut invocation = self.script.key(stem);
-            invocation.arg(delay_us).arg(window_us.max(1));
+            invocation.arg(delay_us).arg(window_us);
             let sent_us = self.local_now_us();
             let (ticket, window, earliest_us, now_us): (u64, u64, u64, u64) = self
                 .connection

@@ -31,7 +31,7 @@ mod store;
 pub(crate) use connection::RedisFailure;
 pub use connection::{
     redact_url, RedisConnection, RedisSettings, RedisSetupError, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_KEY_PREFIX,
+    DEFAULT_KEY_PREFIX, RECONNECT_AFTER_MISSES, RECONNECT_AFTER_SILENCE,
 };
-pub use coordinator::RedisCoordinator;
+pub use coordinator::{operation_tag, RedisCoordinator};
 pub use store::RedisIdempotencyStore;

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::{RedisConnection, RedisFailure};
 use crate::coordination::BoxFuture;
-use crate::idempotency::{Begin, HolderToken, IdempotencyStore, StoreError};
+use crate::idempotency::{Begin, HolderToken, IdempotencyStore, StoreError, MAX_EXPIRY_MS};
 
 /// `KEYS[1]` record; `ARGV` = fingerprint, token, lease_ms.
 /// Returns `{0}` started, `{1, result}` completed, `{2, pttl}` in progress, `{3}` mismatch.
@@ -62,6 +62,72 @@ impl RedisIdempotencyStore {
     pub fn record_key(&self, key: &str) -> String {
         format!("{}:idem:{}", self.connection.key_prefix(), sha256_hex(key))
     }
+
+    async fn claim(
+        &self,
+        record_key: &str,
+        token: &HolderToken,
+        lease_ms: u64,
+    ) -> Result<Begin, StoreError> {
+        // The common case — a new key — is one plain `SET NX PX`, the cheapest claim there
+        // is; anything else (or a key that expired in between) goes through the script.
+        let mut claim = Vec::with_capacity(1 + 64 + 32);
+        claim.push(b'P');
+        claim.extend_from_slice(token.fingerprint().as_bytes());
+        claim.extend_from_slice(token.id().as_bytes());
+        let mut set = redis::cmd("SET");
+        set.arg(record_key)
+            .arg(claim)
+            .arg("NX")
+            .arg("PX")
+            .arg(lease_ms.clamp(1, MAX_EXPIRY_MS));
+        let claimed: Value = self.connection.query(&set).await.map_err(store_error)?;
+        if matches!(claimed, Value::Okay | Value::SimpleString(_)) {
+            return Ok(Begin::Started(token.clone()));
+        }
+        let mut call = self.begin.key(record_key);
+        call.arg(token.fingerprint())
+            .arg(token.id())
+            .arg(lease_ms.clamp(1, MAX_EXPIRY_MS));
+        let reply: Vec<Value> = self.connection.invoke(&call).await.map_err(store_error)?;
+        match reply.as_slice() {
+            [Value::Int(0)] => Ok(Begin::Started(token.clone())),
+            [Value::Int(1), Value::BulkString(result)] => Ok(Begin::Completed(result.clone())),
+            [Value::Int(2), Value::Int(pttl)] => Ok(Begin::InProgress {
+                lease_remaining_ms: (*pttl).max(0) as u64,
+            }),
+            [Value::Int(3)] => Ok(Begin::Mismatch),
+            other => Err(StoreError::Backend(format!(
+                "unexpected reply to begin: {other:?}"
+            ))),
+        }
+    }
+}
+
+/// A claim sent but not answered: dropped armed, it releases the claim from a task of its own.
+struct PendingClaim {
+    release: Option<(RedisConnection, Script, String, String)>,
+}
+
+/// Bound on a release sent for a claim nobody waits for any more.
+const RELEASE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Drop for PendingClaim {
+    fn drop(&mut self) {
+        let Some((connection, fail, record_key, token_id)) = self.release.take() else {
+            return;
+        };
+        // Outside a runtime (one shutting down) the claim expires with its lease.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let mut call = fail.key(record_key);
+                call.arg(token_id);
+                // Queued behind the claim on the same connection, so it lands after it.
+                let released = connection.invoke::<i64>(&call);
+                let _ = tokio::time::timeout(RELEASE_DEADLINE, released).await;
+            });
+        }
+    }
 }
 
 impl IdempotencyStore for RedisIdempotencyStore {
@@ -74,38 +140,23 @@ impl IdempotencyStore for RedisIdempotencyStore {
         Box::pin(async move {
             let token = HolderToken::new(sha256_hex(fingerprint));
             let record_key = self.record_key(key);
-            // The common case — a new key — is one plain `SET NX PX`, the cheapest claim there
-            // is; anything else (or a key that expired in between) goes through the script.
-            let mut claim = Vec::with_capacity(1 + 64 + 32);
-            claim.push(b'P');
-            claim.extend_from_slice(token.fingerprint().as_bytes());
-            claim.extend_from_slice(token.id().as_bytes());
-            let mut set = redis::cmd("SET");
-            set.arg(&record_key)
-                .arg(claim)
-                .arg("NX")
-                .arg("PX")
-                .arg(lease_ms.max(1));
-            let claimed: Value = self.connection.query(&set).await.map_err(store_error)?;
-            if matches!(claimed, Value::Okay | Value::SimpleString(_)) {
-                return Ok(Begin::Started(token));
+            // The token exists before anything is sent. If this future is dropped before the
+            // answer (the caller's store deadline passed while Redis was busy) or the answer
+            // is lost, the claim may still land with nobody to release it — every duplicate
+            // would wait out the whole lease. The guard then sends a release for this token.
+            let mut pending = PendingClaim {
+                release: Some((
+                    self.connection.clone(),
+                    self.fail.clone(),
+                    record_key.clone(),
+                    token.id().to_string(),
+                )),
+            };
+            let begun = self.claim(&record_key, &token, lease_ms).await;
+            if begun.is_ok() {
+                pending.release = None;
             }
-            let mut call = self.begin.key(record_key);
-            call.arg(token.fingerprint())
-                .arg(token.id())
-                .arg(lease_ms.max(1));
-            let reply: Vec<Value> = self.connection.invoke(&call).await.map_err(store_error)?;
-            match reply.as_slice() {
-                [Value::Int(0)] => Ok(Begin::Started(token)),
-                [Value::Int(1), Value::BulkString(result)] => Ok(Begin::Completed(result.clone())),
-                [Value::Int(2), Value::Int(pttl)] => Ok(Begin::InProgress {
-                    lease_remaining_ms: (*pttl).max(0) as u64,
-                }),
-                [Value::Int(3)] => Ok(Begin::Mismatch),
-                other => Err(StoreError::Backend(format!(
-                    "unexpected reply to begin: {other:?}"
-                ))),
-            }
+            begun
         })
     }
 
@@ -121,7 +172,7 @@ impl IdempotencyStore for RedisIdempotencyStore {
             call.arg(token.fingerprint())
                 .arg(token.id())
                 .arg(result)
-                .arg(ttl_ms.max(1));
+                .arg(ttl_ms.clamp(1, MAX_EXPIRY_MS));
             holder_reply(self.connection.invoke(&call).await)
         })
     }
@@ -146,7 +197,7 @@ impl IdempotencyStore for RedisIdempotencyStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let mut call = self.renew.key(self.record_key(key));
-            call.arg(token.id()).arg(lease_ms.max(1));
+            call.arg(token.id()).arg(lease_ms.clamp(1, MAX_EXPIRY_MS));
             holder_reply(self.connection.invoke(&call).await)
         })
     }
@@ -183,8 +234,13 @@ fn store_error(failure: RedisFailure) -> StoreError {
 }
 
 fn sha256_hex(s: &str) -> String {
+    sha256_hex_bytes(s.as_bytes())
+}
+
+/// Lowercase hex of the SHA-256 of `bytes`.
+pub(super) fn sha256_hex_bytes(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    let digest = Sha256::digest(s.as_bytes());
+    let digest = Sha256::digest(bytes);
     let mut hex = String::with_capacity(64);
     for byte in digest {
         let _ = write!(hex, "{byte:02x}");
