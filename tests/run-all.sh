@@ -51,7 +51,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 # The library alone, in the feature sets a service may pick (the workspace build unifies them all).
 for features in "--no-default-features" "--features prometheus" \
     "--no-default-features --features yaml,anyhow,opentelemetry" "--no-default-features --features redis" \
-    "--no-default-features --features component" "--no-default-features --features tower" \
+    "--no-default-features --features redis-layout" "--no-default-features --features component" \
+    "--no-default-features --features tower" \
     "--no-default-features --features reqwest" "--no-default-features --features tonic" \
     "--no-default-features --features interop"; do
     echo "ricochet $features"

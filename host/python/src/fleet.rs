@@ -1,20 +1,19 @@
 //! What the Python package shares with the Rust services: error categories and the HTTP status
 //! table, server delay headers, `traceparent`, and the Redis layer — key formulas and Lua scripts.
 //!
-//! The scripts are the Rust host's own files (`host/ricochet/src/redis/scripts/*.lua`), compiled
-//! in here and handed to redis-py, so one fleet runs one copy of each. The key formulas live in
-//! this one place on the Python side; `tests/test_fleet.py` pins them against the keys the
-//! `ricochet` binary writes, so a change on the Rust side fails that test until it is followed here.
+//! The scripts and the key formulas are the Rust host's own (`ricochet::redis_layout`, the
+//! `redis-layout` feature: no Redis client), handed to redis-py, so one fleet runs one copy of
+//! each; `tests/test_fleet.py` also checks them against the keys the `ricochet` binary writes.
 
 use std::collections::HashMap;
 
 use pyo3::prelude::*;
 use ricochet::classify::{Classify, HttpError};
+use ricochet::redis_layout;
 use ricochet_core::retry_after::{
     parse_server_delay as core_parse_server_delay, ServerDelayHeader,
 };
 use ricochet_core::ErrorCategory;
-use sha2::{Digest, Sha256};
 
 /// `(name, snake_name, retryable_by_default)` for each category, in the core's order (the
 /// index is what `RetryState.on_failure` takes).
@@ -63,53 +62,33 @@ fn trace_id_from_traceparent(traceparent: &str) -> Option<String> {
 /// SHA-256 of `text`, 64 lowercase hex digits.
 #[pyfunction]
 fn sha256_hex(text: &str) -> String {
-    use std::fmt::Write;
-    let digest = Sha256::digest(text.as_bytes());
-    let mut hex = String::with_capacity(64);
-    for byte in digest {
-        let _ = write!(hex, "{byte:02x}");
-    }
-    hex
+    redis_layout::sha256_hex(text.as_bytes())
 }
 
-/// The stem of an operation's slot counters (the window index is appended):
-/// `<prefix>:{<service>:<operation>}:slot:`, as `RedisCoordinator` builds it.
+/// The stem of an operation's slot counters, as `RedisCoordinator` builds it.
 #[pyfunction]
 fn slot_key_stem(prefix: &str, service: &str, operation: &str) -> String {
-    format!("{prefix}:{{{service}:{operation}}}:slot:")
+    redis_layout::slot_key_stem(prefix, service, operation)
 }
 
 /// The Redis key of an idempotency record: the caller's key scoped by service and operation (as
 /// `execute_idempotent` does), hashed (as `RedisIdempotencyStore::record_key` does).
 #[pyfunction]
 fn idempotency_record_key(prefix: &str, service: &str, operation: &str, key: &str) -> String {
-    let scoped = format!("{service}\u{1f}{operation}\u{1f}{key}");
-    format!("{prefix}:idem:{}", sha256_hex(&scoped))
+    redis_layout::record_key(
+        prefix,
+        &redis_layout::scoped_idempotency_key(service, operation, key),
+    )
 }
 
 /// The Lua scripts of the Rust host, by name: `slot`, `begin`, `complete`, `fail`, `renew`.
 fn scripts() -> HashMap<&'static str, &'static str> {
     HashMap::from([
-        (
-            "slot",
-            include_str!("../../ricochet/src/redis/scripts/slot.lua"),
-        ),
-        (
-            "begin",
-            include_str!("../../ricochet/src/redis/scripts/begin.lua"),
-        ),
-        (
-            "complete",
-            include_str!("../../ricochet/src/redis/scripts/complete.lua"),
-        ),
-        (
-            "fail",
-            include_str!("../../ricochet/src/redis/scripts/fail.lua"),
-        ),
-        (
-            "renew",
-            include_str!("../../ricochet/src/redis/scripts/renew.lua"),
-        ),
+        ("slot", redis_layout::SLOT_SCRIPT),
+        ("begin", redis_layout::BEGIN_SCRIPT),
+        ("complete", redis_layout::COMPLETE_SCRIPT),
+        ("fail", redis_layout::FAIL_SCRIPT),
+        ("renew", redis_layout::RENEW_SCRIPT),
     ])
 }
 

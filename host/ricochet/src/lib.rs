@@ -56,6 +56,7 @@
 //! | `prometheus` | no | the seed's metrics on a prometheus registry ([`metrics`]) | `prometheus` (with `parking_lot`, `thiserror`): about a fifth of the default build |
 //! | `yaml` | no | YAML policy files (the seed's format); JSON files need no feature | `serde_yaml_ng` |
 //! | `redis` | no | [`redis`]: Redis and Redis Cluster coordination and idempotency, `rediss://` | `redis`, `rustls` (ring), `sha2` |
+//! | `redis-layout` | no | [`redis_layout`]: the fleet's Redis key formulas and Lua scripts without a client (what another language's binding shares); implied by `redis` | `sha2` |
 //! | `component` | no | [`component`]: policies as sandboxed `ricochet:retry` components | `wasmtime` (Cranelift): minutes of build |
 //! | `opentelemetry` | no | log lines take `trace_id` from the current OpenTelemetry span | `opentelemetry` (the API crate) |
 //! | `anyhow` | no | `#[with_retry(retry_on = …)]` also looks inside `anyhow::Error` | `anyhow` |
@@ -106,6 +107,9 @@ pub mod component;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
+#[cfg(feature = "redis-layout")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis-layout")))]
+pub mod redis_layout;
 
 #[cfg(any(feature = "tonic", feature = "interop"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "tonic", feature = "interop"))))]

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Begin, HolderToken, IdempotencyStore, StoreError};
+use super::{scoped_key, Begin, HolderToken, IdempotencyStore, StoreError};
 use crate::classify::Classify;
 use crate::executor::{RetryError, RetryPolicy};
 
@@ -209,9 +209,7 @@ impl RetryPolicy {
             service,
             operation,
         };
-        // Scoped per operation so two operations that happen to share a request id never
-        // replay each other's results. The store hashes the whole thing.
-        let key = format!("{service}\u{1f}{operation}\u{1f}{key}");
+        let key = scoped_key(service, operation, key);
         let lease_ms = clamped_ms(options.lease);
         let waited_since = Instant::now();
         let mut poll = Duration::from_millis(5);

@@ -27,6 +27,14 @@ pub use execute::{
 };
 pub use memory::{InMemoryIdempotencyStore, DEFAULT_MAX_RECORDS};
 
+/// The store key `execute_idempotent` uses for a caller's `key`: scoped by service and operation
+/// (joined by 0x1F), so two operations that happen to share a request id never replay each
+/// other's results. Stores hash it (the Redis store by SHA-256), so any
+/// length and any bytes are fine.
+pub fn scoped_key(service: &str, operation: &str, key: &str) -> String {
+    format!("{service}\u{1f}{operation}\u{1f}{key}")
+}
+
 /// The longest lease or TTL a store keeps, ms (100 years): longer ones are shortened to it.
 ///
 /// Redis refuses an expiry past `i64` milliseconds from now (`invalid expire time`, or `value

@@ -4,7 +4,7 @@
 //! `INCR`s that window's counter (`<prefix>:{<tag>}:slot:<window>`), gives the
 //! counter an expiry on first use and returns the ticket, the window, the earliest fire time and
 //! the server's time. Because the window comes from the server's clock, callers whose local
-//! clocks disagree still share one herd window; the hash tag ([`operation_tag`], a digest of
+//! clocks disagree still share one herd window; the hash tag ([`operation_tag`](crate::redis_layout::operation_tag), a digest of
 //! the service and operation) puts all of an operation's counters on one cluster slot, so the
 //! script is cluster-safe whatever the names hold.
 //!
@@ -25,10 +25,10 @@ use crate::coordination::{
 };
 use crate::metrics::RetryMetrics;
 
-/// The slot script. `KEYS[1]` is the operation's key stem `<prefix>:{<tag>}:slot:` ([`operation_tag`])
+/// The slot script. `KEYS[1]` is the operation's key stem `<prefix>:{<tag>}:slot:` ([`operation_tag`](crate::redis_layout::operation_tag))
 /// (declared so cluster routing and slot checks see it; the window's key only appends digits,
 /// so it hashes to the same slot); `ARGV` = delay_us, window_us.
-const SLOT_SCRIPT: &str = include_str!("scripts/slot.lua");
+use crate::redis_layout::SLOT_SCRIPT;
 
 /// How long the best clock sample is trusted before any newer one replaces it.
 const CLOCK_SAMPLE_MAX_AGE_US: u64 = 5_000_000;
@@ -107,35 +107,8 @@ impl RedisCoordinator {
     }
 
     fn slot_key_stem(&self, service: &str, operation: &str) -> String {
-        format!(
-            "{}:{{{}}}:slot:",
-            self.connection.key_prefix(),
-            operation_tag(service, operation)
-        )
+        crate::redis_layout::slot_key_stem(self.connection.key_prefix(), service, operation)
     }
-}
-
-/// The hash tag of an operation's slot keys: 32 hex digits of the SHA-256 of
-/// `escape(service) 0x1F escape(operation)`, where `escape` puts a `\` before every `\` and
-/// 0x1F. Built from the names, never made of them: a name holding `}` or `{` cannot end the
-/// tag early (an empty tag hashed each window's key to its own Cluster slot, and the script
-/// failed with "non local key"), and `("a:b", "c")` and `("a", "b:c")` no longer share counters.
-pub fn operation_tag(service: &str, operation: &str) -> String {
-    fn escape(name: &str, out: &mut Vec<u8>) {
-        for b in name.bytes() {
-            if b == b'\\' || b == 0x1f {
-                out.push(b'\\');
-            }
-            out.push(b);
-        }
-    }
-    let mut encoded = Vec::with_capacity(service.len() + operation.len() + 1);
-    escape(service, &mut encoded);
-    encoded.push(0x1f);
-    escape(operation, &mut encoded);
-    let mut tag = super::store::sha256_hex_bytes(&encoded);
-    tag.truncate(32);
-    tag
 }
 
 impl Coordinator for RedisCoordinator {

@@ -28,10 +28,11 @@ mod connection;
 mod coordinator;
 mod store;
 
+pub use crate::redis_layout::operation_tag;
 pub(crate) use connection::RedisFailure;
 pub use connection::{
     redact_url, RedisConnection, RedisSettings, RedisSetupError, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_KEY_PREFIX, RECONNECT_AFTER_MISSES, RECONNECT_AFTER_SILENCE,
 };
-pub use coordinator::{operation_tag, RedisCoordinator};
+pub use coordinator::RedisCoordinator;
 pub use store::RedisIdempotencyStore;

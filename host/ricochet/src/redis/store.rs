@@ -18,24 +18,14 @@
 use std::fmt;
 
 use redis::{Script, Value};
-use sha2::{Digest, Sha256};
 
 use super::{RedisConnection, RedisFailure};
 use crate::coordination::BoxFuture;
 use crate::idempotency::{Begin, HolderToken, IdempotencyStore, StoreError, MAX_EXPIRY_MS};
-
-/// `KEYS[1]` record; `ARGV` = fingerprint, token, lease_ms.
-/// Returns `{0}` started, `{1, result}` completed, `{2, pttl}` in progress, `{3}` mismatch.
-const BEGIN: &str = include_str!("scripts/begin.lua");
-
-/// `KEYS[1]` record; `ARGV` = fingerprint, token, result, ttl_ms. Returns 1 stored, 0 not holder.
-const COMPLETE: &str = include_str!("scripts/complete.lua");
-
-/// `KEYS[1]` record; `ARGV` = token. Returns 1 released (or absent), 0 not holder.
-const FAIL: &str = include_str!("scripts/fail.lua");
-
-/// `KEYS[1]` record; `ARGV` = token, lease_ms. Returns 1 renewed, 0 not holder.
-const RENEW: &str = include_str!("scripts/renew.lua");
+use crate::redis_layout::{
+    sha256_hex, BEGIN_SCRIPT as BEGIN, COMPLETE_SCRIPT as COMPLETE, FAIL_SCRIPT as FAIL,
+    RENEW_SCRIPT as RENEW,
+};
 
 /// Idempotency records on Redis or Redis Cluster.
 pub struct RedisIdempotencyStore {
@@ -60,7 +50,7 @@ impl RedisIdempotencyStore {
 
     /// The Redis key that holds `key`'s record.
     pub fn record_key(&self, key: &str) -> String {
-        format!("{}:idem:{}", self.connection.key_prefix(), sha256_hex(key))
+        crate::redis_layout::record_key(self.connection.key_prefix(), key)
     }
 
     async fn claim(
@@ -138,7 +128,7 @@ impl IdempotencyStore for RedisIdempotencyStore {
         lease_ms: u64,
     ) -> BoxFuture<'a, Result<Begin, StoreError>> {
         Box::pin(async move {
-            let token = HolderToken::new(sha256_hex(fingerprint));
+            let token = HolderToken::new(sha256_hex(fingerprint.as_bytes()));
             let record_key = self.record_key(key);
             // The token exists before anything is sent. If this future is dropped before the
             // answer (the caller's store deadline passed while Redis was busy) or the answer
@@ -230,33 +220,5 @@ fn store_error(failure: RedisFailure) -> StoreError {
     match failure {
         RedisFailure::Connection(e) => StoreError::Connection(e),
         RedisFailure::Backend(e) => StoreError::Backend(e),
-    }
-}
-
-fn sha256_hex(s: &str) -> String {
-    sha256_hex_bytes(s.as_bytes())
-}
-
-/// Lowercase hex of the SHA-256 of `bytes`.
-pub(super) fn sha256_hex_bytes(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let digest = Sha256::digest(bytes);
-    let mut hex = String::with_capacity(64);
-    for byte in digest {
-        let _ = write!(hex, "{byte:02x}");
-    }
-    hex
-}
-
-#[cfg(test)]
-mod tests {
-    use super::sha256_hex;
-
-    #[test]
-    fn keys_are_hashed_to_64_hex_digits() {
-        assert_eq!(
-            sha256_hex("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
     }
 }
