@@ -20,6 +20,7 @@ from ricochet import (
     ServiceUnavailableError,
     _core,
 )
+from ricochet import _core
 from ricochet.idempotency import NotHolder, hash_fingerprint, new_token
 from ricochet.observability import default_logger
 from ricochet.redis_backends import RedisConnection, RedisCoordinator, RedisIdempotencyStore, redact_url
@@ -47,13 +48,15 @@ async def test_tickets_are_unique_in_one_window(redis_server):
     assert sorted(g[0] for g in grants) == list(range(50))
     assert len({g[1] for g in grants}) == 1
     window = grants[0][1]
-    assert redis_server.cli("GET", f"ricochet:{{lake:fetch}}:slot:{window}").strip() == "50"
+    assert redis_server.cli("GET", _core.slot_key_stem("ricochet", "lake", "fetch") + str(window)).strip() == "50"
     await coord.connection.close()
 
 
 async def test_a_herd_spreads_over_the_slots(redis_server):
     registry = CollectorRegistry()
-    config = RetryConfig(max_attempts=2, initial_delay=0.01, max_delay=0.1, jitter=False, slot_count=10, slot_width=0.02)
+    # A 1 s window: its counters live at least a second after the herd, so a loaded machine still
+    # finds them when it counts below.
+    config = RetryConfig(max_attempts=2, initial_delay=0.01, max_delay=0.1, jitter=False, slot_count=10, slot_width=0.1)
     coordinator = RedisCoordinator(redis_server.url)
     # redis.asyncio opens a connection per concurrent command: open the pool's 40 first, so the
     # herd measures coordination, not 40 TCP handshakes racing the 25 ms deadline.
@@ -65,10 +68,10 @@ async def test_a_herd_spreads_over_the_slots(redis_server):
     t0 = time.monotonic()
     results = await asyncio.gather(*(policy.execute_with_retry(op, "lake", "herd") for op in ops))
     assert results == ["ok"] * 40
-    assert time.monotonic() - t0 < 2.0
+    assert time.monotonic() - t0 < 3.0
     for reason in ("connection", "timeout", "backend"):
         assert metric(registry, "retry_coordination_fallback_total", service="lake", operation="herd", reason=reason) == 0
-    keys = redis_server.cli("KEYS", "ricochet:{lake:herd}:slot:*").split()
+    keys = redis_server.cli("KEYS", _core.slot_key_stem("ricochet", "lake", "herd") + "*").split()
     total = sum(int(redis_server.cli("GET", k)) for k in keys)
     assert total == 40
 
