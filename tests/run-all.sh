@@ -2,11 +2,12 @@
 # The test command: what a person runs and what CI runs (.ci/run calls exactly this).
 #
 # On a fresh machine it first installs what the tests need and is missing: a wasm32 toolchain
-# (the rustup target where it can be added, else Debian's rustc-web route), redis-server and
-# promtool. Then: rustfmt, clippy (warnings are errors), every test in the workspace (guests
+# (the rustup target where it can be added, else Debian's rustc-web route), redis-server,
+# promtool and Node with npm. Then: rustfmt, clippy (warnings are errors), every test in the workspace (guests
 # must build: RICOCHET_REQUIRE_GUESTS=1), a soak smoke, a wasm toolchain installed after a
 # first build, `cargo package` and `cargo doc` of the library crates, the no-alloc build of core,
-# the Envoy filter in a proxy-wasm host, and the Prometheus alert-rule unit tests.
+# the Envoy filter in a proxy-wasm host, the JavaScript package (Node and workerd; it installs
+# its npm dependencies) and the Prometheus alert-rule unit tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +39,7 @@ fi
 command -v redis-server >/dev/null || { echo "installing redis-server"; apt_install redis-server; }
 command -v openssl >/dev/null || { echo "installing openssl (TLS test certificates)"; apt_install openssl; }
 command -v promtool >/dev/null || { echo "installing promtool (Debian's prometheus package)"; apt_install prometheus; }
+command -v npm >/dev/null || { echo "installing Node and npm (the JavaScript package)"; apt_install nodejs npm; }
 
 say "cargo fmt --check"
 cargo fmt --all --check
@@ -79,6 +81,9 @@ if [ -x guests/envoy-filter/test.sh ]; then
     say "Envoy filter in a proxy-wasm host"
     guests/envoy-filter/test.sh
 fi
+
+say "JavaScript package"
+host/js/test.sh
 
 if [ -d host/ricochet/alerts ]; then
     say "promtool test rules"
