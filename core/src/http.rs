@@ -94,6 +94,7 @@ pub fn classify_response(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     const NOW_US: u64 = 784_111_777_000_000; // Sun, 06 Nov 1994 08:49:37 GMT
