@@ -617,9 +617,10 @@ impl PolicyComponent {
         self.decide_with(&self.backends, config, state, failure, now_us, guards)
     }
 
-    /// `decide` with the imports served by `backends` for this one call. Without guards this is
-    /// the all-scalar `decide`; with either guard, `decide-guarded`, whose guard bytes go
-    /// through guest memory.
+    /// `decide` with the imports served by `backends` for this one call. For a config without
+    /// a circuit breaker or retry budget, called without guard state, this is the all-scalar
+    /// `decide`; otherwise `decide-guarded`, whose guard bytes go through guest memory (a guard
+    /// the config has but that goes in as `none` starts fresh, as in the world's `guards`).
     pub(crate) fn decide_with(
         &self,
         backends: &Arc<HostBackends>,
@@ -633,7 +634,8 @@ impl PolicyComponent {
         ComponentError,
     > {
         let scope = CallScope::new(config, None);
-        if guards.breaker.is_none() && guards.budget.is_none() {
+        let unguarded = config.circuit_breaker.is_none() && config.retry_budget.is_none();
+        if unguarded && guards.breaker.is_none() && guards.budget.is_none() {
             return self.call_policy(backends, config, scope, |w, s, p| {
                 let d = w
                     .ricochet_retry_retry_policy()
