@@ -13,5 +13,8 @@ npm ci --no-audit --no-fund
 echo "== build the engine (the policy component, transpiled by jco)"
 npm run --silent build
 
+echo "== the type declarations (tsc --noEmit)"
+node_modules/.bin/tsc --noEmit --strict --module nodenext --moduleResolution nodenext --target es2022 --lib es2022,dom test/types.ts
+
 echo "== node --test"
-node --test test/
+node --test test/*.test.js
