@@ -84,7 +84,8 @@ fn main() {
                             now_us += delay_us;
                         }
                         Decision::GiveUp { reason } => {
-                            let _ = write!(out, "\"retry\":false,\"reason\":\"{}\"}}", reason.name());
+                            let _ =
+                                write!(out, "\"retry\":false,\"reason\":\"{}\"}}", reason.name());
                             break;
                         }
                     }
