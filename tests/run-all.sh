@@ -2,12 +2,14 @@
 # The test command: what a person runs and what CI runs (.ci/run calls exactly this).
 #
 # On a fresh machine it first installs what the tests need and is missing: a wasm32 toolchain
-# (the rustup target where it can be added, else Debian's rustc-web route), redis-server and
-# promtool. Then: rustfmt, clippy (warnings are errors), every test in the workspace (guests
+# (the rustup target where it can be added, else Debian's rustc-web route), redis-server,
+# promtool and Node with npm. Then: rustfmt, clippy (warnings are errors), every test in the workspace (guests
 # must build: RICOCHET_REQUIRE_GUESTS=1), a soak smoke, a wasm toolchain installed after a
 # first build, `cargo package` and `cargo doc` of the library crates, the no-alloc build of core,
 # the Envoy filter in a proxy-wasm host, the Python package (host/python/test.sh), and the
 # Prometheus alert-rule unit tests.
+# the Envoy filter in a proxy-wasm host, the JavaScript package (Node and workerd; it installs
+# its npm dependencies) and the Prometheus alert-rule unit tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +43,7 @@ command -v openssl >/dev/null || { echo "installing openssl (TLS test certificat
 command -v promtool >/dev/null || { echo "installing promtool (Debian's prometheus package)"; apt_install prometheus; }
 # host/python/test.sh makes a virtualenv: Debian splits venv and ensurepip out of python3.
 python3 -c 'import venv, ensurepip' 2>/dev/null || { echo "installing python3-venv"; apt_install python3 python3-venv; }
+command -v npm >/dev/null || { echo "installing Node and npm (the JavaScript package)"; apt_install nodejs npm; }
 
 say "cargo fmt --check"
 cargo fmt --all --check
@@ -86,6 +89,8 @@ fi
 
 say "Python binding"
 host/python/test.sh
+say "JavaScript package"
+host/js/test.sh
 
 if [ -d host/ricochet/alerts ]; then
     say "promtool test rules"

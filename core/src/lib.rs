@@ -24,6 +24,7 @@ pub mod budget;
 mod category;
 mod config;
 mod decision;
+pub mod http;
 mod name;
 pub mod retry_after;
 mod rng;

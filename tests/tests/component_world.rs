@@ -64,7 +64,7 @@ fn an_import_the_host_does_not_provide_is_named() {
     );
     let message = wrong_world(&component_of(&wit, "greedy"));
     assert!(
-        message.contains("ricochet:retry/telemetry@0.1.0") && message.contains("does not provide"),
+        message.contains("ricochet:retry/telemetry@0.2.0") && message.contains("does not provide"),
         "{message}"
     );
 }
@@ -77,7 +77,7 @@ fn a_function_the_host_does_not_provide_is_named() {
     );
     let message = wrong_world(&component_of(&wit, "policy"));
     assert!(
-        message.contains("sleep-us") && message.contains("ricochet:retry/clock@0.1.0"),
+        message.contains("sleep-us") && message.contains("ricochet:retry/clock@0.2.0"),
         "{message}"
     );
 }
@@ -87,47 +87,64 @@ fn a_missing_export_is_named() {
     let wit = format!("{RETRY_WIT}\nworld bystander {{ import clock; }}\n");
     let message = wrong_world(&component_of(&wit, "bystander"));
     assert!(
-        message.contains("does not export `ricochet:retry/retry-policy@0.1.0`"),
+        message.contains("does not export `ricochet:retry/retry-policy@0.2.0`"),
         "{message}"
     );
 }
 
 #[test]
 fn a_missing_function_is_named() {
-    let wit = "package ricochet:retry@0.1.0;\n\
-               interface retry-policy { validate: func(max-attempts: u32) -> bool; }\n\
+    let wit = "package ricochet:retry@0.2.0;\n\
+               interface retry-policy {\n\
+                 resource policy { create: static func(max-attempts: u32) -> policy; }\n\
+               }\n\
                world policy { export retry-policy; }\n";
     let message = wrong_world(&component_of(wit, "policy"));
     assert!(
-        message.contains("does not export the function `next-delay`"),
+        message.contains("does not export the function `[method]policy.next-delay`"),
         "{message}"
     );
 }
 
 #[test]
 fn a_mismatched_function_type_is_named() {
-    let wit = "package ricochet:retry@0.1.0;\n\
+    let wit = "package ricochet:retry@0.2.0;\n\
                interface retry-policy {\n\
-                 validate: func(max-attempts: u32) -> bool;\n\
-                 next-delay: func() -> u64;\n\
-                 plan: func() -> u64;\n\
-                 decide: func() -> u64;\n\
-                 resolve-ticket: func() -> u64;\n\
-                 schedule: func() -> u64;\n\
+                 resource policy {\n\
+                   create: static func(max-attempts: u32) -> policy;\n\
+                   next-delay: func() -> u64;\n\
+                   plan: func() -> u64;\n\
+                   decide: func() -> u64;\n\
+                   decide-guarded: func() -> u64;\n\
+                   resolve-ticket: func() -> u64;\n\
+                   schedule: func() -> u64;\n\
+                 }\n\
                }\n\
                world policy { export retry-policy; }\n";
     let message = wrong_world(&component_of(wit, "policy"));
-    assert!(message.contains("validate"), "{message}");
+    assert!(message.contains("[static]policy.create"), "{message}");
 }
 
 #[test]
 fn another_version_of_the_package_is_named() {
     let wit = RETRY_WIT.replace(
-        "package ricochet:retry@0.1.0;",
         "package ricochet:retry@0.2.0;",
+        "package ricochet:retry@0.3.0;",
     );
     let message = wrong_world(&component_of(&wit, "policy"));
-    assert!(message.contains("@0.2.0"), "{message}");
+    assert!(message.contains("@0.3.0"), "{message}");
+}
+
+/// A component built against 0.1.0 (the world as it was: every function took the whole
+/// config) is refused with what changed and where its author reads how to migrate.
+#[test]
+fn a_0_1_component_is_refused_with_the_way_to_migrate() {
+    let wit = include_str!("../data/retry-0.1.0.wit");
+    let message = wrong_world(&component_of(wit, "policy"));
+    assert!(message.contains("ricochet:retry@0.1.0"), "{message}");
+    assert!(message.contains("ricochet:retry@0.2.0"), "{message}");
+    assert!(message.contains("[static]policy.create"), "{message}");
+    assert!(message.contains("Migrating from 0.1"), "{message}");
 }
 
 #[test]

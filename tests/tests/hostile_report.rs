@@ -123,22 +123,20 @@ fn report_1_table_growth() {
         1,
         "",
         &[(
-            "validate",
-            "(drop (table.grow $t (ref.null func) (i32.load (local.get $args)))) (i32.const 16)",
+            "next-delay",
+            "(drop (table.grow $t (ref.null func) (local.get $retry))) (i64.const 0)",
         )],
     );
     let c = PolicyComponent::from_bytes(&component(&wat), Sandbox::default()).unwrap();
-    let config = RetryConfig {
-        max_attempts: 9_900_000,
-        ..RetryConfig::DEFAULT
-    };
     let rss = rss_kib();
     let started = Instant::now();
     let outcomes: Vec<String> = (0..10)
-        .map(|_| match c.validate(&config) {
-            Ok(_) => "grew".to_string(),
-            Err(e) => format!("{e}"),
-        })
+        .map(
+            |_| match c.next_delay(&RetryConfig::DEFAULT, 9_900_000, 0, 0) {
+                Ok(_) => "grew".to_string(),
+                Err(e) => format!("{e}"),
+            },
+        )
         .collect();
     row(
         "table grown by 9.9 M elements per call, 10 calls",
@@ -505,7 +503,7 @@ fn report_9_trap_names() {
         started.elapsed(),
         rss,
     );
-    // And a config error that says the same through `validate`.
+    // And a config error that says the same through `create`.
     let field = "max_attempts\u{1b}[2J";
     let text = "fine\n{\"level\":\"INFO\"}";
     let mut result = vec![1, 0, 0, 0];
@@ -519,7 +517,7 @@ fn report_9_trap_names() {
         wat_bytes(field.as_bytes()),
         wat_bytes(text.as_bytes())
     );
-    let wat = policy_module(1, &extra, &[("validate", "(i32.const 16)")]);
+    let wat = policy_module(1, &extra, &[("create", "(i32.const 16)")]);
     let c = PolicyComponent::from_bytes(&component(&wat), Sandbox::default()).unwrap();
     let started = Instant::now();
     let message = PolicyEngine::validate(&c, &RetryConfig::DEFAULT)

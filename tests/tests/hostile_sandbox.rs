@@ -3,9 +3,9 @@
 //! config error that does the same, and a loop started after the epoch ticker went idle.
 //!
 //! Rust cannot emit `table.grow` or choose a name section, so those guests are written here in
-//! WAT — a core module with the `retry-policy` exports, each taking its arguments through memory
-//! and returning a pointer to its result (the canonical ABI of a call with more than 16 flat
-//! parameters) — and made components with `wit-component`, as a reviewer would. What they do
+//! WAT — a core module with the functions of `retry-policy`'s `policy` resource, in the
+//! canonical ABI's core signatures (see `hostile/mod.rs`) — and made components with
+//! `wit-component`, as a reviewer would. What they do
 //! runs through the real host: wasmtime, the sandbox's limits, the error path.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,24 +21,23 @@ use support::guest;
 mod hostile;
 use hostile::{component, policy_module, wat_bytes};
 
-/// A config whose `max_attempts` (the record's first field, at the argument pointer) tells
-/// the table-growing guest how many elements to add.
-fn grow_by(elements: u32) -> RetryConfig {
-    RetryConfig {
-        max_attempts: elements,
-        ..RetryConfig::DEFAULT
-    }
+/// `next-delay` for retry `elements` grows the table by that many elements: the guest's policy
+/// is made once per instance, so every call after the first is this one method call.
+fn grow_by(hostile: &PolicyComponent, elements: u32) -> Result<u64, ComponentError> {
+    hostile
+        .next_delay(&RetryConfig::DEFAULT, elements, 0, 0)
+        .map(|answer| answer.unwrap())
 }
 
-/// `validate` grows the table by `max_attempts` elements and answers `ok`: the instance goes
-/// back to the pool with its bigger table, and the next call grows it again.
+/// `next-delay` grows the table by `retry` elements and answers 0: the instance goes back to
+/// the pool with its bigger table, and the next call grows it again.
 fn table_grower() -> PolicyComponent {
     let wat = policy_module(
         1,
         "",
         &[(
-            "validate",
-            "(drop (table.grow $t (ref.null func) (i32.load (local.get $args)))) (i32.const 16)",
+            "next-delay",
+            "(drop (table.grow $t (ref.null func) (local.get $retry))) (i64.const 0)",
         )],
     );
     PolicyComponent::from_bytes(&component(&wat), Sandbox::default()).unwrap()
@@ -51,7 +50,7 @@ fn a_table_grown_call_after_call_hits_its_cap_not_the_hosts_memory() {
     // calls. Now each such call is a typed error and its instance is dropped.
     let hostile = table_grower();
     for _ in 0..10 {
-        let error = hostile.validate(&grow_by(1_000_000)).unwrap_err();
+        let error = grow_by(&hostile, 1_000_000).unwrap_err();
         assert_eq!(
             error,
             ComponentError::TableLimit(TableCapExceeded {
@@ -67,9 +66,8 @@ fn a_table_grown_call_after_call_hits_its_cap_not_the_hosts_memory() {
     let step = 1_000;
     let mut grown = 1;
     let error = loop {
-        match hostile.validate(&grow_by(step)) {
-            Ok(answer) => {
-                answer.unwrap();
+        match grow_by(&hostile, step) {
+            Ok(_) => {
                 grown += step as usize;
                 assert!(grown <= limit, "grew to {grown} elements, past the cap");
             }
@@ -84,7 +82,7 @@ fn a_table_grown_call_after_call_hits_its_cap_not_the_hosts_memory() {
         })
     );
     // The failed instance is gone; the next call starts from a fresh, small table.
-    hostile.validate(&grow_by(step)).unwrap().unwrap();
+    grow_by(&hostile, step).unwrap();
 }
 
 #[test]
@@ -147,7 +145,7 @@ fn a_trap_cannot_print_raw_control_characters_or_fake_backtrace_lines() {
 
 #[test]
 fn a_config_error_cannot_print_raw_control_characters() {
-    // `validate` answers `err(config-error { field, message })` with hostile text: the
+    // `create` answers `err(config-error { field, message })` with hostile text: the
     // result's discriminant 1 at 16, then the two strings as (pointer, length) from 20.
     let field = "max_attempts\u{1b}[2J";
     let message = "looks fine\n{\"level\":\"INFO\",\"forged\":true}";
@@ -162,7 +160,7 @@ fn a_config_error_cannot_print_raw_control_characters() {
         wat_bytes(field.as_bytes()),
         wat_bytes(message.as_bytes())
     );
-    let wat = policy_module(1, &extra, &[("validate", "(i32.const 16)")]);
+    let wat = policy_module(1, &extra, &[("create", "(i32.const 16)")]);
     let hostile = PolicyComponent::from_bytes(&component(&wat), Sandbox::default()).unwrap();
     let error = PolicyEngine::validate(&hostile, &RetryConfig::DEFAULT).unwrap_err();
     let EngineError::Config { field, message } = &error else {

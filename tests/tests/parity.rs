@@ -154,9 +154,11 @@ fn decisions_match_over_10_000_random_outcome_sequences() {
             calls: 0,
             auth_retried: false,
         };
+        // A host that keeps guards hands them in from the first call (empty: start fresh), and
+        // `decide-guarded` moves them; without any, the all-scalar `decide` runs.
         let mut guards = wit::Guards {
-            breaker: None,
-            budget: None,
+            breaker: policy.breaker().map(|_| Vec::new()),
+            budget: policy.budget().map(|_| Vec::new()),
         };
         loop {
             let category = ErrorCategory::ALL[g.below(10) as usize];

@@ -13,22 +13,23 @@
 //!
 //! `forger` and `intruder` pick what they do from the call's own inputs (`state.seed`, and
 //! `state.prev-delay-us` for sizes), so one build carries every variant and a test names the
-//! one it wants. Without a feature the misbehaving exports return a config error, so a native
-//! `cargo clippy` of the workspace type-checks the crate without building a weapon.
+//! one it wants. Without a feature the misbehaving methods answer "give up" (or nothing), so a
+//! native `cargo clippy` of the workspace type-checks the crate without building a weapon.
+//! `create` accepts every config, so a policy can be installed: the trouble starts at the first
+//! method call.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
 extern crate alloc;
 
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::vec::Vec;
 
 wit_bindgen::generate!({ path: "../../wit", world: "policy" });
 
-use exports::ricochet::retry::retry_policy::Guest;
+use exports::ricochet::retry::retry_policy as exported;
 use ricochet::retry::types as wit;
 
 /// The state after one more call, all else kept: what an honest answer starts from.
-#[cfg(any(feature = "forger", feature = "intruder"))]
 fn counted(mut state: wit::RetryState) -> wit::RetryState {
     state.calls = state.calls.saturating_add(1);
     state
@@ -55,7 +56,7 @@ struct Hostile;
 export!(Hostile);
 
 /// Does the one bad thing this build was made for; returns only in a harmless build.
-fn misbehave() -> wit::ConfigError {
+fn misbehave() {
     #[cfg(feature = "spin")]
     {
         let mut n = 0u64;
@@ -76,112 +77,137 @@ fn misbehave() -> wit::ConfigError {
     {
         core::arch::wasm32::unreachable()
     }
-    #[allow(unreachable_code)]
-    wit::ConfigError {
-        field: "policy".to_string(),
-        message: "hostile test policy built without a behaviour".to_string(),
-    }
 }
 
-impl Guest for Hostile {
+/// The `policy` resource: whatever config it was given, kept for the forger's lies.
+struct Policy {
+    #[cfg_attr(not(feature = "forger"), allow(dead_code))]
+    config: wit::RetryConfig,
+}
+
+impl exported::Guest for Hostile {
+    type Policy = Policy;
+}
+
+impl exported::GuestPolicy for Policy {
     /// Accepts every config, so the policy can be installed; the trouble starts at the first
     /// real call.
-    fn validate(_: wit::RetryConfig) -> Result<(), wit::ConfigError> {
-        Ok(())
+    fn create(config: wit::RetryConfig) -> Result<exported::Policy, wit::ConfigError> {
+        Ok(exported::Policy::new(Policy { config }))
     }
 
-    fn next_delay(_: wit::RetryConfig, _: u32, _: u64, _: u64) -> Result<u64, wit::ConfigError> {
-        Err(misbehave())
+    fn next_delay(&self, _: u32, _: u64, _: u64) -> u64 {
+        misbehave();
+        0
     }
 
-    fn plan(_: wit::RetryConfig, _: u64) -> Result<Vec<wit::PlannedRetry>, wit::ConfigError> {
-        Err(misbehave())
+    fn plan(&self, _: u64) -> Vec<wit::PlannedRetry> {
+        misbehave();
+        Vec::new()
     }
 
     fn decide(
-        config: wit::RetryConfig,
+        &self,
+        state: wit::RetryState,
+        failure: wit::Failure,
+        now_us: u64,
+    ) -> exported::Decided {
+        let none = wit::Guards {
+            breaker: None,
+            budget: None,
+        };
+        let (state, _, decision) = decide(self, state, failure, now_us, none);
+        exported::Decided { state, decision }
+    }
+
+    fn decide_guarded(
+        &self,
         state: wit::RetryState,
         failure: wit::Failure,
         now_us: u64,
         guards: wit::Guards,
-    ) -> Result<(wit::RetryState, wit::Guards, wit::Decision), wit::ConfigError> {
-        decide(config, state, failure, now_us, guards)
+    ) -> exported::GuardedDecision {
+        let (state, guards, decision) = decide(self, state, failure, now_us, guards);
+        exported::GuardedDecision {
+            state,
+            guards,
+            decision,
+        }
     }
 
-    fn resolve_ticket(
-        _: wit::RetryConfig,
-        _: wit::SlotRequest,
-        _: u64,
-        _: u64,
-    ) -> Result<Option<u64>, wit::ConfigError> {
-        Err(misbehave())
+    fn resolve_ticket(&self, _: wit::SlotRequest, _: u64, _: u64) -> Option<u64> {
+        misbehave();
+        None
     }
 
     fn schedule(
-        config: wit::RetryConfig,
+        &self,
         service: String,
         operation: String,
         state: wit::RetryState,
         failure: wit::Failure,
-    ) -> Result<(wit::RetryState, wit::ScheduleOutcome), wit::ConfigError> {
-        schedule(config, service, operation, state, failure)
+    ) -> exported::Scheduled {
+        let (state, outcome) = schedule(state, service, operation, failure);
+        exported::Scheduled { state, outcome }
     }
 }
 
-type Decided = Result<(wit::RetryState, wit::Guards, wit::Decision), wit::ConfigError>;
-type Scheduled = Result<(wit::RetryState, wit::ScheduleOutcome), wit::ConfigError>;
+type Decided = (wit::RetryState, wit::Guards, wit::Decision);
+type Scheduled = (wit::RetryState, wit::ScheduleOutcome);
 
 #[cfg(feature = "forger")]
 fn decide(
-    config: wit::RetryConfig,
+    policy: &Policy,
     state: wit::RetryState,
     failure: wit::Failure,
     _: u64,
     guards: wit::Guards,
 ) -> Decided {
-    Ok(forger::decide(&config, state, &failure, guards))
+    forger::decide(&policy.config, state, &failure, guards)
 }
 
 #[cfg(feature = "intruder")]
 fn decide(
-    _: wit::RetryConfig,
+    _: &Policy,
     state: wit::RetryState,
     _: wit::Failure,
     _: u64,
     guards: wit::Guards,
 ) -> Decided {
-    Ok(intruder::decide(state, guards))
+    intruder::decide(state, guards)
 }
 
 #[cfg(not(any(feature = "forger", feature = "intruder")))]
 fn decide(
-    _: wit::RetryConfig,
-    _: wit::RetryState,
+    _: &Policy,
+    state: wit::RetryState,
     _: wit::Failure,
     _: u64,
-    _: wit::Guards,
+    guards: wit::Guards,
 ) -> Decided {
-    Err(misbehave())
+    misbehave();
+    (
+        counted(state),
+        guards,
+        wit::Decision::GiveUp(wit::GiveUpReason::Exhausted),
+    )
 }
 
 #[cfg(feature = "intruder")]
 fn schedule(
-    _: wit::RetryConfig,
+    state: wit::RetryState,
     service: String,
     operation: String,
-    state: wit::RetryState,
     _: wit::Failure,
 ) -> Scheduled {
-    Ok(intruder::schedule(state, &service, &operation))
+    intruder::schedule(state, &service, &operation)
 }
 
 #[cfg(not(feature = "intruder"))]
-fn schedule(
-    _: wit::RetryConfig,
-    _: String,
-    _: String,
-    _: wit::RetryState,
-    _: wit::Failure,
-) -> Scheduled {
-    Err(misbehave())
+fn schedule(state: wit::RetryState, _: String, _: String, _: wit::Failure) -> Scheduled {
+    misbehave();
+    (
+        counted(state),
+        wit::ScheduleOutcome::GiveUp(wit::GiveUpReason::Exhausted),
+    )
 }

@@ -1,4 +1,4 @@
-//! A third-party policy for the `ricochet:retry` world: linear backoff, written without
+//! A third-party policy for the `ricochet:retry@0.2.0` world: linear backoff, written without
 //! `ricochet-core`.
 //!
 //! It exists to prove that the host runs *any* conforming component, not only the core wrapped
@@ -21,7 +21,7 @@ use alloc::vec::Vec;
 
 wit_bindgen::generate!({ path: "../../wit", world: "policy" });
 
-use exports::ricochet::retry::retry_policy::Guest;
+use exports::ricochet::retry::retry_policy as exported;
 use ricochet::retry::types as wit;
 use ricochet::retry::{clock, coordination, logging, metrics};
 
@@ -39,6 +39,11 @@ struct LinearPolicy;
 
 #[cfg(target_arch = "wasm32")]
 export!(LinearPolicy);
+
+impl exported::Guest for LinearPolicy {
+    /// The `policy` resource: a config checked once, in `create`.
+    type Policy = Linear;
+}
 
 /// A config checked and converted to microseconds.
 struct Linear {
@@ -159,7 +164,7 @@ impl Linear {
     }
 
     /// One decision; `state` is updated in place.
-    fn decide(
+    fn on_failure(
         &self,
         state: &mut wit::RetryState,
         failure: &wit::Failure,
@@ -250,66 +255,65 @@ fn category_name(c: wit::ErrorCategory) -> &'static str {
     }
 }
 
-impl Guest for LinearPolicy {
-    fn validate(config: wit::RetryConfig) -> Result<(), wit::ConfigError> {
-        Linear::new(&config).map(|_| ())
+impl exported::GuestPolicy for Linear {
+    fn create(config: wit::RetryConfig) -> Result<exported::Policy, wit::ConfigError> {
+        Ok(exported::Policy::new(Linear::new(&config)?))
     }
 
-    fn next_delay(
-        config: wit::RetryConfig,
-        retry: u32,
-        seed: u64,
-        _prev_delay_us: u64,
-    ) -> Result<u64, wit::ConfigError> {
-        Ok(Linear::new(&config)?.delay_us(retry, seed))
+    fn next_delay(&self, retry: u32, seed: u64, _prev_delay_us: u64) -> u64 {
+        self.delay_us(retry, seed)
     }
 
-    fn plan(
-        config: wit::RetryConfig,
-        seed: u64,
-    ) -> Result<Vec<wit::PlannedRetry>, wit::ConfigError> {
-        let linear = Linear::new(&config)?;
-        Ok((1..linear.max_attempts)
+    fn plan(&self, seed: u64) -> Vec<wit::PlannedRetry> {
+        (1..self.max_attempts)
             .map(|retry| wit::PlannedRetry {
                 retry,
-                base_delay_us: linear.base_us(retry),
-                delay_us: linear.delay_us(retry, seed),
+                base_delay_us: self.base_us(retry),
+                delay_us: self.delay_us(retry, seed),
             })
-            .collect())
+            .collect()
     }
 
     fn decide(
-        config: wit::RetryConfig,
+        &self,
+        mut state: wit::RetryState,
+        failure: wit::Failure,
+        now_us: u64,
+    ) -> exported::Decided {
+        let decision = self.on_failure(&mut state, &failure, now_us);
+        exported::Decided { state, decision }
+    }
+
+    /// No breaker, no budget: the guards pass through untouched.
+    fn decide_guarded(
+        &self,
         mut state: wit::RetryState,
         failure: wit::Failure,
         now_us: u64,
         guards: wit::Guards,
-    ) -> Result<(wit::RetryState, wit::Guards, wit::Decision), wit::ConfigError> {
-        let decision = Linear::new(&config)?.decide(&mut state, &failure, now_us);
-        Ok((state, guards, decision))
+    ) -> exported::GuardedDecision {
+        let decision = self.on_failure(&mut state, &failure, now_us);
+        exported::GuardedDecision {
+            state,
+            guards,
+            decision,
+        }
     }
 
-    fn resolve_ticket(
-        config: wit::RetryConfig,
-        request: wit::SlotRequest,
-        ticket: u64,
-        _seed: u64,
-    ) -> Result<Option<u64>, wit::ConfigError> {
-        Ok(Some(
-            Linear::new(&config)?.fire_at_us(request.earliest_us, ticket),
-        ))
+    fn resolve_ticket(&self, request: wit::SlotRequest, ticket: u64, _seed: u64) -> Option<u64> {
+        Some(self.fire_at_us(request.earliest_us, ticket))
     }
 
     fn schedule(
-        config: wit::RetryConfig,
+        &self,
         service: String,
         operation: String,
         mut state: wit::RetryState,
         failure: wit::Failure,
-    ) -> Result<(wit::RetryState, wit::ScheduleOutcome), wit::ConfigError> {
-        let linear = Linear::new(&config)?;
+    ) -> exported::Scheduled {
+        let linear = self;
         let attempt = state.calls + 1;
-        let decision = linear.decide(&mut state, &failure, clock::now_us());
+        let decision = linear.on_failure(&mut state, &failure, clock::now_us());
         let outcome = match decision {
             wit::Decision::GiveUp(reason) => wit::ScheduleOutcome::GiveUp(reason),
             wit::Decision::Retry(r) => {
@@ -380,6 +384,6 @@ impl Guest for LinearPolicy {
             error: Some(category_name(failure.category).to_string()),
             trace_id: None,
         });
-        Ok((state, outcome))
+        exported::Scheduled { state, outcome }
     }
 }

@@ -1,10 +1,14 @@
-//! `ricochet-core` as a `ricochet:retry` component.
+//! `ricochet-core` as a `ricochet:retry@0.2.0` component (world `engine`).
 //!
 //! A thin adapter: it converts WIT records to core values and back, and does no math of its own —
 //! every delay, decision and slot comes from `ricochet-core`, so the component and the native
-//! host agree bit for bit. `schedule` is the one export that uses the imports: it reads the host's
-//! clock, asks the host's coordinator for a slot (falling back to the core's local slot when the
-//! coordinator is unavailable; the host counts that fallback) and writes the seed's log line.
+//! host agree bit for bit. The `policy` resource holds the core's validated [`rc::Policy`]: the
+//! config is converted and validated once, in `create`, and every later call starts from it.
+//! `schedule` is the one method that uses the imports: it reads the host's clock, asks the
+//! host's coordinator for a slot (falling back to the core's local slot when the coordinator is
+//! unavailable; the host counts that fallback) and writes the seed's log line. The `http`
+//! interface hands hosts that make their own requests (the JavaScript package) the core's
+//! status table and header parsers; `probe` does nothing, for measuring a crossing.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
 extern crate alloc;
@@ -14,9 +18,9 @@ use alloc::vec::Vec;
 
 use ricochet_core as rc;
 
-wit_bindgen::generate!({ path: "../../wit", world: "policy" });
+wit_bindgen::generate!({ path: "../../wit", world: "engine" });
 
-use exports::ricochet::retry::retry_policy::Guest;
+use exports::ricochet::retry::retry_policy as exported;
 use ricochet::retry::types as wit;
 use ricochet::retry::{clock, coordination, logging};
 
@@ -29,8 +33,6 @@ static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
     core::arch::wasm32::unreachable()
 }
-
-struct Component;
 
 // Exported only for wasm: a native cdylib cannot carry the component's `ns:pkg/iface#func`
 // symbol names, and natively the crate is only type-checked (clippy) and unit-tested.
@@ -190,7 +192,7 @@ fn request_in(r: wit::SlotRequest) -> rc::SlotRequest {
         window: r.window,
         retry: r.retry,
         moves: r.moves,
-        // The 0.1 record does not carry the call's deadline.
+        // The WIT record does not carry the call's deadline.
         latest_us: None,
     }
 }
@@ -274,41 +276,128 @@ fn local_slot(
     })
 }
 
-impl Guest for Component {
-    fn validate(c: wit::RetryConfig) -> Result<(), wit::ConfigError> {
-        validate(&c).map(|_| ())
+fn decision_out(decision: rc::Decision) -> wit::Decision {
+    match decision {
+        rc::Decision::Retry {
+            delay_us,
+            slot_request,
+        } => wit::Decision::Retry(wit::RetryDecision {
+            delay_us,
+            slot_request: slot_request.map(request_out),
+        }),
+        rc::Decision::GiveUp { reason: r } => wit::Decision::GiveUp(reason(r)),
+    }
+}
+
+fn category_out(c: rc::ErrorCategory) -> wit::ErrorCategory {
+    use wit::ErrorCategory as W;
+    match c {
+        rc::ErrorCategory::Connection => W::ConnectionError,
+        rc::ErrorCategory::Timeout => W::TimeoutError,
+        rc::ErrorCategory::ServiceUnavailable => W::ServiceUnavailableError,
+        rc::ErrorCategory::RateLimitExceeded => W::RateLimitExceededError,
+        rc::ErrorCategory::Authentication => W::AuthenticationError,
+        rc::ErrorCategory::Validation => W::ValidationError,
+        rc::ErrorCategory::ResourceNotFound => W::ResourceNotFoundError,
+        rc::ErrorCategory::BusinessLogic => W::BusinessLogicError,
+        rc::ErrorCategory::RateLimited => W::RateLimited,
+        // AuthExpired and any category a newer core adds.
+        _ => W::AuthExpired,
+    }
+}
+
+fn config_out(c: &rc::RetryConfig) -> wit::RetryConfig {
+    let retry_on = CATEGORIES
+        .iter()
+        .filter(|(_, cat)| c.retry_on.contains(*cat))
+        .fold(wit::CategorySet::empty(), |set, (flag, _)| set | *flag);
+    wit::RetryConfig {
+        max_attempts: c.max_attempts,
+        initial_delay: c.initial_delay,
+        max_delay: c.max_delay,
+        exponential_base: c.exponential_base,
+        jitter: c.jitter,
+        jitter_factor: c.jitter_factor,
+        slot_count: c.slot_count,
+        slot_width: c.slot_width,
+        coordination_enabled: c.coordination_enabled,
+        idempotency_ttl: c.idempotency_ttl,
+        strategy: match c.strategy {
+            rc::JitterStrategy::None => wit::JitterStrategy::None,
+            rc::JitterStrategy::Full => wit::JitterStrategy::Full,
+            rc::JitterStrategy::Equal => wit::JitterStrategy::Equal,
+            rc::JitterStrategy::Decorrelated => wit::JitterStrategy::Decorrelated,
+            rc::JitterStrategy::Proportional => wit::JitterStrategy::Proportional,
+        },
+        max_elapsed: c.max_elapsed,
+        max_retry_after: c.max_retry_after,
+        slot_capacity: c.slot_capacity,
+        retry_on,
+        circuit_breaker: c.circuit_breaker.map(|b| wit::BreakerConfig {
+            failure_threshold: b.failure_threshold,
+            failure_rate: b.failure_rate,
+            minimum_calls: b.minimum_calls,
+            window: b.window,
+            cool_down: b.cool_down,
+            half_open_probes: b.half_open_probes,
+        }),
+        retry_budget: c.retry_budget.map(|b| wit::BudgetConfig {
+            max_tokens: b.max_tokens,
+            token_ratio: b.token_ratio,
+        }),
+    }
+}
+
+/// The `policy` resource: a config validated once.
+struct Policy {
+    policy: rc::Policy,
+}
+
+struct Component;
+
+impl exported::Guest for Component {
+    type Policy = Policy;
+}
+
+impl exported::GuestPolicy for Policy {
+    fn create(c: wit::RetryConfig) -> Result<exported::Policy, wit::ConfigError> {
+        Ok(exported::Policy::new(Policy {
+            policy: validate(&c)?,
+        }))
     }
 
-    fn next_delay(
-        c: wit::RetryConfig,
-        retry: u32,
-        seed: u64,
-        prev_delay_us: u64,
-    ) -> Result<u64, wit::ConfigError> {
-        Ok(validate(&c)?
-            .next_delay(retry, seed, prev_delay_us)
-            .delay_us)
+    fn next_delay(&self, retry: u32, seed: u64, prev_delay_us: u64) -> u64 {
+        self.policy.next_delay(retry, seed, prev_delay_us).delay_us
     }
 
-    fn plan(c: wit::RetryConfig, seed: u64) -> Result<Vec<wit::PlannedRetry>, wit::ConfigError> {
-        Ok(validate(&c)?
+    fn plan(&self, seed: u64) -> Vec<wit::PlannedRetry> {
+        self.policy
             .plan(seed)
             .map(|r| wit::PlannedRetry {
                 retry: r.retry,
                 base_delay_us: r.base_delay_us,
                 delay_us: r.delay_us,
             })
-            .collect())
+            .collect()
     }
 
-    fn decide(
-        c: wit::RetryConfig,
+    fn decide(&self, state: wit::RetryState, f: wit::Failure, now_us: u64) -> exported::Decided {
+        let mut st = state_in(state);
+        let decision = st.on_failure(&self.policy, failure(f), now_us, rc::Guards::none());
+        exported::Decided {
+            state: state_out(&st),
+            decision: decision_out(decision),
+        }
+    }
+
+    fn decide_guarded(
+        &self,
         state: wit::RetryState,
         f: wit::Failure,
         now_us: u64,
         guards: wit::Guards,
-    ) -> Result<(wit::RetryState, wit::Guards, wit::Decision), wit::ConfigError> {
-        let policy = validate(&c)?;
+    ) -> exported::GuardedDecision {
+        let policy = &self.policy;
         let mut breaker = policy.breaker().map(|p| {
             guards
                 .breaker
@@ -325,7 +414,7 @@ impl Guest for Component {
         });
         let mut st = state_in(state);
         let decision = st.on_failure(
-            &policy,
+            policy,
             failure(f),
             now_us,
             rc::Guards {
@@ -333,51 +422,39 @@ impl Guest for Component {
                 budget: budget.as_mut(),
             },
         );
-        let guards = wit::Guards {
-            breaker: breaker.map(|b| b.to_bytes().to_vec()),
-            budget: budget.map(|b| b.to_bytes().to_vec()),
-        };
-        let decision = match decision {
-            rc::Decision::Retry {
-                delay_us,
-                slot_request,
-            } => wit::Decision::Retry(wit::RetryDecision {
-                delay_us,
-                slot_request: slot_request.map(request_out),
-            }),
-            rc::Decision::GiveUp { reason: r } => wit::Decision::GiveUp(reason(r)),
-        };
-        Ok((state_out(&st), guards, decision))
+        exported::GuardedDecision {
+            state: state_out(&st),
+            guards: wit::Guards {
+                breaker: breaker.map(|b| b.to_bytes().to_vec()),
+                budget: budget.map(|b| b.to_bytes().to_vec()),
+            },
+            decision: decision_out(decision),
+        }
     }
 
-    fn resolve_ticket(
-        c: wit::RetryConfig,
-        request: wit::SlotRequest,
-        ticket: u64,
-        seed: u64,
-    ) -> Result<Option<u64>, wit::ConfigError> {
-        let policy = validate(&c)?;
-        Ok(
-            match policy.resolve_ticket(&request_in(request), ticket, seed) {
-                rc::SlotResolution::FireAt { fire_at_us, .. } => Some(fire_at_us),
-                _ => None,
-            },
-        )
+    fn resolve_ticket(&self, request: wit::SlotRequest, ticket: u64, seed: u64) -> Option<u64> {
+        match self
+            .policy
+            .resolve_ticket(&request_in(request), ticket, seed)
+        {
+            rc::SlotResolution::FireAt { fire_at_us, .. } => Some(fire_at_us),
+            _ => None,
+        }
     }
 
     fn schedule(
-        c: wit::RetryConfig,
+        &self,
         service: alloc::string::String,
         operation: alloc::string::String,
         state: wit::RetryState,
         f: wit::Failure,
-    ) -> Result<(wit::RetryState, wit::ScheduleOutcome), wit::ConfigError> {
-        let policy = validate(&c)?;
+    ) -> exported::Scheduled {
+        let policy = &self.policy;
         let now_us = clock::now_us();
         let mut st = state_in(state);
         let failed = failure(f);
         let attempt = st.calls() + 1;
-        let decision = st.on_failure(&policy, failed, now_us, rc::Guards::none());
+        let decision = st.on_failure(policy, failed, now_us, rc::Guards::none());
         let log = |level, delay_us: u64| {
             logging::log(&wit::LogRecord {
                 level,
@@ -410,8 +487,8 @@ impl Guest for Component {
                 slot_request: Some(request),
             } => {
                 let seed = st.seed();
-                let placed = coordinate(&policy, &service, &operation, seed, request, delay_us)
-                    .unwrap_or_else(|_| local_slot(&policy, seed, request, delay_us));
+                let placed = coordinate(policy, &service, &operation, seed, request, delay_us)
+                    .unwrap_or_else(|_| local_slot(policy, seed, request, delay_us));
                 match &placed {
                     wit::ScheduleOutcome::Retry(r) => log(wit::LogLevel::Info, r.delay_us),
                     wit::ScheduleOutcome::GiveUp(_) => log(wit::LogLevel::Error, 0),
@@ -419,6 +496,47 @@ impl Guest for Component {
                 placed
             }
         };
-        Ok((state_out(&st), outcome))
+        exported::Scheduled {
+            state: state_out(&st),
+            outcome,
+        }
     }
+}
+
+impl exports::ricochet::retry::http::Guest for Component {
+    fn classify_response(
+        status: u16,
+        retry_after: Option<alloc::string::String>,
+        ratelimit: Option<alloc::string::String>,
+        x_ratelimit_reset: Option<alloc::string::String>,
+        now_us: u64,
+    ) -> Option<wit::Failure> {
+        let headers = rc::http::DelayHeaders {
+            retry_after: retry_after.as_deref(),
+            ratelimit: ratelimit.as_deref(),
+            x_ratelimit_reset: x_ratelimit_reset.as_deref(),
+        };
+        rc::http::classify_response(status, headers, now_us).map(|f| wit::Failure {
+            category: category_out(f.category),
+            server_delay_us: f.server_delay_us,
+            token_refreshed: f.token_refreshed,
+        })
+    }
+
+    fn server_delay(
+        header: alloc::string::String,
+        value: alloc::string::String,
+        now_us: u64,
+    ) -> Option<u64> {
+        let header = rc::retry_after::ServerDelayHeader::from_name(&header)?;
+        rc::retry_after::parse_server_delay(header, &value, now_us)
+    }
+
+    fn preset(name: alloc::string::String) -> Option<wit::RetryConfig> {
+        rc::RetryConfig::preset(&name).map(|c| config_out(&c))
+    }
+}
+
+impl exports::ricochet::retry::probe::Guest for Component {
+    fn empty() {}
 }

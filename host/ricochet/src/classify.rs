@@ -49,7 +49,8 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
-use ricochet_core::retry_after::{parse_server_delay, ServerDelayHeader};
+use ricochet_core::http::{classify_response, DelayHeaders};
+use ricochet_core::retry_after::ServerDelayHeader;
 use ricochet_core::ErrorCategory;
 
 use crate::coordination::wall_clock_us;
@@ -252,14 +253,12 @@ impl HttpError {
 
     /// The server's delay, from the first delay header that parses (garbage counts as absent).
     pub fn server_delay(&self) -> Option<Duration> {
-        let now = wall_clock_us();
-        [
-            (ServerDelayHeader::RetryAfter, &self.retry_after),
-            (ServerDelayHeader::RateLimit, &self.ratelimit),
-            (ServerDelayHeader::XRateLimitReset, &self.x_ratelimit_reset),
-        ]
-        .into_iter()
-        .find_map(|(h, v)| v.as_deref().and_then(|v| parse_server_delay(h, v, now)))
+        DelayHeaders {
+            retry_after: self.retry_after.as_deref(),
+            ratelimit: self.ratelimit.as_deref(),
+            x_ratelimit_reset: self.x_ratelimit_reset.as_deref(),
+        }
+        .server_delay_us(wall_clock_us())
         .map(Duration::from_micros)
     }
 }
@@ -276,33 +275,29 @@ impl fmt::Display for HttpError {
 
 impl std::error::Error for HttpError {}
 
-/// The category of an HTTP status (see the module docs for the table). A 503 is `RateLimited`
-/// here; [`HttpError::classify`] makes a 503 without a delay header `ServiceUnavailable`.
+/// The category of an HTTP status (see the module docs for the table; the core's
+/// [`status_category`](ricochet_core::http::status_category)). A 503 is `RateLimited` here;
+/// [`HttpError::classify`] makes a 503 without a delay header `ServiceUnavailable`.
 pub fn http_status_category(status: u16) -> ErrorCategory {
-    match status {
-        429 | 503 => ErrorCategory::RateLimited,
-        500 | 502 | 504 | 425 => ErrorCategory::ServiceUnavailable,
-        408 => ErrorCategory::Timeout,
-        401 => ErrorCategory::AuthExpired,
-        403 | 407 | 511 => ErrorCategory::Authentication,
-        404 | 410 => ErrorCategory::ResourceNotFound,
-        400 | 413 | 414 | 415 | 422 | 431 | 501 | 505 => ErrorCategory::Validation,
-        _ => ErrorCategory::BusinessLogic,
-    }
+    ricochet_core::http::status_category(status)
 }
 
 impl Classify for HttpError {
     fn classify(&self) -> Classification {
-        let category = http_status_category(self.status);
-        if category != ErrorCategory::RateLimited {
-            return Classification::new(category);
+        let headers = DelayHeaders {
+            retry_after: self.retry_after.as_deref(),
+            ratelimit: self.ratelimit.as_deref(),
+            x_ratelimit_reset: self.x_ratelimit_reset.as_deref(),
+        };
+        // The core's rule (one source with the component's `http` interface); a status below
+        // 400 that reached an `HttpError` is some failure the table does not name.
+        match classify_response(self.status, headers, wall_clock_us()) {
+            Some(f) => Classification::with_server_delay(
+                f.category,
+                f.server_delay_us.map(Duration::from_micros),
+            ),
+            None => Classification::new(http_status_category(self.status)),
         }
-        let server_delay = self.server_delay();
-        // A 503 that says nothing about when to come back is an outage, not throttling.
-        if self.status == 503 && server_delay.is_none() {
-            return Classification::new(ErrorCategory::ServiceUnavailable);
-        }
-        Classification::with_server_delay(category, server_delay)
     }
 }
 

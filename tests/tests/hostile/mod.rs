@@ -9,32 +9,68 @@ use wit_parser::Resolve;
 /// The real world's WIT.
 pub const RETRY_WIT: &str = include_str!("../../../wit/retry.wit");
 
-/// The six exports of `retry-policy`, each `(param i32) (result i32)` in the core module.
-pub const EXPORTS: [&str; 6] = [
-    "validate",
-    "next-delay",
-    "plan",
-    "decide",
-    "resolve-ticket",
-    "schedule",
+/// The functions of `retry-policy`'s `policy` resource: name, core signature, and what the
+/// function does unless a test says otherwise. `create` answers `ok` with a handle from the
+/// component's `[resource-new]policy` (written at the return area, 16); the rest execute
+/// `unreachable`. Parameters past the canonical ABI's 16 flat values arrive as one pointer
+/// (`$args`); results wider than one value go back through a pointer (the return area at 16).
+pub const FUNCTIONS: [(&str, &str, &str); 7] = [
+    (
+        "[static]policy.create",
+        "(param $args i32) (result i32)",
+        "(i32.store (i32.const 16) (i32.const 0)) (i32.store (i32.const 20) (call $new (i32.const 1))) (i32.const 16)",
+    ),
+    (
+        "[method]policy.next-delay",
+        "(param $self i32) (param $retry i32) (param $seed i64) (param $prev i64) (result i64)",
+        "unreachable",
+    ),
+    (
+        "[method]policy.plan",
+        "(param $self i32) (param $seed i64) (result i32)",
+        "unreachable",
+    ),
+    (
+        "[method]policy.decide",
+        "(param i32 i64 i64 i64 i32 i32 i32 i32 i64 i32 i64) (result i32)",
+        "unreachable",
+    ),
+    (
+        "[method]policy.decide-guarded",
+        "(param $args i32) (result i32)",
+        "unreachable",
+    ),
+    (
+        "[method]policy.resolve-ticket",
+        "(param i32 i64 i64 i32 i32 i64 i64) (result i32)",
+        "unreachable",
+    ),
+    (
+        "[method]policy.schedule",
+        "(param i32 i32 i32 i32 i32 i64 i64 i64 i32 i32 i32 i32 i64 i32) (result i32)",
+        "unreachable",
+    ),
 ];
 
 /// A core module for the `policy` world: a bump allocator (reset by every export call), a
-/// zeroed return area at 16 (so `validate` answers `ok`), one table of `table_min` elements,
-/// `extra` items, and `bodies` for the exports it names (the rest execute `unreachable`).
+/// zeroed return area at 16, one table of `table_min` elements, `extra` items, and `bodies`
+/// for the functions it names (`create`, `next-delay`, `plan`, …: the name after the dot; the
+/// rest do what [`FUNCTIONS`] says).
 pub fn policy_module(table_min: u32, extra: &str, bodies: &[(&str, &str)]) -> String {
     let mut exports = String::new();
-    for name in EXPORTS {
+    for (name, signature, default) in FUNCTIONS {
+        let short = name.rsplit('.').next().unwrap_or(name);
         let body = bodies
             .iter()
-            .find(|(n, _)| *n == name)
-            .map_or("unreachable", |(_, b)| b);
+            .find(|(n, _)| *n == short)
+            .map_or(default, |(_, b)| b);
         exports.push_str(&format!(
-            "(func (export \"ricochet:retry/retry-policy@0.1.0#{name}\") (param $args i32) (result i32)\n  (global.set $bump (i32.const 1024))\n  {body})\n"
+            "(func (export \"ricochet:retry/retry-policy@0.2.0#{name}\") {signature}\n  (global.set $bump (i32.const 1024))\n  {body})\n"
         ));
     }
     format!(
         r#"(module
+  (import "[export]ricochet:retry/retry-policy@0.2.0" "[resource-new]policy" (func $new (param i32) (result i32)))
   (memory (export "memory") 1)
   (table $t {table_min} funcref)
   (global $bump (mut i32) (i32.const 1024))
@@ -44,6 +80,7 @@ pub fn policy_module(table_min: u32, extra: &str, bodies: &[(&str, &str)]) -> St
                             (i32.sub (i32.const 0) (local.get 2))))
     (global.set $bump (i32.add (local.get $at) (local.get 3)))
     (local.get $at))
+  (func (export "ricochet:retry/retry-policy@0.2.0#[dtor]policy") (param i32))
   {extra}
   {exports})"#
     )

@@ -160,7 +160,7 @@ pub fn decision_from_wit(d: wit::Decision) -> rc::Decision {
                 window: s.window,
                 retry: s.retry,
                 moves: s.moves,
-                // The 0.1 record does not carry the deadline; the executor checks slots
+                // The WIT record does not carry the deadline; the executor checks slots
                 // against the call's own.
                 latest_us: None,
             }),

@@ -1,10 +1,21 @@
-//! The component host: runs any component of the `ricochet:retry` `policy` world with wasmtime.
+//! The component host: runs any component of the `ricochet:retry@0.2.0` `policy` world with
+//! wasmtime.
 //!
 //! A [`PolicyComponent`] is compiled and checked once: the component must fit the world (an
-//! error names the import the host does not provide, or the export that is missing), and is
-//! then pre-instantiated (`InstancePre`), so a new instance costs microseconds. Instances are
-//! pooled and reused call after call — their stores are reset to a fresh budget before each
-//! call — and several threads can call one component at once, each on its own instance.
+//! error names the import the host does not provide, or the export that is missing; a 0.1.0
+//! component is refused with what its author has to change), and is then pre-instantiated
+//! (`InstancePre`), so a new instance costs microseconds. Instances are pooled and reused call
+//! after call — their stores are reset to a fresh budget before each call — and several threads
+//! can call one component at once, each on its own instance.
+//!
+//! # Policies are made once
+//!
+//! The world's `policy` resource is made from a config once (`create`, which validates it) and
+//! then asked with small arguments that the canonical ABI passes in registers. Each instance
+//! keeps the policies it made for the last few configs it was called with
+//! (`MAX_POLICIES_PER_INSTANCE`), so the methods here that take a config find the guest's
+//! policy for it with a comparison and cross into the guest once per call; a config the guest
+//! rejects is asked again next time (and rejected again).
 //!
 //! # Sandbox
 //!
@@ -53,7 +64,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ricochet_core as rc;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceAny, TypedFunc};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 
 pub use crate::engine::HostBackends;
@@ -79,6 +90,9 @@ use crate::metrics::RetryMetrics;
 
 /// Idle instances kept per component (more are made when calls overlap, and dropped after).
 const MAX_IDLE_INSTANCES: usize = 16;
+
+/// Guest policies (one per config) an instance keeps; the least recently made goes first.
+const MAX_POLICIES_PER_INSTANCE: usize = 8;
 
 /// Why a component could not be loaded or called.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,7 +167,42 @@ impl std::error::Error for ComponentError {}
 struct Instance {
     store: Store<HostState>,
     world: PolicyWorld,
+    /// The guest's `policy` for each config it was made for, most recent last.
+    policies: Vec<(rc::RetryConfig, ResourceAny)>,
+    /// `ricochet:retry/probe.empty`, when the component exports it.
+    probe: Option<TypedFunc<(), ()>>,
 }
+
+impl Instance {
+    /// The guest's policy for `config`: the one made before, or a new one (`create`, which
+    /// validates the config). A config the guest rejects is not kept.
+    fn policy_for(
+        &mut self,
+        config: &rc::RetryConfig,
+    ) -> wasmtime::Result<Result<ResourceAny, wit::ConfigError>> {
+        if let Some((_, handle)) = self.policies.iter().rev().find(|(c, _)| c == config) {
+            return Ok(Ok(*handle));
+        }
+        let created = self
+            .world
+            .ricochet_retry_retry_policy()
+            .policy()
+            .call_create(&mut self.store, to_wit(config))?;
+        let handle = match created {
+            Ok(handle) => handle,
+            Err(e) => return Ok(Err(e)),
+        };
+        if self.policies.len() >= MAX_POLICIES_PER_INSTANCE {
+            let (_, oldest) = self.policies.remove(0);
+            oldest.resource_drop(&mut self.store)?;
+        }
+        self.policies.push((*config, handle));
+        Ok(Ok(handle))
+    }
+}
+
+/// The probe export, as component names spell it.
+const PROBE_INTERFACE: &str = "ricochet:retry/probe@0.2.0";
 
 /// What every handle on one component shares.
 struct Loaded {
@@ -235,8 +284,14 @@ impl PolicyComponent {
             .map_err(|e| ComponentError::WrongWorld(sanitized(&e, MAX_MESSAGE_BYTES)))?;
         let world = PolicyWorld::new(&mut store, &instance)
             .map_err(|e| ComponentError::WrongWorld(guest_error_text(&e)))?;
+        let probe = probe_of(&mut store, &instance);
         self.loaded.instantiated.fetch_add(1, Ordering::Relaxed);
-        self.release(Instance { store, world });
+        self.release(Instance {
+            store,
+            world,
+            policies: Vec::new(),
+            probe,
+        });
         Ok(())
     }
 
@@ -360,13 +415,21 @@ impl PolicyComponent {
 
     fn instantiate(&self, backends: &Arc<HostBackends>) -> Result<Instance, ComponentError> {
         let mut store = self.new_store(backends).map_err(|e| self.classify(e))?;
-        let world = self
+        let instance = self
             .loaded
             .pre
+            .instance_pre()
             .instantiate(&mut store)
             .map_err(|e| self.classify(e))?;
+        let world = PolicyWorld::new(&mut store, &instance).map_err(|e| self.classify(e))?;
+        let probe = probe_of(&mut store, &instance);
         self.loaded.instantiated.fetch_add(1, Ordering::Relaxed);
-        Ok(Instance { store, world })
+        Ok(Instance {
+            store,
+            world,
+            policies: Vec::new(),
+            probe,
+        })
     }
 
     fn prepare(
@@ -428,7 +491,7 @@ impl PolicyComponent {
         &self,
         backends: &Arc<HostBackends>,
         scope: CallScope,
-        f: impl FnOnce(&PolicyWorld, &mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Instance) -> wasmtime::Result<R>,
     ) -> Result<R, ComponentError> {
         let _metered = self.metered();
         let pooled = self
@@ -443,20 +506,58 @@ impl PolicyComponent {
         };
         Self::prepare(&mut instance.store, &self.loaded.sandbox, backends, scope)
             .map_err(|e| self.classify(e))?;
-        let out = f(&instance.world, &mut instance.store).map_err(|e| self.classify(e))?;
+        let out = f(&mut instance).map_err(|e| self.classify(e))?;
         self.release(instance);
         Ok(out)
     }
 
-    /// `validate` through the component.
+    /// Runs `f` on the guest's policy for `config` (made now if this instance has none), with
+    /// one budget for both; a config the guest rejects is its `config-error`.
+    fn call_policy<R>(
+        &self,
+        backends: &Arc<HostBackends>,
+        config: &rc::RetryConfig,
+        scope: CallScope,
+        f: impl FnOnce(&PolicyWorld, &mut Store<HostState>, ResourceAny) -> wasmtime::Result<R>,
+    ) -> Result<Result<R, wit::ConfigError>, ComponentError> {
+        self.call(backends, scope, |instance| {
+            let handle = match instance.policy_for(config)? {
+                Ok(handle) => handle,
+                Err(e) => return Ok(Err(e)),
+            };
+            f(&instance.world, &mut instance.store, handle).map(Ok)
+        })
+    }
+
+    /// Calls the component's empty export (`ricochet:retry/probe.empty`: no arguments, no
+    /// result, no work) through the same pool, store reset and budget as every other call: the
+    /// floor under any call on this engine. `Ok(false)` when the component does not export it.
+    pub fn call_empty(&self) -> Result<bool, ComponentError> {
+        self.call(
+            &self.backends,
+            CallScope::default(),
+            |instance| match instance.probe {
+                Some(empty) => {
+                    empty.call(&mut instance.store, ())?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            },
+        )
+    }
+
+    /// Makes the guest's policy for `config` (`create`, which validates it) and keeps it for
+    /// the calls that follow; `Err` is the guest's `config-error`.
     pub fn validate(
         &self,
         config: &rc::RetryConfig,
     ) -> Result<Result<(), wit::ConfigError>, ComponentError> {
-        let c = to_wit(config);
-        self.call(&self.backends, CallScope::new(config, None), |w, s| {
-            w.ricochet_retry_retry_policy().call_validate(s, c)
-        })
+        self.call_policy(
+            &self.backends,
+            config,
+            CallScope::new(config, None),
+            |_, _, _| Ok(()),
+        )
     }
 
     /// `next-delay` through the component.
@@ -467,11 +568,20 @@ impl PolicyComponent {
         seed: u64,
         prev_delay_us: u64,
     ) -> Result<Result<u64, wit::ConfigError>, ComponentError> {
-        let c = to_wit(config);
-        self.call(&self.backends, CallScope::new(config, None), |w, s| {
-            w.ricochet_retry_retry_policy()
-                .call_next_delay(s, c, retry, seed, prev_delay_us)
-        })
+        self.call_policy(
+            &self.backends,
+            config,
+            CallScope::new(config, None),
+            |w, s, p| {
+                w.ricochet_retry_retry_policy().policy().call_next_delay(
+                    s,
+                    p,
+                    retry,
+                    seed,
+                    prev_delay_us,
+                )
+            },
+        )
     }
 
     /// `plan` through the component: the whole schedule in one crossing.
@@ -480,13 +590,19 @@ impl PolicyComponent {
         config: &rc::RetryConfig,
         seed: u64,
     ) -> Result<Result<Vec<wit::PlannedRetry>, wit::ConfigError>, ComponentError> {
-        let c = to_wit(config);
-        self.call(&self.backends, CallScope::new(config, None), |w, s| {
-            w.ricochet_retry_retry_policy().call_plan(s, c, seed)
-        })
+        self.call_policy(
+            &self.backends,
+            config,
+            CallScope::new(config, None),
+            |w, s, p| {
+                w.ricochet_retry_retry_policy()
+                    .policy()
+                    .call_plan(s, p, seed)
+            },
+        )
     }
 
-    /// `decide` through the component.
+    /// `decide` through the component (`decide-guarded` when a guard goes in).
     pub fn decide(
         &self,
         config: &rc::RetryConfig,
@@ -501,7 +617,10 @@ impl PolicyComponent {
         self.decide_with(&self.backends, config, state, failure, now_us, guards)
     }
 
-    /// `decide` with the imports served by `backends` for this one call.
+    /// `decide` with the imports served by `backends` for this one call. For a config without
+    /// a circuit breaker or retry budget, called without guard state, this is the all-scalar
+    /// `decide`; otherwise `decide-guarded`, whose guard bytes go through guest memory (a guard
+    /// the config has but that goes in as `none` starts fresh, as in the world's `guards`).
     pub(crate) fn decide_with(
         &self,
         backends: &Arc<HostBackends>,
@@ -514,10 +633,27 @@ impl PolicyComponent {
         Result<(wit::RetryState, wit::Guards, wit::Decision), wit::ConfigError>,
         ComponentError,
     > {
-        let c = to_wit(config);
-        self.call(backends, CallScope::new(config, None), |w, s| {
-            w.ricochet_retry_retry_policy()
-                .call_decide(s, c, state, failure, now_us, guards)
+        let scope = CallScope::new(config, None);
+        let unguarded = config.circuit_breaker.is_none() && config.retry_budget.is_none();
+        if unguarded && guards.breaker.is_none() && guards.budget.is_none() {
+            return self.call_policy(backends, config, scope, |w, s, p| {
+                let d = w
+                    .ricochet_retry_retry_policy()
+                    .policy()
+                    .call_decide(s, p, state, failure, now_us)?;
+                let none = wit::Guards {
+                    breaker: None,
+                    budget: None,
+                };
+                Ok((d.state, none, d.decision))
+            });
+        }
+        self.call_policy(backends, config, scope, |w, s, p| {
+            let d = w
+                .ricochet_retry_retry_policy()
+                .policy()
+                .call_decide_guarded(s, p, state, failure, now_us, guards)?;
+            Ok((d.state, d.guards, d.decision))
         })
     }
 
@@ -529,11 +665,16 @@ impl PolicyComponent {
         ticket: u64,
         seed: u64,
     ) -> Result<Result<Option<u64>, wit::ConfigError>, ComponentError> {
-        let c = to_wit(config);
-        self.call(&self.backends, CallScope::new(config, None), |w, s| {
-            w.ricochet_retry_retry_policy()
-                .call_resolve_ticket(s, c, request, ticket, seed)
-        })
+        self.call_policy(
+            &self.backends,
+            config,
+            CallScope::new(config, None),
+            |w, s, p| {
+                w.ricochet_retry_retry_policy()
+                    .policy()
+                    .call_resolve_ticket(s, p, request, ticket, seed)
+            },
+        )
     }
 
     /// `schedule` through the component: the decision, a slot from the host's coordinator
@@ -547,13 +688,25 @@ impl PolicyComponent {
         failure: wit::Failure,
     ) -> Result<Result<(wit::RetryState, wit::ScheduleOutcome), wit::ConfigError>, ComponentError>
     {
-        let c = to_wit(config);
         let scope = CallScope::new(config, Some((service, operation)));
-        self.call(&self.backends, scope, |w, s| {
-            w.ricochet_retry_retry_policy()
-                .call_schedule(s, c, service, operation, state, failure)
+        self.call_policy(&self.backends, config, scope, |w, s, p| {
+            let d = w
+                .ricochet_retry_retry_policy()
+                .policy()
+                .call_schedule(s, p, service, operation, state, failure)?;
+            Ok((d.state, d.outcome))
         })
     }
+}
+
+/// The component's `probe.empty`, if it exports one of that type.
+fn probe_of(
+    store: &mut Store<HostState>,
+    instance: &wasmtime::component::Instance,
+) -> Option<TypedFunc<(), ()>> {
+    let interface = instance.get_export_index(&mut *store, None, PROBE_INTERFACE)?;
+    let empty = instance.get_export_index(&mut *store, Some(&interface), "empty")?;
+    instance.get_typed_func::<(), ()>(&mut *store, &empty).ok()
 }
 
 /// What wasmtime says about a failure, fit for a log line: a trap's backtrace names functions

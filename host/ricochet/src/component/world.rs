@@ -5,21 +5,27 @@
 //! and type mismatches without saying which function. These checks say what a policy author can
 //! act on: *which* import the host does not provide, *which* export is missing, *which*
 //! exported function has the wrong type. A component may import less than the world offers
-//! (wit-component drops unused imports) and export more than `retry-policy`.
+//! (wit-component drops unused imports) and export more than `retry-policy`. A component of
+//! an older version of the package (0.1.0, whose functions took the config on every call) is
+//! told what changed and where the migration is described.
 //!
 //! [`check`] reads the component's type; [`check_functions`] type-checks each export of a
 //! probe instance, made once at load.
 
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, Instance};
+use wasmtime::component::{Component, Instance, ResourceAny};
 use wasmtime::{Engine, Store};
 
+use super::bindings::retry_policy as exported;
 use super::imports::HostState;
 use super::wit;
 
 /// The package and version of the world, as component names spell them.
 const PACKAGE: &str = "ricochet:retry";
-const VERSION: &str = "0.1.0";
+const VERSION: &str = "0.2.0";
+
+/// Versions of the package this host no longer runs.
+const RETIRED_VERSIONS: &[&str] = &["0.1.0"];
 
 /// What the host provides: interface, functions.
 const IMPORTS: &[(&str, &[&str])] = &[
@@ -42,14 +48,28 @@ const IMPORTS: &[(&str, &[&str])] = &[
 const EXPORT: (&str, &[&str]) = (
     "retry-policy",
     &[
-        "validate",
-        "next-delay",
-        "plan",
-        "decide",
-        "resolve-ticket",
-        "schedule",
+        "[static]policy.create",
+        "[method]policy.next-delay",
+        "[method]policy.plan",
+        "[method]policy.decide",
+        "[method]policy.decide-guarded",
+        "[method]policy.resolve-ticket",
+        "[method]policy.schedule",
     ],
 );
+
+/// The refusal of a component built against a retired version of the package, if it is one.
+fn retired(name: &str) -> Option<String> {
+    let version = RETIRED_VERSIONS
+        .iter()
+        .find(|v| name.starts_with(PACKAGE) && name.ends_with(&format!("@{v}")))?;
+    Some(format!(
+        "it is built against {PACKAGE}@{version} (`{name}`); this host runs {PACKAGE}@{VERSION}, \
+         where a `policy` resource is made once from the config (`[static]policy.create`) and its \
+         methods no longer take the config: rebuild it against wit/retry.wit {VERSION} (wit/README.md, \
+         \"Migrating from 0.1\")"
+    ))
+}
 
 fn qualified(interface: &str) -> String {
     format!("{PACKAGE}/{interface}@{VERSION}")
@@ -66,6 +86,15 @@ fn provided() -> String {
 /// `Err` names the first import the host does not provide or export the component lacks.
 pub(crate) fn check(engine: &Engine, component: &Component) -> Result<(), String> {
     let ty = component.component_type();
+    for name in ty
+        .imports(engine)
+        .map(|(n, _)| n)
+        .chain(ty.exports(engine).map(|(n, _)| n))
+    {
+        if let Some(refusal) = retired(name) {
+            return Err(refusal);
+        }
+    }
     for (name, import) in ty.imports(engine) {
         let Some((_, functions)) = IMPORTS.iter().find(|(i, _)| qualified(i) == name) else {
             return Err(format!(
@@ -151,46 +180,39 @@ pub(crate) fn check_functions(
         }};
     }
     check!(
-        "validate",
+        "[static]policy.create",
         (wit::RetryConfig,),
-        (Result<(), wit::ConfigError>,)
+        (Result<ResourceAny, wit::ConfigError>,)
     );
     check!(
-        "next-delay",
-        (wit::RetryConfig, u32, u64, u64),
-        (Result<u64, wit::ConfigError>,)
+        "[method]policy.next-delay",
+        (ResourceAny, u32, u64, u64),
+        (u64,)
     );
     check!(
-        "plan",
-        (wit::RetryConfig, u64),
-        (Result<Vec<wit::PlannedRetry>, wit::ConfigError>,)
+        "[method]policy.plan",
+        (ResourceAny, u64),
+        (Vec<wit::PlannedRetry>,)
     );
     check!(
-        "decide",
-        (
-            wit::RetryConfig,
-            wit::RetryState,
-            wit::Failure,
-            u64,
-            wit::Guards
-        ),
-        (Result<(wit::RetryState, wit::Guards, wit::Decision), wit::ConfigError>,)
+        "[method]policy.decide",
+        (ResourceAny, wit::RetryState, wit::Failure, u64),
+        (exported::Decided,)
     );
     check!(
-        "resolve-ticket",
-        (wit::RetryConfig, wit::SlotRequest, u64, u64),
-        (Result<Option<u64>, wit::ConfigError>,)
+        "[method]policy.decide-guarded",
+        (ResourceAny, wit::RetryState, wit::Failure, u64, wit::Guards),
+        (exported::GuardedDecision,)
     );
     check!(
-        "schedule",
-        (
-            wit::RetryConfig,
-            String,
-            String,
-            wit::RetryState,
-            wit::Failure
-        ),
-        (Result<(wit::RetryState, wit::ScheduleOutcome), wit::ConfigError>,)
+        "[method]policy.resolve-ticket",
+        (ResourceAny, wit::SlotRequest, u64, u64),
+        (Option<u64>,)
+    );
+    check!(
+        "[method]policy.schedule",
+        (ResourceAny, String, String, wit::RetryState, wit::Failure),
+        (exported::Scheduled,)
     );
     Ok(())
 }
