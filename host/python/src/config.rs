@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
 use ricochet::config_file::{self, FileErrors, LoadError, PolicyFile, ENV_VARS};
@@ -301,77 +302,45 @@ impl PyRetryConfig {
 
 /// Lays every keyword argument that is not `None` over `base`.
 #[allow(clippy::too_many_arguments)] // one per config field, as Python passes them
-fn overlay<'py>(
-    mut c: RetryConfig,
-    max_attempts: Option<&Bound<'py, PyAny>>,
-    initial_delay: Option<&Bound<'py, PyAny>>,
-    max_delay: Option<&Bound<'py, PyAny>>,
-    exponential_base: Option<&Bound<'py, PyAny>>,
-    jitter: Option<&Bound<'py, PyAny>>,
-    jitter_factor: Option<&Bound<'py, PyAny>>,
-    slot_count: Option<&Bound<'py, PyAny>>,
-    slot_width: Option<&Bound<'py, PyAny>>,
-    coordination_enabled: Option<&Bound<'py, PyAny>>,
-    idempotency_ttl: Option<&Bound<'py, PyAny>>,
-    strategy: Option<&Bound<'py, PyAny>>,
-    max_elapsed: Option<&Bound<'py, PyAny>>,
-    max_retry_after: Option<&Bound<'py, PyAny>>,
-    slot_capacity: Option<&Bound<'py, PyAny>>,
-    retry_on: Option<&Bound<'py, PyAny>>,
-    circuit_breaker: Option<&Bound<'py, PyAny>>,
-    retry_budget: Option<&Bound<'py, PyAny>>,
-) -> PyResult<RetryConfig> {
-    let some = |v: Option<&Bound<'py, PyAny>>| v.filter(|v| !v.is_none()).cloned();
-    if let Some(v) = some(max_attempts) {
-        c.max_attempts = u32_arg("max_attempts", &v)?;
-    }
-    if let Some(v) = some(initial_delay) {
-        c.initial_delay = f64_arg("initial_delay", &v)?;
-    }
-    if let Some(v) = some(max_delay) {
-        c.max_delay = f64_arg("max_delay", &v)?;
-    }
-    if let Some(v) = some(exponential_base) {
-        c.exponential_base = f64_arg("exponential_base", &v)?;
-    }
-    if let Some(v) = some(jitter) {
-        c.jitter = bool_arg("jitter", &v)?;
-    }
-    if let Some(v) = some(jitter_factor) {
-        c.jitter_factor = f64_arg("jitter_factor", &v)?;
-    }
-    if let Some(v) = some(slot_count) {
-        c.slot_count = u32_arg("slot_count", &v)?;
-    }
-    if let Some(v) = some(slot_width) {
-        c.slot_width = f64_arg("slot_width", &v)?;
-    }
-    if let Some(v) = some(coordination_enabled) {
-        c.coordination_enabled = bool_arg("coordination_enabled", &v)?;
-    }
-    if let Some(v) = some(idempotency_ttl) {
-        c.idempotency_ttl = f64_arg("idempotency_ttl", &v)?;
-    }
-    if let Some(v) = some(strategy) {
-        c.strategy = strategy_arg(&v)?;
-    }
-    if let Some(v) = some(max_elapsed) {
-        c.max_elapsed = Some(f64_arg("max_elapsed", &v)?);
-    }
-    if let Some(v) = some(max_retry_after) {
-        c.max_retry_after = f64_arg("max_retry_after", &v)?;
-    }
-    if let Some(v) = some(slot_capacity) {
-        c.slot_capacity = Some(u32_arg("slot_capacity", &v)?);
-    }
-    if let Some(v) = some(retry_on) {
-        c.retry_on = categories_arg(&v)?;
-    }
-    if let Some(v) = some(circuit_breaker) {
-        c.circuit_breaker = Some(json_section::<BreakerConfig>("circuit_breaker", &v)?);
-    }
-    if let Some(v) = some(retry_budget) {
-        c.retry_budget = Some(json_section::<BudgetConfig>("retry_budget", &v)?);
+fn overlay(mut c: RetryConfig, fields: Option<&Bound<'_, PyDict>>) -> PyResult<RetryConfig> {
+    let Some(fields) = fields else {
+        return Ok(c);
+    };
+    for (name, v) in fields.iter() {
+        let name: String = name.extract()?;
+        if v.is_none() {
+            continue;
+        }
+        match name.as_str() {
+            "max_attempts" => c.max_attempts = u32_arg("max_attempts", &v)?,
+            "initial_delay" => c.initial_delay = f64_arg("initial_delay", &v)?,
+            "max_delay" => c.max_delay = f64_arg("max_delay", &v)?,
+            "exponential_base" => c.exponential_base = f64_arg("exponential_base", &v)?,
+            "jitter" => c.jitter = bool_arg("jitter", &v)?,
+            "jitter_factor" => c.jitter_factor = f64_arg("jitter_factor", &v)?,
+            "slot_count" => c.slot_count = u32_arg("slot_count", &v)?,
+            "slot_width" => c.slot_width = f64_arg("slot_width", &v)?,
+            "coordination_enabled" => {
+                c.coordination_enabled = bool_arg("coordination_enabled", &v)?
+            }
+            "idempotency_ttl" => c.idempotency_ttl = f64_arg("idempotency_ttl", &v)?,
+            "strategy" => c.strategy = strategy_arg(&v)?,
+            "max_elapsed" => c.max_elapsed = Some(f64_arg("max_elapsed", &v)?),
+            "max_retry_after" => c.max_retry_after = f64_arg("max_retry_after", &v)?,
+            "slot_capacity" => c.slot_capacity = Some(u32_arg("slot_capacity", &v)?),
+            "retry_on" => c.retry_on = categories_arg(&v)?,
+            "circuit_breaker" => {
+                c.circuit_breaker = Some(json_section::<BreakerConfig>("circuit_breaker", &v)?);
+            }
+            "retry_budget" => {
+                c.retry_budget = Some(json_section::<BudgetConfig>("retry_budget", &v)?);
+            }
+            other => {
+                return Err(PyTypeError::new_err(format!(
+                    "RetryConfig got an unexpected keyword argument '{other}'"
+                )))
+            }
+        }
     }
     Ok(c)
 }
@@ -380,103 +349,16 @@ fn overlay<'py>(
 impl PyRetryConfig {
     /// The seed's `default` level with every given field replaced.
     #[new]
-    #[pyo3(signature = (*, max_attempts=None, initial_delay=None, max_delay=None,
-        exponential_base=None, jitter=None, jitter_factor=None, slot_count=None, slot_width=None,
-        coordination_enabled=None, idempotency_ttl=None, strategy=None, max_elapsed=None,
-        max_retry_after=None, slot_capacity=None, retry_on=None, circuit_breaker=None,
-        retry_budget=None))]
-    #[allow(clippy::too_many_arguments)] // the seed's keyword arguments
-    fn py_new(
-        py: Python<'_>,
-        max_attempts: Option<&Bound<'_, PyAny>>,
-        initial_delay: Option<&Bound<'_, PyAny>>,
-        max_delay: Option<&Bound<'_, PyAny>>,
-        exponential_base: Option<&Bound<'_, PyAny>>,
-        jitter: Option<&Bound<'_, PyAny>>,
-        jitter_factor: Option<&Bound<'_, PyAny>>,
-        slot_count: Option<&Bound<'_, PyAny>>,
-        slot_width: Option<&Bound<'_, PyAny>>,
-        coordination_enabled: Option<&Bound<'_, PyAny>>,
-        idempotency_ttl: Option<&Bound<'_, PyAny>>,
-        strategy: Option<&Bound<'_, PyAny>>,
-        max_elapsed: Option<&Bound<'_, PyAny>>,
-        max_retry_after: Option<&Bound<'_, PyAny>>,
-        slot_capacity: Option<&Bound<'_, PyAny>>,
-        retry_on: Option<&Bound<'_, PyAny>>,
-        circuit_breaker: Option<&Bound<'_, PyAny>>,
-        retry_budget: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Self> {
-        let config = overlay(
-            RetryConfig::DEFAULT,
-            max_attempts,
-            initial_delay,
-            max_delay,
-            exponential_base,
-            jitter,
-            jitter_factor,
-            slot_count,
-            slot_width,
-            coordination_enabled,
-            idempotency_ttl,
-            strategy,
-            max_elapsed,
-            max_retry_after,
-            slot_capacity,
-            retry_on,
-            circuit_breaker,
-            retry_budget,
-        )?;
+    #[pyo3(signature = (**fields))]
+    fn py_new(py: Python<'_>, fields: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let config = overlay(RetryConfig::DEFAULT, fields)?;
         Self::new_checked(py, config)
     }
 
     /// This config with every given field replaced (validated again).
-    #[pyo3(signature = (*, max_attempts=None, initial_delay=None, max_delay=None,
-        exponential_base=None, jitter=None, jitter_factor=None, slot_count=None, slot_width=None,
-        coordination_enabled=None, idempotency_ttl=None, strategy=None, max_elapsed=None,
-        max_retry_after=None, slot_capacity=None, retry_on=None, circuit_breaker=None,
-        retry_budget=None))]
-    #[allow(clippy::too_many_arguments)] // the seed's keyword arguments
-    fn replace(
-        &self,
-        py: Python<'_>,
-        max_attempts: Option<&Bound<'_, PyAny>>,
-        initial_delay: Option<&Bound<'_, PyAny>>,
-        max_delay: Option<&Bound<'_, PyAny>>,
-        exponential_base: Option<&Bound<'_, PyAny>>,
-        jitter: Option<&Bound<'_, PyAny>>,
-        jitter_factor: Option<&Bound<'_, PyAny>>,
-        slot_count: Option<&Bound<'_, PyAny>>,
-        slot_width: Option<&Bound<'_, PyAny>>,
-        coordination_enabled: Option<&Bound<'_, PyAny>>,
-        idempotency_ttl: Option<&Bound<'_, PyAny>>,
-        strategy: Option<&Bound<'_, PyAny>>,
-        max_elapsed: Option<&Bound<'_, PyAny>>,
-        max_retry_after: Option<&Bound<'_, PyAny>>,
-        slot_capacity: Option<&Bound<'_, PyAny>>,
-        retry_on: Option<&Bound<'_, PyAny>>,
-        circuit_breaker: Option<&Bound<'_, PyAny>>,
-        retry_budget: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Self> {
-        let config = overlay(
-            self.config,
-            max_attempts,
-            initial_delay,
-            max_delay,
-            exponential_base,
-            jitter,
-            jitter_factor,
-            slot_count,
-            slot_width,
-            coordination_enabled,
-            idempotency_ttl,
-            strategy,
-            max_elapsed,
-            max_retry_after,
-            slot_capacity,
-            retry_on,
-            circuit_breaker,
-            retry_budget,
-        )?;
+    #[pyo3(signature = (**fields))]
+    fn replace(&self, py: Python<'_>, fields: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let config = overlay(self.config, fields)?;
         Self::new_checked(py, config)
     }
 
