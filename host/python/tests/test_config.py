@@ -155,8 +155,13 @@ def test_slot_count_zero_is_fine_without_coordination():
 
 
 def test_unknown_keyword_and_preset():
-    with pytest.raises(TypeError):
-        RetryConfig(max_retries=3)  # a typo is a TypeError, as for any Python function
+    # A typo is a TypeError naming the keyword, as for any Python function, in both forms.
+    with pytest.raises(TypeError, match="'max_retries'"):
+        RetryConfig(max_retries=3)
+    with pytest.raises(TypeError, match="'jiter'"):
+        RetryConfig().replace(jiter=False)
+    assert RetryConfig(max_attempts=5, jitter=None).replace(jitter=False, max_delay=None) == RetryConfig(
+        max_attempts=5, jitter=False)  # None keeps a field as it is
     with pytest.raises(RetryConfigError) as info:
         RetryConfig.preset("reckless")
     assert "reckless" in str(info.value)
