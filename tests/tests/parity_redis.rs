@@ -23,7 +23,6 @@ use std::time::Duration;
 use ricochet::component::{failure_to_wit, state_to_wit, wit, PolicyComponent, Sandbox};
 use ricochet::coordination::{
     schedule_retry, BoxFuture, CoordinationError, Coordinator, Scheduled, SlotGrant,
-    DEFAULT_COORDINATION_DEADLINE,
 };
 use ricochet::metrics::RetryMetrics;
 use ricochet::{Classification, RetryError, RetryPolicy};
@@ -293,9 +292,13 @@ async fn the_component_schedule_export_takes_its_tickets_from_redis_like_native(
     let coordinator = redis_coordinator(&redis, &prefix).await;
     let registry = prometheus::Registry::new();
     let metrics = RetryMetrics::register(&registry).unwrap();
+    // Parity, not latency: both sides get a deadline a loaded machine cannot miss (a fallback
+    // would take a local slot on one side only; the deadline has tests of its own).
+    let deadline = Duration::from_secs(2);
     let wasm = component()
         .with_coordinator(coordinator.clone())
-        .with_metrics(Some(metrics.clone()));
+        .with_metrics(Some(metrics.clone()))
+        .with_coordination_deadline(deadline);
     let mut g = Gen(0xB1D5);
     let mut compared = 0;
     for case in 0..30 {
@@ -327,7 +330,7 @@ async fn the_component_schedule_export_takes_its_tickets_from_redis_like_native(
                     delay_us,
                     &format!("native-{case}"),
                     "op",
-                    DEFAULT_COORDINATION_DEADLINE,
+                    deadline,
                     Some(&metrics),
                 )
                 .await

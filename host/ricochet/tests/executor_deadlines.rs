@@ -138,7 +138,12 @@ async fn an_attempt_is_cut_at_the_time_left() {
         assert_eq!(m.reason, GiveUpReason::Deadline);
         assert!(matches!(m.last_error, ricochet::AttemptError::TimedOut(_)));
         assert_eq!(m.attempts, calls.load(Ordering::SeqCst));
-        assert!(m.attempts >= 2, "the second attempt ran, cut short");
+        // Without coordination the retry fires at 0.4 s and is cut at 0.5 s. With coordination
+        // its slot depends on where the wall clock stands in the slot window: a slot past the
+        // deadline gives up at once (also `Deadline`), so a second attempt is not certain there.
+        if !coordination_enabled {
+            assert!(m.attempts >= 2, "the second attempt ran, cut short");
+        }
     }
 }
 
