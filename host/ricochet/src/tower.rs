@@ -509,10 +509,12 @@ pub type BoxResponseFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, CallErr
 pin_project_lite::pin_project! {
     /// The future of a [`RetryService`] call without an idempotency store.
     ///
-    /// A retried request's first attempt (to a service that was ready) is polled in place: the
-    /// inner service's future, within its time, in its `attempt` span — no allocation. Only when
-    /// it fails does the call move to the retry loop, on the heap; requests that are not
-    /// retried, and first attempts that must wait for the service, take the heap at once.
+    /// When the inner service was ready, the first attempt is polled in place — no allocation:
+    /// a retried request's (sent at the first poll, after the breaker's admission, within its
+    /// time, in its `attempt` span), or the call of a request that is not retried (sent by
+    /// `call`, as tower's services do). Only when a retried request's first attempt fails does
+    /// the call move to the retry loop, on the heap; a call whose service must first be made
+    /// ready takes the heap at once.
     pub struct ResponseFuture<S, R, B>
     where
         S: Service<Request<R::Body>>,
@@ -597,6 +599,9 @@ where
         let mut this = self.project();
         if let Some(boxed) = this.boxed.as_mut() {
             return boxed.as_mut().poll(cx);
+        }
+        if let FirstProjection::Once { call } = this.first.as_mut().project() {
+            return call.poll(cx).map_err(CallError::Inner);
         }
         let Some(call) = this.call.as_mut() else {
             panic!("ResponseFuture polled after completion");
@@ -688,7 +693,8 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// A retried request's first attempt: its body until the first poll, then the attempt.
+    /// A call's first attempt, polled in place: a retried request's body until the first poll,
+    /// then its attempt; or a request that is not retried, on its way.
     #[project = FirstProjection]
     enum FirstAttempt<F, Body> {
         /// Not polled yet.
@@ -697,6 +703,11 @@ pin_project_lite::pin_project! {
         Running {
             #[pin]
             attempt: Bounded<tracing::instrument::Instrumented<Sent<F>>>,
+        },
+        /// A request that is not retried, sent to a ready service: its call, nothing more.
+        Once {
+            #[pin]
+            call: F,
         },
         /// Over, or not used.
         Done,
@@ -777,8 +788,18 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let (ready, is_ready) = self.take_ready();
         if !self.settings.retries(request.method(), request.headers()) {
-            // Not retried: straight through, in a future of its own.
+            // Not retried: straight through.
+            let mut ready = ready;
             let request = request.map(|body| self.bodies.once(body));
+            if is_ready {
+                return ResponseFuture {
+                    call: None,
+                    first: FirstAttempt::Once {
+                        call: ready.call(request),
+                    },
+                    boxed: None,
+                };
+            }
             return ResponseFuture::boxed(Box::pin(send_once(ready, is_ready, request)));
         }
         let settings = self.settings.clone();
