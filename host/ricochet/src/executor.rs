@@ -636,6 +636,7 @@ impl RetryPolicy {
     /// The first attempt up to its call: admission (`Err` when the breaker refuses it, counted)
     /// and the first-try `attempt` metric; what [`end_first`](Self::end_first) needs, and the
     /// attempt's limit.
+    #[inline]
     pub(crate) fn begin_first<E>(
         &self,
         call: &CallLabels<'_>,
@@ -675,6 +676,7 @@ impl RetryPolicy {
 
     /// A first attempt that succeeded, for a call on `service` that started at `started`: the
     /// guards and the first-try metrics hear of it.
+    #[inline]
     pub(crate) fn first_succeeded(&self, service: &str, started: Instant, start: FirstStart) {
         if start.guarded {
             let now_us = self.clock.now_us();
@@ -688,6 +690,7 @@ impl RetryPolicy {
     /// The first attempt after its call ended (`Err(limit)` when it ran out of time): on a
     /// success the guards and the first-try metrics hear of it; a failure is handed on to
     /// [`retry_after_failure`](Self::retry_after_failure).
+    #[inline]
     pub(crate) fn end_first<T, E>(
         &self,
         call: &CallLabels<'_>,
