@@ -589,6 +589,22 @@ impl RetryPolicy {
         }
     }
 
+    /// What one call reports under, for a call that started at `started`.
+    #[cfg(feature = "tower")]
+    pub(crate) fn call_labels_since<'a>(
+        &'a self,
+        service: &'a str,
+        operation: &'a str,
+        started: Instant,
+    ) -> CallLabels<'a> {
+        CallLabels {
+            service,
+            operation,
+            metrics: self.metrics(),
+            started,
+        }
+    }
+
     fn is_guarded(&self) -> bool {
         self.policy.breaker().is_some() || self.policy.budget().is_some()
     }
@@ -608,6 +624,23 @@ impl RetryPolicy {
     where
         Fut: Future<Output = Result<T, E>>,
     {
+        let start = match self.begin_first(call) {
+            Ok(start) => start,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let attempt_span = first_attempt_span(retry_span);
+        let outcome = Bounded::new(op().instrument(attempt_span), start.limit).await;
+        self.end_first(call, start, outcome)
+    }
+
+    /// The first attempt up to its call: admission (`Err` when the breaker refuses it, counted)
+    /// and the first-try `attempt` metric; what [`end_first`](Self::end_first) needs, and the
+    /// attempt's limit.
+    #[inline]
+    pub(crate) fn begin_first<E>(
+        &self,
+        call: &CallLabels<'_>,
+    ) -> Result<FirstStart, RetryError<E>> {
         let (service, operation) = (call.service, call.operation);
         let guarded = self.is_guarded();
         if guarded {
@@ -621,7 +654,7 @@ impl RetryPolicy {
                         call.started.elapsed().as_secs_f64(),
                     );
                 }
-                return Ok(Err(RetryError::CircuitOpen { retry_after }));
+                return Err(RetryError::CircuitOpen { retry_after });
             }
         }
         let first_try = call.metrics.map(|m| {
@@ -634,26 +667,48 @@ impl RetryPolicy {
             self.attempt_timeout,
             self.policy.max_elapsed_us().map(Duration::from_micros),
         );
-        let attempt_span =
-            tracing::debug_span!(target: TARGET, parent: retry_span, "attempt", attempt = 1_u32);
-        match Bounded::new(op().instrument(attempt_span), limit).await {
+        Ok(FirstStart {
+            guarded,
+            first_try,
+            limit,
+        })
+    }
+
+    /// A first attempt that succeeded, for a call on `service` that started at `started`: the
+    /// guards and the first-try metrics hear of it.
+    #[inline]
+    pub(crate) fn first_succeeded(&self, service: &str, started: Instant, start: FirstStart) {
+        if start.guarded {
+            let now_us = self.clock.now_us();
+            self.with_guards(service, |g| RetryState::new(0, 0).on_success(now_us, g));
+        }
+        if let Some(ft) = &start.first_try {
+            ft.success(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// The first attempt after its call ended (`Err(limit)` when it ran out of time): on a
+    /// success the guards and the first-try metrics hear of it; a failure is handed on to
+    /// [`retry_after_failure`](Self::retry_after_failure).
+    #[inline]
+    pub(crate) fn end_first<T, E>(
+        &self,
+        call: &CallLabels<'_>,
+        start: FirstStart,
+        outcome: Result<Result<T, E>, Duration>,
+    ) -> Result<Result<T, RetryError<E>>, FirstFailure<E>> {
+        match outcome {
             Ok(Ok(value)) => {
-                if guarded {
-                    let now_us = self.clock.now_us();
-                    self.with_guards(service, |g| RetryState::new(0, 0).on_success(now_us, g));
-                }
-                if let Some(ft) = &first_try {
-                    ft.success(call.started.elapsed().as_secs_f64());
-                }
+                self.first_succeeded(call.service, call.started, start);
                 Ok(Ok(value))
             }
             Ok(Err(e)) => Err(FirstFailure {
                 error: AttemptError::Failed(e),
-                first_try,
+                first_try: start.first_try,
             }),
             Err(limit) => Err(FirstFailure {
                 error: AttemptError::TimedOut(limit),
-                first_try,
+                first_try: start.first_try,
             }),
         }
     }
@@ -1019,6 +1074,19 @@ pub(crate) fn retry_span(service: &str, operation: &str) -> tracing::Span {
     )
 }
 
+/// The `attempt` span of a call's first attempt, a child of its `retry` span.
+pub(crate) fn first_attempt_span(retry_span: &tracing::Span) -> tracing::Span {
+    tracing::debug_span!(target: TARGET, parent: retry_span, "attempt", attempt = 1_u32)
+}
+
+/// A first attempt that was admitted: what its end needs, and its limit.
+pub(crate) struct FirstStart {
+    guarded: bool,
+    first_try: Option<Arc<FirstTry>>,
+    /// The attempt's limit: the policy's attempt timeout or `max_elapsed`, whichever is first.
+    pub(crate) limit: Option<Duration>,
+}
+
 /// How a call's first attempt failed, and its first-try metrics.
 pub(crate) struct FirstFailure<E> {
     error: AttemptError<E>,
@@ -1031,6 +1099,26 @@ pub(crate) struct CallLabels<'a> {
     operation: &'a str,
     metrics: Option<&'a RetryMetrics>,
     started: Instant,
+}
+
+impl<'a> CallLabels<'a> {
+    /// When the call started.
+    #[cfg(feature = "tower")]
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The service it reports under.
+    #[cfg(feature = "tower")]
+    pub(crate) fn service(&self) -> &'a str {
+        self.service
+    }
+
+    /// The operation it reports under.
+    #[cfg(feature = "tower")]
+    pub(crate) fn operation(&self) -> &'a str {
+        self.operation
+    }
 }
 
 /// A failed attempt, as the call keeps it until the next one.

@@ -106,8 +106,11 @@ use tower_service::Service;
 use bytes::Bytes;
 use tracing::Instrument;
 
+use crate::bounded::Bounded;
 use crate::coordination::BoxFuture;
-use crate::executor::{retry_span, RetryPolicy};
+use crate::executor::{
+    first_attempt_span, retry_span, CallLabels, FirstFailure, FirstStart, RetryPolicy,
+};
 use crate::http::idempotency::{
     collect, concat, fingerprint, idempotency_key, uri_text, Claim, Collected, Deduplicated,
     Deduplication, StoredResponse,
@@ -500,8 +503,236 @@ impl<S, R, D> RetryService<S, R, D> {
     }
 }
 
-/// The future of a [`RetryService`] call.
-pub type ResponseFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, CallError<E>>> + Send>>;
+/// The future of a [`RetryService`] call with an idempotency store.
+pub type BoxResponseFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, CallError<E>>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// The future of a [`RetryService`] call without an idempotency store.
+    ///
+    /// When the inner service was ready, the first attempt is polled in place — no allocation:
+    /// a retried request's (sent at the first poll, after the breaker's admission, within its
+    /// time, in its `attempt` span), or the call of a request that is not retried (sent by
+    /// `call`, as tower's services do). Only when a retried request's first attempt fails does
+    /// the call move to the retry loop, on the heap; a call whose service must first be made
+    /// ready takes the heap at once.
+    pub struct ResponseFuture<S, R, B>
+    where
+        S: Service<Request<R::Body>>,
+        R: BodyStrategy<B>,
+    {
+        // What the first attempt needs when it is first polled, and the retries after it.
+        call: Option<FirstCall<S, R, B>>,
+        #[pin]
+        first: FirstAttempt<S::Future, R::Body>,
+        // The retry loop, a request that is not retried, or a first attempt that waits.
+        boxed: Option<BoxResponseFuture<S::Response, S::Error>>,
+    }
+}
+
+/// A retried request as its first attempt leaves it, for the retries.
+struct FirstCall<S, R, B>
+where
+    S: Service<Request<R::Body>>,
+    R: BodyStrategy<B>,
+{
+    settings: Arc<Settings>,
+    bodies: R,
+    /// The ready service: the first attempt calls it, the retries clone it.
+    service: S,
+    parts: http::request::Parts,
+    kept: R::Kept,
+    /// Set when the first attempt starts.
+    started: Option<Started>,
+}
+
+/// The first attempt under way.
+struct Started {
+    at: tokio::time::Instant,
+    clock: AttemptClock,
+    span: tracing::Span,
+    start: Option<FirstStart>,
+}
+
+impl<S, R, B> std::fmt::Debug for ResponseFuture<S, R, B>
+where
+    S: Service<Request<R::Body>>,
+    R: BodyStrategy<B>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field(
+                "first_attempt",
+                &matches!(self.first, FirstAttempt::Running { .. }),
+            )
+            .field("boxed", &self.boxed.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, R, B> ResponseFuture<S, R, B>
+where
+    S: Service<Request<R::Body>>,
+    R: BodyStrategy<B>,
+{
+    fn boxed(future: BoxResponseFuture<S::Response, S::Error>) -> Self {
+        Self {
+            call: None,
+            first: FirstAttempt::Done,
+            boxed: Some(future),
+        }
+    }
+}
+
+impl<S, R, B, ResBody> Future for ResponseFuture<S, R, B>
+where
+    R: BodyStrategy<B>,
+    R::Body: Send + 'static,
+    S: Service<Request<R::Body>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: std::error::Error + Send + Sync + 'static,
+    B: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Output = Result<Response<ResBody>, CallError<S::Error>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(boxed) = this.boxed.as_mut() {
+            return boxed.as_mut().poll(cx);
+        }
+        if let FirstProjection::Once { call } = this.first.as_mut().project() {
+            return call.poll(cx).map_err(CallError::Inner);
+        }
+        let Some(call) = this.call.as_mut() else {
+            panic!("ResponseFuture polled after completion");
+        };
+        let settings = &*call.settings;
+        let policy = &settings.policy;
+        let operation = settings.operation(&call.parts.method, call.parts.uri.path());
+        let service_name = settings.service.as_str();
+        if let FirstProjection::Unsent { body } = this.first.as_mut().project() {
+            // The first poll: what `retry` does before its first attempt.
+            let body = body.take().expect("the first body");
+            let labels = policy.call_labels(service_name, operation);
+            let start = match policy.begin_first(&labels) {
+                Ok(start) => start,
+                Err(refused) => {
+                    *this.call = None;
+                    return Poll::Ready(finish(Err(refused)));
+                }
+            };
+            let clock = AttemptClock::start(settings.attempt_timeout, policy.policy());
+            let span = retry_span(service_name, operation);
+            let request = Request::from_parts(call.parts.clone(), body);
+            let sent = Sent {
+                call: Bounded::new(call.service.call(request), clock.limit()),
+            };
+            this.first.set(FirstAttempt::Running {
+                attempt: Bounded::new(sent.instrument(first_attempt_span(&span)), start.limit),
+            });
+            call.started = Some(Started {
+                at: labels.started(),
+                clock,
+                span,
+                start: Some(start),
+            });
+        }
+        let FirstProjection::Running { attempt } = this.first.as_mut().project() else {
+            panic!("ResponseFuture polled after completion");
+        };
+        let outcome = std::task::ready!(attempt.poll(cx));
+        this.first.set(FirstAttempt::Done);
+        let started = call.started.as_mut().expect("started");
+        let start = started.start.take().expect("the first attempt's start");
+        if let Ok(Ok(response)) = outcome {
+            // The common case, without the executor's wrappers around the response.
+            policy.first_succeeded(service_name, started.at, start);
+            *this.call = None;
+            return Poll::Ready(Ok(response));
+        }
+        let labels = policy.call_labels_since(service_name, operation, started.at);
+        let failure = match policy.end_first(&labels, start, outcome) {
+            Ok(done) => {
+                *this.call = None;
+                return Poll::Ready(finish(done));
+            }
+            Err(failure) => failure,
+        };
+        let Some(FirstCall {
+            settings,
+            bodies,
+            service,
+            parts,
+            kept,
+            started: Some(started),
+            ..
+        }) = this.call.take()
+        else {
+            unreachable!("the call was started");
+        };
+        let mut retries: BoxResponseFuture<S::Response, S::Error> = Box::pin(async move {
+            let policy = &settings.policy;
+            let operation = settings.operation(&parts.method, parts.uri.path());
+            let labels = policy.call_labels_since(settings.service.as_str(), operation, started.at);
+            let unsent = std::sync::Mutex::new(None);
+            let after = After {
+                settings: &settings,
+                bodies: &bodies,
+                template: service,
+                parts: &parts,
+                kept,
+                clock: started.clock,
+                unsent: &unsent,
+            };
+            after.retry(&labels, started.span, failure).await
+        });
+        let polled = retries.as_mut().poll(cx);
+        *this.boxed = Some(retries);
+        polled
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A call's first attempt, polled in place: a retried request's body until the first poll,
+    /// then its attempt; or a request that is not retried, on its way.
+    #[project = FirstProjection]
+    enum FirstAttempt<F, Body> {
+        /// Not polled yet.
+        Unsent { body: Option<Body> },
+        /// Sent: within the policy's limit, in its `attempt` span.
+        Running {
+            #[pin]
+            attempt: Bounded<tracing::instrument::Instrumented<Sent<F>>>,
+        },
+        /// A request that is not retried, sent to a ready service: its call, nothing more.
+        Once {
+            #[pin]
+            call: F,
+        },
+        /// Over, or not used.
+        Done,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A call sent to a ready service within the layer's attempt time (its timer on the heap,
+    /// only when there is one), its answer classified.
+    struct Sent<F> {
+        #[pin]
+        call: Bounded<F>,
+    }
+}
+
+impl<F, ResBody, E> Future for Sent<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = AttemptOutcome<ResBody, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().call.poll(cx).map(timed_out_or_classified)
+    }
+}
 
 impl<S, R, D> RetryService<S, R, D>
 where
@@ -548,7 +779,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = CallError<S::Error>;
-    type Future = ResponseFuture<Response<ResBody>, S::Error>;
+    type Future = ResponseFuture<S, R, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.poll_inner_ready::<Request<R::Body>>(cx)
@@ -557,18 +788,43 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let (ready, is_ready) = self.take_ready();
         if !self.settings.retries(request.method(), request.headers()) {
-            // Not retried: straight through, in a future of its own.
+            // Not retried: straight through.
+            let mut ready = ready;
             let request = request.map(|body| self.bodies.once(body));
-            return Box::pin(send_once(ready, is_ready, request));
+            if is_ready {
+                return ResponseFuture {
+                    call: None,
+                    first: FirstAttempt::Once {
+                        call: ready.call(request),
+                    },
+                    boxed: None,
+                };
+            }
+            return ResponseFuture::boxed(Box::pin(send_once(ready, is_ready, request)));
         }
         let settings = self.settings.clone();
         let bodies = self.bodies.clone();
         // Split before the future is made, so that it holds the parts once.
         let (parts, body) = request.into_parts();
         let (first, kept) = bodies.first(body, settings.body_limit);
-        Box::pin(
-            async move { retry(&settings, &bodies, ready, is_ready, &parts, first, kept).await },
-        )
+        if !is_ready {
+            // The first attempt waits for the service: the general path, on the heap.
+            return ResponseFuture::boxed(Box::pin(async move {
+                retry(&settings, &bodies, ready, is_ready, &parts, first, kept).await
+            }));
+        }
+        ResponseFuture {
+            call: Some(FirstCall {
+                settings,
+                bodies,
+                service: ready,
+                parts,
+                kept,
+                started: None,
+            }),
+            first: FirstAttempt::Unsent { body: Some(first) },
+            boxed: None,
+        }
     }
 }
 
@@ -585,7 +841,7 @@ where
 {
     type Response = Response<IdempotentBody<ResBody>>;
     type Error = CallError<S::Error>;
-    type Future = ResponseFuture<Response<IdempotentBody<ResBody>>, S::Error>;
+    type Future = BoxResponseFuture<Response<IdempotentBody<ResBody>>, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.poll_inner_ready::<Request<R::Body>>(cx)
@@ -769,35 +1025,88 @@ where
         Ok(done) => return finish(done),
         Err(failure) => failure,
     };
-    let (unsent, kept) = (&unsent, &kept);
-    let op = move || {
-        let unsent_body = unsent.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let body = unsent_body.or_else(|| bodies.again(kept));
-        clock.bound(attempt(
-            template.clone(),
-            false,
-            parts.clone(),
-            body,
+    let after = After {
+        settings,
+        bodies,
+        template,
+        parts,
+        kept,
+        clock,
+        unsent: &unsent,
+    };
+    Box::pin(after.retry(&call, span, failure)).await
+}
+
+/// What the retries of a request need once its first attempt failed.
+struct After<'a, S, R, B>
+where
+    R: BodyStrategy<B>,
+{
+    settings: &'a Settings,
+    bodies: &'a R,
+    /// Cloned for each retry, which waits for the clone to be ready.
+    template: S,
+    parts: &'a http::request::Parts,
+    kept: R::Kept,
+    clock: AttemptClock,
+    /// A body an attempt could not send (its service never became ready), for the next one.
+    unsent: &'a std::sync::Mutex<Option<R::Body>>,
+}
+
+impl<S, R, B> After<'_, S, R, B>
+where
+    R: BodyStrategy<B>,
+{
+    /// The retry loop after a failed first attempt, in the call's `retry` span.
+    async fn retry<ResBody>(
+        self,
+        call: &CallLabels<'_>,
+        span: tracing::Span,
+        failure: FirstFailure<Failed<Response<ResBody>, S::Error>>,
+    ) -> Result<Response<ResBody>, CallError<S::Error>>
+    where
+        S: Service<Request<R::Body>, Response = Response<ResBody>> + Clone,
+        S::Error: std::error::Error + 'static,
+    {
+        let Self {
+            settings,
+            bodies,
+            template,
+            parts,
+            kept,
+            clock,
             unsent,
-        ))
-    };
-    let classify = |failed: &Failed<Response<ResBody>, S::Error>| {
-        let is_unsent = unsent.lock().unwrap_or_else(|p| p.into_inner()).is_some();
-        let not_retried = (!is_unsent && !bodies.can_replay(kept)).then_some(NOT_REPLAYABLE);
-        settle(
-            failed.classification(),
-            not_retried,
-            service_name,
-            operation,
-        )
-    };
-    let outcome = Box::pin(
-        policy
-            .retry_after_failure(op, &call, classify, failure)
-            .instrument(span),
-    )
-    .await;
-    finish(outcome)
+        } = self;
+        let policy = &settings.policy;
+        let (service_name, operation) = (call.service(), call.operation());
+        let kept = &kept;
+        let op = move || {
+            let unsent_body = unsent.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let body = unsent_body.or_else(|| bodies.again(kept));
+            clock.bound(attempt(
+                template.clone(),
+                false,
+                parts.clone(),
+                body,
+                unsent,
+            ))
+        };
+        let classify = |failed: &Failed<Response<ResBody>, S::Error>| {
+            let is_unsent = unsent.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+            let not_retried = (!is_unsent && !bodies.can_replay(kept)).then_some(NOT_REPLAYABLE);
+            settle(
+                failed.classification(),
+                not_retried,
+                service_name,
+                operation,
+            )
+        };
+        let outcome = policy
+            .retry_after_failure(op, call, classify, failure)
+            .instrument(span)
+            .await;
+        finish(outcome)
+    }
 }
 
 const BODY_FAILED: &str = "the request body failed while it was read ahead for its fingerprint";
@@ -838,6 +1147,20 @@ where
             AttemptProjection::Waiting { wait } => wait.as_mut().poll(cx),
             AttemptProjection::NotSent => Poll::Ready(Err(Failed::NotSent(NOT_REPLAYABLE))),
         }
+    }
+}
+
+/// An answer within the attempt's time classified, or the attempt timed out.
+#[allow(
+    clippy::result_large_err,
+    reason = "a failed response is returned to the caller when it is the last: it is the error"
+)]
+fn timed_out_or_classified<ResBody, E>(
+    answer: Result<Result<Response<ResBody>, E>, Duration>,
+) -> AttemptOutcome<ResBody, E> {
+    match answer {
+        Ok(answer) => classified(answer),
+        Err(limit) => Err(Failed::TimedOut(limit)),
     }
 }
 
