@@ -3,13 +3,12 @@
 #
 # On a fresh machine it first installs what the tests need and is missing: a wasm32 toolchain
 # (the rustup target where it can be added, else Debian's rustc-web route), redis-server,
-# promtool and Node with npm. Then: rustfmt, clippy (warnings are errors), every test in the workspace (guests
-# must build: RICOCHET_REQUIRE_GUESTS=1), a soak smoke, a wasm toolchain installed after a
-# first build, `cargo package` and `cargo doc` of the library crates, the no-alloc build of core,
-# the Envoy filter in a proxy-wasm host, the Python package (host/python/test.sh), and the
-# Prometheus alert-rule unit tests.
-# the Envoy filter in a proxy-wasm host, the JavaScript package (Node and workerd; it installs
-# its npm dependencies) and the Prometheus alert-rule unit tests.
+# promtool, python3-venv, and Node with npm. Then: rustfmt, clippy (warnings are errors), every
+# test in the workspace (guests must build: RICOCHET_REQUIRE_GUESTS=1), a soak smoke, a wasm
+# toolchain installed after a first build, `cargo package` and `cargo doc` of the library
+# crates, the no-alloc build of core, the Envoy filter in a proxy-wasm host, the Python package
+# (host/python/test.sh: a virtualenv, maturin, pytest), the JavaScript package (host/js/test.sh:
+# npm dependencies, Node and workerd) and the Prometheus alert-rule unit tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
