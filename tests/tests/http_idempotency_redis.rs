@@ -27,6 +27,7 @@ async fn on_redis_duplicates_reach_the_server_once() {
     scenario::tower_duplicate_is_sent_once(store(&settings)).await;
     scenario::tower_concurrent_duplicates_wait(store(&settings)).await;
     scenario::tower_failures_release_the_key(store(&settings)).await;
+    scenario::tower_a_cancelled_request_releases_the_key(store(&settings)).await;
     scenario::reqwest_duplicates_and_other_payloads(store(&settings)).await;
 }
 

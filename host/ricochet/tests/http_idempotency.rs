@@ -30,6 +30,11 @@ async fn tower_concurrent_duplicates_wait_for_the_first() {
 }
 
 #[tokio::test]
+async fn tower_a_cancelled_request_releases_the_key() {
+    scenario::tower_a_cancelled_request_releases_the_key(store()).await;
+}
+
+#[tokio::test]
 async fn tower_failures_release_the_key() {
     scenario::tower_failures_release_the_key(store()).await;
 }

@@ -39,9 +39,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
@@ -49,7 +48,9 @@ use http_body::{Body, Frame, SizeHint};
 use sha2::{Digest, Sha256};
 
 use crate::executor::RetryPolicy;
-use crate::idempotency::{Begin, HolderToken, IdempotencyOptions, IdempotencyStore, StoreError};
+use crate::idempotency::{
+    Call, ClaimGuard, Claimed, HolderToken, IdempotencyOptions, IdempotencyStore,
+};
 
 /// Largest serialized response stored by default: the store's result cap.
 pub const DEFAULT_MAX_STORED_RESPONSE: usize = 1024 * 1024;
@@ -294,16 +295,18 @@ pub(crate) enum Claim {
     Refused(IdempotencyRefusal),
 }
 
-/// One deduplicated request's view of the store.
+/// One deduplicated request's view of the store: the shared claim, renewal and settling of
+/// `execute_idempotent` ([`Call`]) under the request's store key, with the HTTP encoding of
+/// responses. A request dropped while it holds the key releases it.
 pub(crate) struct Deduplicated<'a> {
-    pub dedup: &'a Deduplication,
-    pub policy: &'a RetryPolicy,
-    pub service: &'a str,
-    pub operation: &'a str,
+    call: Call<'a>,
     /// The caller's `Idempotency-Key`.
-    pub key: &'a str,
+    key: &'a str,
     /// The store's key: the caller's, scoped to the integration and service.
-    pub store_key: String,
+    store_key: String,
+    max_stored: usize,
+    /// Armed while the key is ours and neither stored nor released.
+    guard: Mutex<Option<ClaimGuard>>,
 }
 
 impl<'a> Deduplicated<'a> {
@@ -315,160 +318,78 @@ impl<'a> Deduplicated<'a> {
         key: &'a str,
     ) -> Self {
         Self {
-            dedup,
-            policy,
-            service,
-            operation,
+            call: Call {
+                policy,
+                options: &dedup.options,
+                store: &dedup.store,
+                service,
+                operation,
+            },
             key,
             store_key: format!("http\u{1f}{service}\u{1f}{key}"),
-        }
-    }
-
-    fn lease_ms(&self) -> u64 {
-        u64::try_from(self.dedup.options.lease.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1)
-    }
-
-    async fn bounded<R>(
-        &self,
-        f: impl std::future::Future<Output = Result<R, StoreError>>,
-    ) -> Result<R, StoreError> {
-        tokio::time::timeout(self.dedup.options.store_deadline, f)
-            .await
-            .unwrap_or(Err(StoreError::Timeout))
-    }
-
-    fn count(&self, reason: &str) {
-        if let Some(m) = self.policy.metrics() {
-            m.idempotency_fallback(self.service, self.operation, reason);
+            max_stored: dedup.max_stored,
+            guard: Mutex::new(None),
         }
     }
 
     /// Claims the key for a request with this fingerprint, waiting on a running duplicate.
     pub async fn claim(&self, fingerprint: &str) -> Claim {
-        let options = &self.dedup.options;
-        let store = self.dedup.store.as_ref();
-        let waited_since = Instant::now();
-        let mut nap = Duration::from_millis(5);
-        loop {
-            let begun = self
-                .bounded(store.begin(&self.store_key, fingerprint, self.lease_ms()))
-                .await;
-            match begun {
-                Ok(Begin::Started(token)) => return Claim::Run(Some(token)),
-                Ok(Begin::Completed(bytes)) => {
-                    return match StoredResponse::decode(&bytes) {
-                        Ok(stored) => Claim::Replay(stored),
-                        Err(reason) => Claim::Refused(IdempotencyRefusal::Unreadable {
-                            key: self.key.to_string(),
-                            reason,
-                        }),
-                    }
+        let key = || self.key.to_string();
+        match self.call.claim(&self.store_key, fingerprint).await {
+            Ok(Claimed::Started(token)) => {
+                *self.guard.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(self.call.guard(&self.store_key, &token));
+                Claim::Run(Some(token))
+            }
+            Ok(Claimed::Completed(bytes)) => match StoredResponse::decode(&bytes) {
+                Ok(stored) => Claim::Replay(stored),
+                Err(reason) => {
+                    Claim::Refused(IdempotencyRefusal::Unreadable { key: key(), reason })
                 }
-                Ok(Begin::Mismatch) => {
-                    return Claim::Refused(IdempotencyRefusal::KeyReused {
-                        key: self.key.to_string(),
-                    })
-                }
-                Ok(Begin::InProgress { lease_remaining_ms }) => {
-                    let waited = waited_since.elapsed();
-                    if waited >= options.wait {
-                        return Claim::Refused(IdempotencyRefusal::InProgress {
-                            key: self.key.to_string(),
-                        });
-                    }
-                    tokio::time::sleep(
-                        nap.min(options.wait - waited)
-                            .min(Duration::from_millis(lease_remaining_ms.max(1))),
-                    )
-                    .await;
-                    nap = (nap * 2).min(Duration::from_millis(100));
-                }
-                Err(e) => {
-                    self.count(e.reason());
-                    tracing::warn!(service = self.service, operation = self.operation, store = store.name(), error = %e, "idempotency store unreachable; sending without deduplication");
-                    return Claim::Run(None);
-                }
+            },
+            Ok(Claimed::Mismatch) => Claim::Refused(IdempotencyRefusal::KeyReused { key: key() }),
+            Ok(Claimed::InProgress) => {
+                Claim::Refused(IdempotencyRefusal::InProgress { key: key() })
+            }
+            Err(e) => {
+                tracing::warn!(service = self.call.service, operation = self.call.operation, store = self.call.store.name(), error = %e, "idempotency store unreachable; sending without deduplication");
+                Claim::Run(None)
             }
         }
     }
 
     /// Runs `work` while renewing the lease `token` holds every third of it.
-    pub async fn renewing<F: std::future::Future>(
-        &self,
-        token: Option<&HolderToken>,
-        work: F,
-    ) -> F::Output {
-        let Some(token) = token else {
-            return work.await;
-        };
-        let lease_ms = self.lease_ms();
-        let period = Duration::from_millis((lease_ms / 3).max(1));
-        let mut work = std::pin::pin!(work);
-        let mut renewals = std::pin::pin!(async {
-            let mut at = tokio::time::Instant::now() + period;
-            loop {
-                tokio::time::sleep_until(at).await;
-                at += period;
-                let renewed = self
-                    .bounded(self.dedup.store.renew(&self.store_key, token, lease_ms))
-                    .await;
-                if let Err(e) = renewed {
-                    tracing::warn!(service = self.service, operation = self.operation, error = %e, "could not renew the idempotency lease");
-                }
-            }
-        });
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(out) = work.as_mut().poll(cx) {
-                return Poll::Ready(out);
-            }
-            // Never ready: renewals run beside the request until it ends.
-            let _ = renewals.as_mut().poll(cx);
-            Poll::Pending
-        })
-        .await
+    pub async fn renewing<F: Future>(&self, token: Option<&HolderToken>, work: F) -> F::Output {
+        match token {
+            Some(token) => self.call.renewing(&self.store_key, token, work).await,
+            None => work.await,
+        }
     }
 
     /// Stores `response` (a success) under the key, or releases the key when there is none or
-    /// it does not fit. Store failures are logged and counted, never returned.
+    /// it does not fit. Store failures are logged and counted, never returned; a store that does
+    /// not answer gets the result (or the release) again in the background within the lease.
     pub async fn settle(&self, token: Option<&HolderToken>, response: Option<&StoredResponse>) {
         let Some(token) = token else { return };
-        let store = self.dedup.store.as_ref();
-        let record = response.map(|r| r.encode(self.dedup.max_stored));
-        let bytes = match record {
-            Some(Some(bytes)) => bytes,
+        match response.map(|r| r.encode(self.max_stored)) {
+            Some(Some(bytes)) => {
+                self.call.record_bytes(&self.store_key, token, bytes).await;
+            }
             other => {
                 if matches!(other, Some(None)) {
-                    self.count("result_too_large");
+                    self.call.count("result_too_large");
                     tracing::warn!(
-                        service = self.service,
-                        operation = self.operation,
-                        max_bytes = self.dedup.max_stored,
+                        service = self.call.service,
+                        operation = self.call.operation,
+                        max_bytes = self.max_stored,
                         "response too large to store; releasing the idempotency key"
                     );
                 }
-                if let Err(e) = self.bounded(store.fail(&self.store_key, token)).await {
-                    tracing::warn!(service = self.service, operation = self.operation, error = %e, "could not release the idempotency key");
-                }
-                return;
+                self.call.release(&self.store_key, token).await;
             }
-        };
-        let ttl_ms = match self.dedup.options.ttl {
-            Some(ttl) => u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
-            None => self.policy.policy().idempotency_ttl_us() / 1000,
-        };
-        let stored = self
-            .bounded(store.complete(&self.store_key, token, &bytes, ttl_ms.max(1)))
-            .await;
-        if let Err(e) = stored {
-            self.count(match e {
-                StoreError::NotHolder => "lease_lost",
-                StoreError::Timeout => "store_timeout",
-                StoreError::Connection(_) => "store_connection",
-                _ => "store_backend",
-            });
-            tracing::warn!(service = self.service, operation = self.operation, error = %e, "could not store the response under its idempotency key");
+        }
+        if let Some(mut guard) = self.guard.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            guard.disarm();
         }
     }
 }

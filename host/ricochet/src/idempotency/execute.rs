@@ -205,59 +205,40 @@ impl RetryPolicy {
         let call = Call {
             policy: self,
             options,
-            store: self.idempotency_store().as_ref(),
+            store: self.idempotency_store(),
             service,
             operation,
         };
         let key = scoped_key(service, operation, key);
-        let lease_ms = clamped_ms(options.lease);
-        let waited_since = Instant::now();
-        let mut poll = Duration::from_millis(5);
-        let token = loop {
-            match call
-                .bounded(call.store.begin(&key, fingerprint, lease_ms))
-                .await
-            {
-                Ok(Begin::Started(token)) => break token,
-                Ok(Begin::Completed(bytes)) => {
-                    return serde_json::from_slice(&bytes)
-                        .map(|value| Outcome {
-                            value,
-                            origin: Origin::Replayed,
-                        })
-                        .map_err(|e| IdempotencyError::StoredResult(e.to_string()));
-                }
-                Ok(Begin::Mismatch) => return Err(IdempotencyError::Mismatch),
-                Ok(Begin::InProgress { lease_remaining_ms }) => {
-                    let waited = waited_since.elapsed();
-                    if waited >= options.wait {
-                        return Err(IdempotencyError::InProgress);
-                    }
-                    // Poll with backoff, never past the wait limit nor (much) past the lease.
-                    let nap = poll
-                        .min(options.wait - waited)
-                        .min(Duration::from_millis(lease_remaining_ms.max(1)));
-                    tokio::time::sleep(nap).await;
-                    poll = (poll * 2).min(Duration::from_millis(100));
-                }
-                Err(e) => {
-                    call.count(e.reason());
-                    tracing::warn!(service, operation, store = call.store.name(), error = %e, "idempotency store unreachable; running without deduplication");
-                    let value = self
-                        .execute_with_retry(op, service, operation)
-                        .await
-                        .map_err(IdempotencyError::Operation)?;
-                    return Ok(Outcome {
+        let token = match call.claim(&key, fingerprint).await {
+            Ok(Claimed::Started(token)) => token,
+            Ok(Claimed::Completed(bytes)) => {
+                return serde_json::from_slice(&bytes)
+                    .map(|value| Outcome {
                         value,
-                        origin: Origin::Unguarded,
-                    });
-                }
+                        origin: Origin::Replayed,
+                    })
+                    .map_err(|e| IdempotencyError::StoredResult(e.to_string()));
+            }
+            Ok(Claimed::Mismatch) => return Err(IdempotencyError::Mismatch),
+            Ok(Claimed::InProgress) => return Err(IdempotencyError::InProgress),
+            Err(e) => {
+                tracing::warn!(service, operation, store = call.store.name(), error = %e, "idempotency store unreachable; running without deduplication");
+                let value = self
+                    .execute_with_retry(op, service, operation)
+                    .await
+                    .map_err(IdempotencyError::Operation)?;
+                return Ok(Outcome {
+                    value,
+                    origin: Origin::Unguarded,
+                });
             }
         };
         // From here on the claim is ours: if this future is dropped (the caller gave up on it)
         // before it completes or releases the claim, the guard releases it.
-        let mut claim = ClaimGuard::new(self.idempotency_store(), &key, &token, options.lease);
-        let result = call.run_renewing(&key, &token, lease_ms, op).await;
+        let mut claim = call.guard(&key, &token);
+        let run = self.execute_with_retry(op, service, operation);
+        let result = call.renewing(&key, &token, run).await;
         let outcome = match result {
             Ok(value) => {
                 let origin = if call.record(&key, &token, &value).await {
@@ -268,10 +249,7 @@ impl RetryPolicy {
                 Ok(Outcome { value, origin })
             }
             Err(e) => {
-                if let Err(store_error) = call.bounded(call.store.fail(&key, &token)).await {
-                    tracing::warn!(service, operation, error = %store_error, "could not release the idempotency key after a failure; retrying in the background");
-                    call.settle_later(&key, &token, Settle::Release);
-                }
+                call.release(&key, &token).await;
                 Err(IdempotencyError::Operation(e))
             }
         };
@@ -280,16 +258,74 @@ impl RetryPolicy {
     }
 }
 
-/// One idempotent call's context.
-struct Call<'a> {
-    policy: &'a RetryPolicy,
-    options: &'a IdempotencyOptions,
-    store: &'a dyn IdempotencyStore,
-    service: &'a str,
-    operation: &'a str,
+/// What claiming a key found (the store answered).
+pub(crate) enum Claimed {
+    /// The key is ours: run, then complete or release it.
+    Started(HolderToken),
+    /// An earlier call's stored result.
+    Completed(Vec<u8>),
+    /// The key was used with another payload.
+    Mismatch,
+    /// Another call holds the key and did not finish within [`IdempotencyOptions::wait`].
+    InProgress,
+}
+
+/// One idempotent call's view of the store: the claim (waiting on a running duplicate), the
+/// lease renewed beside the work, the result stored or the claim released — each bounded by the
+/// store deadline, and resent in the background when the store does not answer. Used by
+/// `execute_idempotent` and by the HTTP integrations' `Idempotency-Key`.
+pub(crate) struct Call<'a> {
+    pub policy: &'a RetryPolicy,
+    pub options: &'a IdempotencyOptions,
+    pub store: &'a Arc<dyn IdempotencyStore>,
+    pub service: &'a str,
+    pub operation: &'a str,
 }
 
 impl Call<'_> {
+    fn lease_ms(&self) -> u64 {
+        clamped_ms(self.options.lease)
+    }
+
+    /// Claims `key` for a call with this fingerprint, polling (with backoff, never past the wait
+    /// limit nor much past the holder's lease) while another call holds it. A store that does
+    /// not answer is counted and returned as the error: the caller runs without deduplication.
+    pub async fn claim(&self, key: &str, fingerprint: &str) -> Result<Claimed, StoreError> {
+        let lease_ms = self.lease_ms();
+        let waited_since = Instant::now();
+        let mut poll = Duration::from_millis(5);
+        loop {
+            match self
+                .bounded(self.store.begin(key, fingerprint, lease_ms))
+                .await
+            {
+                Ok(Begin::Started(token)) => return Ok(Claimed::Started(token)),
+                Ok(Begin::Completed(bytes)) => return Ok(Claimed::Completed(bytes)),
+                Ok(Begin::Mismatch) => return Ok(Claimed::Mismatch),
+                Ok(Begin::InProgress { lease_remaining_ms }) => {
+                    let waited = waited_since.elapsed();
+                    if waited >= self.options.wait {
+                        return Ok(Claimed::InProgress);
+                    }
+                    let nap = poll
+                        .min(self.options.wait - waited)
+                        .min(Duration::from_millis(lease_remaining_ms.max(1)));
+                    tokio::time::sleep(nap).await;
+                    poll = (poll * 2).min(Duration::from_millis(100));
+                }
+                Err(e) => {
+                    self.count(e.reason());
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// A guard that releases the claim if it is dropped armed (the call was cancelled).
+    pub fn guard(&self, key: &str, token: &HolderToken) -> ClaimGuard {
+        ClaimGuard::new(self.store, key, token, self.options.lease)
+    }
+
     /// A store call within the store deadline.
     async fn bounded<R>(
         &self,
@@ -301,9 +337,12 @@ impl Call<'_> {
     }
 
     /// Releases the claim; if the store does not answer, keeps trying in the background.
-    async fn release(&self, key: &str, token: &HolderToken) {
-        if self.bounded(self.store.fail(key, token)).await.is_err() {
-            self.settle_later(key, token, Settle::Release);
+    pub async fn release(&self, key: &str, token: &HolderToken) {
+        if let Err(e) = self.bounded(self.store.fail(key, token)).await {
+            if !matches!(e, StoreError::NotHolder) {
+                tracing::warn!(service = self.service, operation = self.operation, error = %e, "could not release the idempotency key; retrying in the background");
+                self.settle_later(key, token, Settle::Release);
+            }
         }
     }
 
@@ -316,36 +355,23 @@ impl Call<'_> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let store = self.policy.idempotency_store().clone();
+        let store = self.store.clone();
         let (key, token) = (key.to_string(), token.clone());
         let deadline = self.options.store_deadline;
         let until = tokio::time::Instant::now() + self.options.lease.min(MAX_SETTLE_TIME);
         runtime.spawn(settle_until(store, key, token, settle, deadline, until));
     }
 
-    fn count(&self, reason: &str) {
+    pub fn count(&self, reason: &str) {
         if let Some(m) = self.policy.metrics() {
             m.idempotency_fallback(self.service, self.operation, reason);
         }
     }
 
-    /// Runs `op` with retries, renewing the lease every third of it meanwhile.
-    async fn run_renewing<T, E, F, Fut>(
-        &self,
-        key: &str,
-        token: &HolderToken,
-        lease_ms: u64,
-        op: F,
-    ) -> Result<T, RetryError<E>>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-        E: Classify + fmt::Display,
-    {
-        let mut run =
-            std::pin::pin!(self
-                .policy
-                .execute_with_retry(op, self.service, self.operation));
+    /// Runs `work`, renewing the lease every third of it meanwhile.
+    pub async fn renewing<F: Future>(&self, key: &str, token: &HolderToken, work: F) -> F::Output {
+        let mut run = std::pin::pin!(work);
+        let lease_ms = self.lease_ms();
         let period = Duration::from_millis((lease_ms / 3).max(1));
         // Renewals run beside the operation, never in its place: while a renewal waits for a
         // slow store, the operation keeps being polled.
@@ -374,27 +400,33 @@ impl Call<'_> {
     /// Stores the result; whether it was stored. Failures are logged and counted, never
     /// returned.
     async fn record<T: Serialize>(&self, key: &str, token: &HolderToken, value: &T) -> bool {
-        let bytes = match serde_json::to_vec(value) {
-            Ok(bytes) if bytes.len() > self.options.max_result_bytes => {
-                self.count("result_too_large");
-                tracing::warn!(
-                    service = self.service,
-                    operation = self.operation,
-                    bytes = bytes.len(),
-                    max_result_bytes = self.options.max_result_bytes,
-                    "result too large to store; releasing the idempotency key"
-                );
-                self.release(key, token).await;
-                return false;
-            }
-            Ok(bytes) => bytes,
+        match serde_json::to_vec(value) {
+            Ok(bytes) => self.record_bytes(key, token, bytes).await,
             Err(e) => {
                 self.count("serialize");
                 tracing::warn!(service = self.service, operation = self.operation, error = %e, "result not serializable; releasing the idempotency key");
                 self.release(key, token).await;
-                return false;
+                false
             }
-        };
+        }
+    }
+
+    /// Stores an encoded result (at most [`IdempotencyOptions::max_result_bytes`]; a larger one
+    /// releases the claim); whether it was stored. A store that does not answer gets it again
+    /// from a task of its own within the lease.
+    pub async fn record_bytes(&self, key: &str, token: &HolderToken, bytes: Vec<u8>) -> bool {
+        if bytes.len() > self.options.max_result_bytes {
+            self.count("result_too_large");
+            tracing::warn!(
+                service = self.service,
+                operation = self.operation,
+                bytes = bytes.len(),
+                max_result_bytes = self.options.max_result_bytes,
+                "result too large to store; releasing the idempotency key"
+            );
+            self.release(key, token).await;
+            return false;
+        }
         let ttl_ms = match self.options.ttl {
             Some(ttl) => clamped_ms(ttl),
             None => self.policy.policy().idempotency_ttl_us() / 1000,
@@ -435,7 +467,7 @@ fn clamped_ms(d: Duration) -> u64 {
 /// Releases a claim whose call was dropped before it could complete or release it (a caller's
 /// timeout, a cancelled request): without it the key stayed in progress for the whole lease,
 /// and every duplicate waited for it. The release is sent from a task of its own.
-struct ClaimGuard {
+pub(crate) struct ClaimGuard {
     armed: Option<(Arc<dyn IdempotencyStore>, String, HolderToken)>,
     lease: Duration,
 }
@@ -453,7 +485,7 @@ impl ClaimGuard {
         }
     }
 
-    fn disarm(&mut self) {
+    pub fn disarm(&mut self) {
         self.armed = None;
     }
 }

@@ -22,6 +22,8 @@ use crate::coordination::BoxFuture;
 
 mod execute;
 mod memory;
+#[cfg(any(feature = "tower", feature = "reqwest"))]
+pub(crate) use execute::{Call, ClaimGuard, Claimed};
 pub use execute::{
     IdempotencyError, IdempotencyOptions, Origin, Outcome, DEFAULT_MAX_RESULT_BYTES,
 };

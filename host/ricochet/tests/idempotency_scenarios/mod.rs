@@ -209,6 +209,59 @@ pub async fn tower_concurrent_duplicates_wait(store: Arc<dyn IdempotencyStore>) 
     assert_eq!(slow.requests(), 1);
 }
 
+/// A request dropped while it holds the key (its caller's timeout) releases it: a duplicate
+/// right after is sent, not refused as in progress for the whole 30 s lease.
+pub async fn tower_a_cancelled_request_releases_the_key(store: Arc<dyn IdempotencyStore>) {
+    let server = Scripted::start(vec![
+        Answer::status(200).after(Duration::from_secs(3)),
+        Answer::status(200),
+    ])
+    .await;
+    let client: Hyper = Client::builder(TokioExecutor::new()).build_http();
+    let impatient = RetryLayer::new(policy(), "payments")
+        .clone_bodies()
+        .idempotency_store(store)
+        .idempotency_options(IdempotencyOptions {
+            wait: Duration::ZERO,
+            ..IdempotencyOptions::default()
+        })
+        .layer(client);
+    let key = fresh_key("charge");
+    let mut first = impatient.clone();
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(300),
+        first
+            .ready()
+            .await
+            .unwrap()
+            .call(charge(&server, &key, "amount=5")),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the first request was still running");
+    // The release goes out from a task of its own.
+    let mut answer = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut second = impatient.clone();
+        match second
+            .ready()
+            .await
+            .unwrap()
+            .call(charge(&server, &key, "amount=5"))
+            .await
+        {
+            Err(CallError::Idempotency(IdempotencyRefusal::InProgress { .. })) => continue,
+            other => {
+                answer = Some(other);
+                break;
+            }
+        }
+    }
+    let answer = answer.expect("the key was still in progress 1 s after its request was dropped");
+    assert_eq!(answer.unwrap().status(), 200);
+    assert_eq!(server.requests(), 2);
+}
+
 /// A failure releases the key: the next request with it is sent. A retried success is stored.
 pub async fn tower_failures_release_the_key(store: Arc<dyn IdempotencyStore>) {
     let server = Scripted::start(vec![
