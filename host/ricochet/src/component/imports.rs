@@ -147,20 +147,26 @@ pub(crate) struct CallScope {
     /// The service and operation the host called the export for (`schedule`'s): the only ones
     /// `acquire-slot` may name. `None`: the export has none, and may not take a slot.
     pub(crate) names: Option<(String, String)>,
-    /// The longest TTL a guest may ask for, ms: the config's `idempotency_ttl`, at most
-    /// [`MAX_GUEST_TTL_MS`], at least 1.
-    pub(crate) ttl_cap_ms: u64,
+    /// The config's `idempotency_ttl`, seconds: the longest TTL a guest may ask for (see
+    /// [`ttl_cap_ms`](Self::ttl_cap_ms); converted only when an import needs it, not per call).
+    idempotency_ttl: f64,
 }
 
 impl CallScope {
     /// The scope of an export called with `config`, for `names` if any.
     pub(crate) fn new(config: &ricochet_core::RetryConfig, names: Option<(&str, &str)>) -> Self {
-        let ttl_ms = Duration::try_from_secs_f64(config.idempotency_ttl)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         Self {
             names: names.map(|(s, o)| (s.to_string(), o.to_string())),
-            ttl_cap_ms: ttl_ms.clamp(1, MAX_GUEST_TTL_MS),
+            idempotency_ttl: config.idempotency_ttl,
         }
+    }
+
+    /// The longest TTL a guest may ask for, ms: the config's `idempotency_ttl`, at most
+    /// [`MAX_GUEST_TTL_MS`], at least 1.
+    pub(crate) fn ttl_cap_ms(&self) -> u64 {
+        Duration::try_from_secs_f64(self.idempotency_ttl)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .clamp(1, MAX_GUEST_TTL_MS)
     }
 }
 
@@ -645,7 +651,7 @@ impl coordination::Host for HostState {
                 "idempotency key is no longer held by this component".into(),
             ));
         };
-        let ttl_ms = ttl_ms.min(self.scope.ttl_cap_ms).max(1);
+        let ttl_ms = ttl_ms.min(self.scope.ttl_cap_ms()).max(1);
         let store = self.backends.idempotency.clone();
         self.store_call(async move { store.complete(&stored, &token, &value, ttl_ms).await })
     }

@@ -210,7 +210,8 @@ struct Loaded {
     pre: PolicyWorldPre<HostState>,
     sandbox: Sandbox,
     shared: Arc<imports::Shared>,
-    idle: Mutex<Vec<Instance>>,
+    /// Boxed, so taking one out and putting it back moves a pointer, not the instance.
+    idle: Mutex<Vec<Box<Instance>>>,
     instantiated: AtomicU64,
 }
 
@@ -286,12 +287,12 @@ impl PolicyComponent {
             .map_err(|e| ComponentError::WrongWorld(guest_error_text(&e)))?;
         let probe = probe_of(&mut store, &instance);
         self.loaded.instantiated.fetch_add(1, Ordering::Relaxed);
-        self.release(Instance {
+        self.release(Box::new(Instance {
             store,
             world,
             policies: Vec::new(),
             probe,
-        });
+        }));
         Ok(())
     }
 
@@ -413,7 +414,7 @@ impl PolicyComponent {
         Ok(store)
     }
 
-    fn instantiate(&self, backends: &Arc<HostBackends>) -> Result<Instance, ComponentError> {
+    fn instantiate(&self, backends: &Arc<HostBackends>) -> Result<Box<Instance>, ComponentError> {
         let mut store = self.new_store(backends).map_err(|e| self.classify(e))?;
         let instance = self
             .loaded
@@ -424,12 +425,12 @@ impl PolicyComponent {
         let world = PolicyWorld::new(&mut store, &instance).map_err(|e| self.classify(e))?;
         let probe = probe_of(&mut store, &instance);
         self.loaded.instantiated.fetch_add(1, Ordering::Relaxed);
-        Ok(Instance {
+        Ok(Box::new(Instance {
             store,
             world,
             policies: Vec::new(),
             probe,
-        })
+        }))
     }
 
     fn prepare(
@@ -458,7 +459,7 @@ impl PolicyComponent {
             .then(MeteredCall::start)
     }
 
-    fn release(&self, instance: Instance) {
+    fn release(&self, instance: Box<Instance>) {
         let mut idle = self.loaded.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE_INSTANCES {
             idle.push(instance);
