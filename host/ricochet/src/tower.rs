@@ -104,9 +104,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use bytes::Bytes;
+use tracing::instrument::Instrumented;
 use tracing::Instrument;
 
-use crate::bounded::Bounded;
+use crate::bounded::Timed;
 use crate::coordination::BoxFuture;
 use crate::executor::{
     first_attempt_span, retry_span, CallLabels, FirstFailure, FirstStart, RetryPolicy,
@@ -509,12 +510,12 @@ pub type BoxResponseFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, CallErr
 pin_project_lite::pin_project! {
     /// The future of a [`RetryService`] call without an idempotency store.
     ///
-    /// When the inner service was ready, the first attempt is polled in place — no allocation:
-    /// a retried request's (sent at the first poll, after the breaker's admission, within its
-    /// time, in its `attempt` span), or the call of a request that is not retried (sent by
-    /// `call`, as tower's services do). Only when a retried request's first attempt fails does
-    /// the call move to the retry loop, on the heap; a call whose service must first be made
-    /// ready takes the heap at once.
+    /// When the inner service was ready, the first attempt is polled in place — no allocation
+    /// unless a limit bounds it: a retried request's (sent at the first poll, after the
+    /// breaker's admission, within its time, in its `attempt` span), or the call of a request
+    /// that is not retried (sent by `call`, as tower's services do). Only when a retried
+    /// request's first attempt fails does the call move to the retry loop, on the heap; a call
+    /// whose service must first be made ready takes the heap at once.
     pub struct ResponseFuture<S, R, B>
     where
         S: Service<Request<R::Body>>,
@@ -523,9 +524,7 @@ pin_project_lite::pin_project! {
         // What the first attempt needs when it is first polled, and the retries after it.
         call: Option<FirstCall<S, R, B>>,
         #[pin]
-        first: FirstAttempt<S::Future, R::Body>,
-        // The retry loop, a request that is not retried, or a first attempt that waits.
-        boxed: Option<BoxResponseFuture<S::Response, S::Error>>,
+        state: State<S::Future, R::Body, S::Response, S::Error>,
     }
 }
 
@@ -550,8 +549,40 @@ struct Started {
     at: tokio::time::Instant,
     clock: AttemptClock,
     span: tracing::Span,
-    start: Option<FirstStart>,
+    start: FirstStart,
 }
+
+pin_project_lite::pin_project! {
+    /// Where a call is: a retried request's body until the first poll, then its first attempt
+    /// (in place, or boxed with its timers when a limit bounds it); a request that is not
+    /// retried, on its way; or the heap (the retry loop, or a service that must first be made
+    /// ready).
+    #[project = StateProjection]
+    enum State<F, Body, Res, E> {
+        /// Not polled yet.
+        Unsent { body: Option<Body> },
+        /// Sent, with no limit: the inner service's future in its `attempt` span.
+        Running {
+            #[pin]
+            attempt: Instrumented<F>,
+        },
+        /// Sent, within the layer's limit (inside the span) and the policy's (outside it):
+        /// the timers and the call together, in one allocation.
+        Limited { attempt: Pin<Box<LimitedAttempt<F>>> },
+        /// A request that is not retried, sent to a ready service: its call, nothing more.
+        Once {
+            #[pin]
+            call: F,
+        },
+        /// The retry loop, a request that is not retried, or a first attempt that waits.
+        Boxed { future: BoxResponseFuture<Res, E> },
+        /// Over.
+        Done,
+    }
+}
+
+/// A first attempt within a limit: the policy's outside its span, the layer's inside it.
+type LimitedAttempt<F> = Timed<Instrumented<Timed<F>>>;
 
 impl<S, R, B> std::fmt::Debug for ResponseFuture<S, R, B>
 where
@@ -562,9 +593,9 @@ where
         f.debug_struct("ResponseFuture")
             .field(
                 "first_attempt",
-                &matches!(self.first, FirstAttempt::Running { .. }),
+                &matches!(self.state, State::Running { .. } | State::Limited { .. }),
             )
-            .field("boxed", &self.boxed.is_some())
+            .field("boxed", &matches!(self.state, State::Boxed { .. }))
             .finish_non_exhaustive()
     }
 }
@@ -577,8 +608,7 @@ where
     fn boxed(future: BoxResponseFuture<S::Response, S::Error>) -> Self {
         Self {
             call: None,
-            first: FirstAttempt::Done,
-            boxed: Some(future),
+            state: State::Boxed { future },
         }
     }
 }
@@ -597,67 +627,89 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if let Some(boxed) = this.boxed.as_mut() {
-            return boxed.as_mut().poll(cx);
-        }
-        if let FirstProjection::Once { call } = this.first.as_mut().project() {
-            return call.poll(cx).map_err(CallError::Inner);
-        }
-        let Some(call) = this.call.as_mut() else {
-            panic!("ResponseFuture polled after completion");
-        };
-        let settings = &*call.settings;
-        let policy = &settings.policy;
-        let operation = settings.operation(&call.parts.method, call.parts.uri.path());
-        let service_name = settings.service.as_str();
-        if let FirstProjection::Unsent { body } = this.first.as_mut().project() {
+        if let StateProjection::Unsent { body } = this.state.as_mut().project() {
             // The first poll: what `retry` does before its first attempt.
             let body = body.take().expect("the first body");
+            let Some(call) = this.call.as_mut() else {
+                panic!("ResponseFuture polled after completion");
+            };
+            let settings = &*call.settings;
+            let policy = &settings.policy;
+            let operation = settings.operation(&call.parts.method, call.parts.uri.path());
+            let service_name = settings.service.as_str();
             let labels = policy.call_labels(service_name, operation);
             let start = match policy.begin_first(&labels) {
                 Ok(start) => start,
                 Err(refused) => {
                     *this.call = None;
+                    this.state.set(State::Done);
                     return Poll::Ready(finish(Err(refused)));
                 }
             };
             let clock = AttemptClock::start(settings.attempt_timeout, policy.policy());
             let span = retry_span(service_name, operation);
             let request = Request::from_parts(call.parts.clone(), body);
-            let sent = Sent {
-                call: Bounded::new(call.service.call(request), clock.limit()),
-            };
-            this.first.set(FirstAttempt::Running {
-                attempt: Bounded::new(sent.instrument(first_attempt_span(&span)), start.limit),
-            });
+            let sent = call.service.call(request);
+            let attempt_span = first_attempt_span(&span);
+            match (clock.limit(), start.limit) {
+                (None, None) => this.state.set(State::Running {
+                    attempt: sent.instrument(attempt_span),
+                }),
+                (layer, policy) => this.state.set(State::Limited {
+                    attempt: Box::pin(Timed::new(
+                        Timed::new(sent, layer).instrument(attempt_span),
+                        policy,
+                    )),
+                }),
+            }
             call.started = Some(Started {
                 at: labels.started(),
                 clock,
                 span,
-                start: Some(start),
+                start,
             });
         }
-        let FirstProjection::Running { attempt } = this.first.as_mut().project() else {
-            panic!("ResponseFuture polled after completion");
-        };
-        let outcome = std::task::ready!(attempt.poll(cx));
-        this.first.set(FirstAttempt::Done);
-        let started = call.started.as_mut().expect("started");
-        let start = started.start.take().expect("the first attempt's start");
-        if let Ok(Ok(response)) = outcome {
-            // The common case, without the executor's wrappers around the response.
-            policy.first_succeeded(service_name, started.at, start);
-            *this.call = None;
-            return Poll::Ready(Ok(response));
-        }
-        let labels = policy.call_labels_since(service_name, operation, started.at);
-        let failure = match policy.end_first(&labels, start, outcome) {
-            Ok(done) => {
-                *this.call = None;
-                return Poll::Ready(finish(done));
+        let answer = match this.state.as_mut().project() {
+            StateProjection::Running { attempt } => Ok(std::task::ready!(attempt.poll(cx))),
+            StateProjection::Limited { attempt } => {
+                match std::task::ready!(attempt.as_mut().poll(cx)) {
+                    Ok(Ok(answer)) => Ok(answer),
+                    Ok(Err(limit)) => Err(Limit::Layer(limit)),
+                    Err(limit) => Err(Limit::Policy(limit)),
+                }
             }
-            Err(failure) => failure,
+            StateProjection::Once { call } => return call.poll(cx).map_err(CallError::Inner),
+            StateProjection::Boxed { future } => return future.as_mut().poll(cx),
+            StateProjection::Unsent { .. } | StateProjection::Done => {
+                panic!("ResponseFuture polled after completion")
+            }
         };
+        // The common case, a response that is a success, takes the shortest way out: no
+        // wrappers around it, straight to the caller.
+        let outcome = match answer {
+            Ok(Ok(response)) => match classify_response(response.status(), response.headers()) {
+                None => {
+                    this.state.set(State::Done);
+                    let call = this.call.as_mut().expect("the call");
+                    let started = call.started.take().expect("started");
+                    let policy = &call.settings.policy;
+                    policy.first_succeeded(
+                        call.settings.service.as_str(),
+                        started.at,
+                        started.start,
+                    );
+                    *this.call = None;
+                    return Poll::Ready(Ok(response));
+                }
+                Some(failure) => Ok(Err(Failed::Response { response, failure })),
+            },
+            Ok(Err(e)) => Ok(Err(Failed::Transport(e))),
+            // The layer's own limit: a failed attempt the classifier sees.
+            Err(Limit::Layer(limit)) => Ok(Err(Failed::TimedOut(limit))),
+            // The policy's limit: the executor's timeout.
+            Err(Limit::Policy(limit)) => Err(limit),
+        };
+        this.state.set(State::Done);
         let Some(FirstCall {
             settings,
             bodies,
@@ -665,11 +717,18 @@ where
             parts,
             kept,
             started: Some(started),
-            ..
         }) = this.call.take()
         else {
             unreachable!("the call was started");
         };
+        let policy = &settings.policy;
+        let operation = settings.operation(&parts.method, parts.uri.path());
+        let labels = policy.call_labels_since(settings.service.as_str(), operation, started.at);
+        let failure = match policy.end_first(&labels, started.start, outcome) {
+            Ok(done) => return Poll::Ready(finish(done)),
+            Err(failure) => failure,
+        };
+        drop(labels);
         let mut retries: BoxResponseFuture<S::Response, S::Error> = Box::pin(async move {
             let policy = &settings.policy;
             let operation = settings.operation(&parts.method, parts.uri.path());
@@ -687,51 +746,17 @@ where
             after.retry(&labels, started.span, failure).await
         });
         let polled = retries.as_mut().poll(cx);
-        *this.boxed = Some(retries);
+        this.state.set(State::Boxed { future: retries });
         polled
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A call's first attempt, polled in place: a retried request's body until the first poll,
-    /// then its attempt; or a request that is not retried, on its way.
-    #[project = FirstProjection]
-    enum FirstAttempt<F, Body> {
-        /// Not polled yet.
-        Unsent { body: Option<Body> },
-        /// Sent: within the policy's limit, in its `attempt` span.
-        Running {
-            #[pin]
-            attempt: Bounded<tracing::instrument::Instrumented<Sent<F>>>,
-        },
-        /// A request that is not retried, sent to a ready service: its call, nothing more.
-        Once {
-            #[pin]
-            call: F,
-        },
-        /// Over, or not used.
-        Done,
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A call sent to a ready service within the layer's attempt time (its timer on the heap,
-    /// only when there is one), its answer classified.
-    struct Sent<F> {
-        #[pin]
-        call: Bounded<F>,
-    }
-}
-
-impl<F, ResBody, E> Future for Sent<F>
-where
-    F: Future<Output = Result<Response<ResBody>, E>>,
-{
-    type Output = AttemptOutcome<ResBody, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().call.poll(cx).map(timed_out_or_classified)
-    }
+/// Which limit ended a first attempt.
+enum Limit {
+    /// The layer's attempt timeout (cut to what `max_elapsed` leaves).
+    Layer(Duration),
+    /// The policy's own attempt timeout or `max_elapsed`.
+    Policy(Duration),
 }
 
 impl<S, R, D> RetryService<S, R, D>
@@ -794,10 +819,9 @@ where
             if is_ready {
                 return ResponseFuture {
                     call: None,
-                    first: FirstAttempt::Once {
+                    state: State::Once {
                         call: ready.call(request),
                     },
-                    boxed: None,
                 };
             }
             return ResponseFuture::boxed(Box::pin(send_once(ready, is_ready, request)));
@@ -822,8 +846,7 @@ where
                 kept,
                 started: None,
             }),
-            first: FirstAttempt::Unsent { body: Some(first) },
-            boxed: None,
+            state: State::Unsent { body: Some(first) },
         }
     }
 }
@@ -1147,20 +1170,6 @@ where
             AttemptProjection::Waiting { wait } => wait.as_mut().poll(cx),
             AttemptProjection::NotSent => Poll::Ready(Err(Failed::NotSent(NOT_REPLAYABLE))),
         }
-    }
-}
-
-/// An answer within the attempt's time classified, or the attempt timed out.
-#[allow(
-    clippy::result_large_err,
-    reason = "a failed response is returned to the caller when it is the last: it is the error"
-)]
-fn timed_out_or_classified<ResBody, E>(
-    answer: Result<Result<Response<ResBody>, E>, Duration>,
-) -> AttemptOutcome<ResBody, E> {
-    match answer {
-        Ok(answer) => classified(answer),
-        Err(limit) => Err(Failed::TimedOut(limit)),
     }
 }
 
