@@ -507,6 +507,7 @@ impl RetryPolicy {
     }
 
     /// The metrics, if recorded.
+    #[inline]
     pub fn metrics(&self) -> Option<&RetryMetrics> {
         match &self.metrics {
             MetricsChoice::Default => RetryMetrics::default_registry(),
@@ -576,6 +577,7 @@ impl RetryPolicy {
     }
 
     /// What one call reports under, starting now.
+    #[inline]
     pub(crate) fn call_labels<'a>(
         &'a self,
         service: &'a str,
@@ -605,6 +607,7 @@ impl RetryPolicy {
         }
     }
 
+    #[inline]
     fn is_guarded(&self) -> bool {
         self.policy.breaker().is_some() || self.policy.budget().is_some()
     }
@@ -641,24 +644,14 @@ impl RetryPolicy {
         &self,
         call: &CallLabels<'_>,
     ) -> Result<FirstStart, RetryError<E>> {
-        let (service, operation) = (call.service, call.operation);
         let guarded = self.is_guarded();
         if guarded {
-            if let Some(retry_after) = self.admit(service) {
-                if let Some(m) = call.metrics {
-                    m.circuit_rejected(service, operation);
-                    m.failure(
-                        service,
-                        operation,
-                        GiveUpReason::CircuitOpen.name(),
-                        call.started.elapsed().as_secs_f64(),
-                    );
-                }
+            if let Some(retry_after) = self.refuse_first(call) {
                 return Err(RetryError::CircuitOpen { retry_after });
             }
         }
         let first_try = call.metrics.map(|m| {
-            let ft = m.first_try(service, operation);
+            let ft = m.first_try(call.service, call.operation);
             ft.attempt();
             ft
         });
@@ -674,10 +667,32 @@ impl RetryPolicy {
         })
     }
 
+    /// The breaker's admission of a first call: `Some(wait)` when it is refused (counted).
+    fn refuse_first(&self, call: &CallLabels<'_>) -> Option<Duration> {
+        let (service, operation) = (call.service, call.operation);
+        let retry_after = self.admit(service)?;
+        if let Some(m) = call.metrics {
+            m.circuit_rejected(service, operation);
+            m.failure(
+                service,
+                operation,
+                GiveUpReason::CircuitOpen.name(),
+                call.started.elapsed().as_secs_f64(),
+            );
+        }
+        Some(retry_after)
+    }
+
     /// A first attempt that succeeded, for a call on `service` that started at `started`: the
     /// guards and the first-try metrics hear of it.
     #[inline]
     pub(crate) fn first_succeeded(&self, service: &str, started: Instant, start: FirstStart) {
+        if start.guarded || start.first_try.is_some() {
+            self.report_first_success(service, started, start);
+        }
+    }
+
+    fn report_first_success(&self, service: &str, started: Instant, start: FirstStart) {
         if start.guarded {
             let now_us = self.clock.now_us();
             self.with_guards(service, |g| RetryState::new(0, 0).on_success(now_us, g));
@@ -1064,6 +1079,7 @@ impl RetryPolicy {
 }
 
 /// The `retry` span of one call.
+#[inline]
 pub(crate) fn retry_span(service: &str, operation: &str) -> tracing::Span {
     tracing::debug_span!(
         target: TARGET,
@@ -1075,6 +1091,7 @@ pub(crate) fn retry_span(service: &str, operation: &str) -> tracing::Span {
 }
 
 /// The `attempt` span of a call's first attempt, a child of its `retry` span.
+#[inline]
 pub(crate) fn first_attempt_span(retry_span: &tracing::Span) -> tracing::Span {
     tracing::debug_span!(target: TARGET, parent: retry_span, "attempt", attempt = 1_u32)
 }
@@ -1131,6 +1148,7 @@ struct Failed<E> {
 }
 
 /// The earlier of two optional limits.
+#[inline]
 fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),

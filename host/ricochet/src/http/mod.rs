@@ -193,6 +193,7 @@ impl Settings {
     }
 
     /// Whether a request with this method and these headers may be retried.
+    #[inline]
     pub fn retries(&self, method: &Method, headers: &HeaderMap) -> bool {
         if self.any_method {
             return true;
@@ -216,6 +217,7 @@ impl Settings {
     }
 
     /// The operation name of a request.
+    #[inline]
     pub fn operation<'a>(&'a self, method: &'a Method, path: &'a str) -> &'a str {
         match &self.operation {
             OperationName::Fixed(name) => name,
@@ -233,6 +235,7 @@ pub(crate) struct ResponseFailure {
 }
 
 /// Whether a response is a failure, and what kind. `None` for a success.
+#[inline]
 pub(crate) fn classify_response(
     status: StatusCode,
     headers: &HeaderMap,
@@ -244,6 +247,11 @@ pub(crate) fn classify_response(
     if !(status.is_client_error() || status.is_server_error()) {
         return None;
     }
+    classify_error_status(status, headers)
+}
+
+/// A `4xx` or `5xx` response classified, its delay headers read by the core's parsers.
+fn classify_error_status(status: StatusCode, headers: &HeaderMap) -> Option<ResponseFailure> {
     let readable = |name: &str| {
         headers
             .get(name)
@@ -302,6 +310,7 @@ pub(crate) struct AttemptClock {
 }
 
 impl AttemptClock {
+    #[inline]
     pub fn start(timeout: Option<Duration>, policy: &ricochet_core::Policy) -> Self {
         Self {
             timeout,
@@ -312,6 +321,7 @@ impl AttemptClock {
     }
 
     /// The limit for an attempt starting now; `None` for none.
+    #[inline]
     pub fn limit(&self) -> Option<Duration> {
         let left = self
             .max_elapsed
