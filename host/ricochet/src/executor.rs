@@ -632,13 +632,12 @@ impl RetryPolicy {
             Err(refused) => return Ok(Err(refused)),
         };
         let attempt_span = first_attempt_span(retry_span);
-        let outcome = Bounded::new(op().instrument(attempt_span), start.limit).await;
+        let outcome = Bounded::new(op().instrument(attempt_span), self.first_limit()).await;
         self.end_first(call, start, outcome)
     }
 
     /// The first attempt up to its call: admission (`Err` when the breaker refuses it, counted)
-    /// and the first-try `attempt` metric; what [`end_first`](Self::end_first) needs, and the
-    /// attempt's limit.
+    /// and the first-try `attempt` metric; what [`end_first`](Self::end_first) needs.
     #[inline]
     pub(crate) fn begin_first<E>(
         &self,
@@ -655,16 +654,17 @@ impl RetryPolicy {
             ft.attempt();
             ft
         });
-        // All of `max_elapsed` is left for the first call.
-        let limit = earliest(
+        Ok(FirstStart { guarded, first_try })
+    }
+
+    /// The first attempt's limit: the policy's attempt timeout or `max_elapsed`, whichever is
+    /// first (all of `max_elapsed` is left for the first call).
+    #[inline]
+    pub(crate) fn first_limit(&self) -> Option<Duration> {
+        earliest(
             self.attempt_timeout,
             self.policy.max_elapsed_us().map(Duration::from_micros),
-        );
-        Ok(FirstStart {
-            guarded,
-            first_try,
-            limit,
-        })
+        )
     }
 
     /// The breaker's admission of a first call: `Some(wait)` when it is refused (counted).
@@ -686,13 +686,13 @@ impl RetryPolicy {
     /// A first attempt that succeeded, for a call on `service` that started at `started`: the
     /// guards and the first-try metrics hear of it.
     #[inline]
-    pub(crate) fn first_succeeded(&self, service: &str, started: Instant, start: FirstStart) {
+    pub(crate) fn first_succeeded(&self, service: &str, started: Instant, start: &FirstStart) {
         if start.guarded || start.first_try.is_some() {
             self.report_first_success(service, started, start);
         }
     }
 
-    fn report_first_success(&self, service: &str, started: Instant, start: FirstStart) {
+    fn report_first_success(&self, service: &str, started: Instant, start: &FirstStart) {
         if start.guarded {
             let now_us = self.clock.now_us();
             self.with_guards(service, |g| RetryState::new(0, 0).on_success(now_us, g));
@@ -714,7 +714,7 @@ impl RetryPolicy {
     ) -> Result<Result<T, RetryError<E>>, FirstFailure<E>> {
         match outcome {
             Ok(Ok(value)) => {
-                self.first_succeeded(call.service, call.started, start);
+                self.first_succeeded(call.service, call.started, &start);
                 Ok(Ok(value))
             }
             Ok(Err(e)) => Err(FirstFailure {
@@ -1096,12 +1096,10 @@ pub(crate) fn first_attempt_span(retry_span: &tracing::Span) -> tracing::Span {
     tracing::debug_span!(target: TARGET, parent: retry_span, "attempt", attempt = 1_u32)
 }
 
-/// A first attempt that was admitted: what its end needs, and its limit.
+/// A first attempt that was admitted: what its end needs.
 pub(crate) struct FirstStart {
     guarded: bool,
     first_try: Option<Arc<FirstTry>>,
-    /// The attempt's limit: the policy's attempt timeout or `max_elapsed`, whichever is first.
-    pub(crate) limit: Option<Duration>,
 }
 
 /// How a call's first attempt failed, and its first-try metrics.

@@ -540,11 +540,10 @@ where
     service: S,
     parts: http::request::Parts,
     kept: R::Kept,
-    /// Set when the first attempt starts.
-    started: Option<Started>,
 }
 
-/// The first attempt under way.
+/// A first attempt under way: when the call started, its `retry` span, and what the end of the
+/// attempt and the retries need.
 struct Started {
     at: tokio::time::Instant,
     clock: AttemptClock,
@@ -558,6 +557,7 @@ pin_project_lite::pin_project! {
     /// retried, on its way; or the heap (the retry loop, or a service that must first be made
     /// ready).
     #[project = StateProjection]
+    #[project_replace = StateReplaced]
     enum State<F, Body, Res, E> {
         /// Not polled yet.
         Unsent { body: Option<Body> },
@@ -565,10 +565,14 @@ pin_project_lite::pin_project! {
         Running {
             #[pin]
             attempt: Instrumented<F>,
+            started: Started,
         },
         /// Sent, within the layer's limit (inside the span) and the policy's (outside it):
         /// the timers and the call together, in one allocation.
-        Limited { attempt: Pin<Box<LimitedAttempt<F>>> },
+        Limited {
+            attempt: Pin<Box<LimitedAttempt<F>>>,
+            started: Started,
+        },
         /// A request that is not retried, sent to a ready service: its call, nothing more.
         Once {
             #[pin]
@@ -628,54 +632,47 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         if let StateProjection::Unsent { body } = this.state.as_mut().project() {
-            // The first poll: what `retry` does before its first attempt.
             let body = body.take().expect("the first body");
-            let Some(call) = this.call.as_mut() else {
-                panic!("ResponseFuture polled after completion");
-            };
-            let settings = &*call.settings;
-            let policy = &settings.policy;
-            let operation = settings.operation(&call.parts.method, call.parts.uri.path());
-            let service_name = settings.service.as_str();
-            let labels = policy.call_labels(service_name, operation);
-            let start = match policy.begin_first(&labels) {
-                Ok(start) => start,
-                Err(refused) => {
-                    *this.call = None;
-                    this.state.set(State::Done);
-                    return Poll::Ready(finish(Err(refused)));
-                }
-            };
-            let clock = AttemptClock::start(settings.attempt_timeout, policy.policy());
-            let span = retry_span(service_name, operation);
-            let request = Request::from_parts(call.parts.clone(), body);
-            let sent = call.service.call(request);
-            let attempt_span = first_attempt_span(&span);
-            match (clock.limit(), start.limit) {
-                (None, None) => this.state.set(State::Running {
-                    attempt: sent.instrument(attempt_span),
-                }),
-                (layer, policy) => this.state.set(State::Limited {
-                    attempt: Box::pin(Timed::new(
-                        Timed::new(sent, layer).instrument(attempt_span),
-                        policy,
-                    )),
-                }),
+            if let Some(over) = start_first(this.call, this.state.as_mut(), body) {
+                return Poll::Ready(over);
             }
-            call.started = Some(Started {
-                at: labels.started(),
-                clock,
-                span,
-                start,
-            });
         }
-        let answer = match this.state.as_mut().project() {
-            StateProjection::Running { attempt } => Ok(std::task::ready!(attempt.poll(cx))),
-            StateProjection::Limited { attempt } => {
+        let outcome = match this.state.as_mut().project() {
+            StateProjection::Running { attempt, started } => {
+                let Poll::Ready(answer) = attempt.poll(cx) else {
+                    return Poll::Pending;
+                };
+                let failure = match &answer {
+                    Ok(response) => classify_response(response.status(), response.headers()),
+                    Err(_) => None,
+                };
+                match answer {
+                    // The common case, a response that is a success, takes the shortest way
+                    // out: nothing around it, nothing moved but the response.
+                    Ok(response) if failure.is_none() => {
+                        if let Some(call) = this.call.as_ref() {
+                            let service = call.settings.service.as_str();
+                            let policy = &call.settings.policy;
+                            policy.first_succeeded(service, started.at, &started.start);
+                        }
+                        this.state.set(State::Done);
+                        *this.call = None;
+                        return Poll::Ready(Ok(response));
+                    }
+                    Ok(response) => Ok(Err(Failed::Response {
+                        response,
+                        failure: failure.expect("a failed response"),
+                    })),
+                    Err(e) => Ok(Err(Failed::Transport(e))),
+                }
+            }
+            StateProjection::Limited { attempt, .. } => {
                 match std::task::ready!(attempt.as_mut().poll(cx)) {
-                    Ok(Ok(answer)) => Ok(answer),
-                    Ok(Err(limit)) => Err(Limit::Layer(limit)),
-                    Err(limit) => Err(Limit::Policy(limit)),
+                    Ok(Ok(answer)) => Ok(classified(answer)),
+                    // The layer's own limit: a failed attempt the classifier sees.
+                    Ok(Err(limit)) => Ok(Err(Failed::TimedOut(limit))),
+                    // The policy's limit: the executor's timeout.
+                    Err(limit) => Err(limit),
                 }
             }
             StateProjection::Once { call } => return call.poll(cx).map_err(CallError::Inner),
@@ -684,79 +681,142 @@ where
                 panic!("ResponseFuture polled after completion")
             }
         };
-        // The common case, a response that is a success, takes the shortest way out: no
-        // wrappers around it, straight to the caller.
-        let outcome = match answer {
-            Ok(Ok(response)) => match classify_response(response.status(), response.headers()) {
-                None => {
-                    this.state.set(State::Done);
-                    let call = this.call.as_mut().expect("the call");
-                    let started = call.started.take().expect("started");
-                    let policy = &call.settings.policy;
-                    policy.first_succeeded(
-                        call.settings.service.as_str(),
-                        started.at,
-                        started.start,
-                    );
-                    *this.call = None;
-                    return Poll::Ready(Ok(response));
-                }
-                Some(failure) => Ok(Err(Failed::Response { response, failure })),
-            },
-            Ok(Err(e)) => Ok(Err(Failed::Transport(e))),
-            // The layer's own limit: a failed attempt the classifier sees.
-            Err(Limit::Layer(limit)) => Ok(Err(Failed::TimedOut(limit))),
-            // The policy's limit: the executor's timeout.
-            Err(Limit::Policy(limit)) => Err(limit),
-        };
-        this.state.set(State::Done);
-        let Some(FirstCall {
-            settings,
-            bodies,
-            service,
-            parts,
-            kept,
-            started: Some(started),
-        }) = this.call.take()
-        else {
-            unreachable!("the call was started");
-        };
-        let policy = &settings.policy;
-        let operation = settings.operation(&parts.method, parts.uri.path());
-        let labels = policy.call_labels_since(settings.service.as_str(), operation, started.at);
-        let failure = match policy.end_first(&labels, started.start, outcome) {
-            Ok(done) => return Poll::Ready(finish(done)),
-            Err(failure) => failure,
-        };
-        drop(labels);
-        let mut retries: BoxResponseFuture<S::Response, S::Error> = Box::pin(async move {
-            let policy = &settings.policy;
-            let operation = settings.operation(&parts.method, parts.uri.path());
-            let labels = policy.call_labels_since(settings.service.as_str(), operation, started.at);
-            let unsent = std::sync::Mutex::new(None);
-            let after = After {
-                settings: &settings,
-                bodies: &bodies,
-                template: service,
-                parts: &parts,
-                kept,
-                clock: started.clock,
-                unsent: &unsent,
-            };
-            after.retry(&labels, started.span, failure).await
-        });
-        let polled = retries.as_mut().poll(cx);
-        this.state.set(State::Boxed { future: retries });
-        polled
+        end_first(this.call, this.state, outcome, cx)
     }
 }
 
-/// Which limit ended a first attempt.
-enum Limit {
-    /// The layer's attempt timeout (cut to what `max_elapsed` leaves).
-    Layer(Duration),
-    /// The policy's own attempt timeout or `max_elapsed`.
-    Policy(Duration),
+/// A first attempt that did not end in a success response (or that ran within a limit): a
+/// success, or the retry loop built on the heap and polled.
+#[inline(never)]
+#[allow(
+    clippy::result_large_err,
+    reason = "a failed response is returned to the caller when it is the last: it is the error"
+)]
+fn end_first<S, R, B, ResBody>(
+    call: &mut Option<FirstCall<S, R, B>>,
+    mut state: Pin<&mut State<S::Future, R::Body, S::Response, S::Error>>,
+    outcome: Result<AttemptOutcome<ResBody, S::Error>, Duration>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Response<ResBody>, CallError<S::Error>>>
+where
+    R: BodyStrategy<B>,
+    R::Body: Send + 'static,
+    S: Service<Request<R::Body>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: std::error::Error + Send + Sync + 'static,
+    B: Send + 'static,
+    ResBody: Send + 'static,
+{
+    let started = match state.as_mut().project_replace(State::Done) {
+        StateReplaced::Running { started, .. } | StateReplaced::Limited { started, .. } => started,
+        _ => unreachable!("the first attempt was running"),
+    };
+    let Some(FirstCall {
+        settings,
+        bodies,
+        service,
+        parts,
+        kept,
+    }) = call.take()
+    else {
+        unreachable!("the call was started");
+    };
+    let policy = &settings.policy;
+    let operation = settings.operation(&parts.method, parts.uri.path());
+    let labels = policy.call_labels_since(settings.service.as_str(), operation, started.at);
+    let failure = match policy.end_first(&labels, started.start, outcome) {
+        Ok(done) => return Poll::Ready(finish(done)),
+        Err(failure) => failure,
+    };
+    drop(labels);
+    let Started {
+        at, clock, span, ..
+    } = started;
+    let mut retries: BoxResponseFuture<S::Response, S::Error> = Box::pin(async move {
+        let policy = &settings.policy;
+        let operation = settings.operation(&parts.method, parts.uri.path());
+        let labels = policy.call_labels_since(settings.service.as_str(), operation, at);
+        let unsent = std::sync::Mutex::new(None);
+        let after = After {
+            settings: &settings,
+            bodies: &bodies,
+            template: service,
+            parts: &parts,
+            kept,
+            clock,
+            unsent: &unsent,
+        };
+        after.retry(&labels, span, failure).await
+    });
+    let polled = retries.as_mut().poll(cx);
+    state.set(State::Boxed { future: retries });
+    polled
+}
+
+/// The first poll of a retried request: what `retry` does before its first attempt — the
+/// breaker's admission, the first-try metric, the spans, the limits — then the call, sent.
+/// `Some` when the call is over (the breaker refused it).
+fn start_first<S, R, B, ResBody>(
+    call: &mut Option<FirstCall<S, R, B>>,
+    mut state: Pin<&mut State<S::Future, R::Body, S::Response, S::Error>>,
+    body: R::Body,
+) -> Option<Result<Response<ResBody>, CallError<S::Error>>>
+where
+    R: BodyStrategy<B>,
+    R::Body: Send + 'static,
+    S: Service<Request<R::Body>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: std::error::Error + Send + Sync + 'static,
+    B: Send + 'static,
+    ResBody: Send + 'static,
+{
+    let Some(first) = call.as_mut() else {
+        panic!("ResponseFuture polled after completion");
+    };
+    let settings = &*first.settings;
+    let policy = &settings.policy;
+    let operation = settings.operation(&first.parts.method, first.parts.uri.path());
+    let service_name = settings.service.as_str();
+    let labels = policy.call_labels(service_name, operation);
+    let start = match policy.begin_first(&labels) {
+        Ok(start) => start,
+        Err(refused) => {
+            *call = None;
+            state.set(State::Done);
+            return Some(finish(Err(refused)));
+        }
+    };
+    let clock = AttemptClock::start(settings.attempt_timeout, policy.policy());
+    let span = retry_span(service_name, operation);
+    let request = Request::from_parts(first.parts.clone(), body);
+    let sent = first.service.call(request);
+    let limits = (clock.limit(), policy.first_limit());
+    let at = labels.started();
+    // Each state built where it is set, so that it is moved once.
+    match limits {
+        (None, None) => state.set(State::Running {
+            attempt: sent.instrument(first_attempt_span(&span)),
+            started: Started {
+                at,
+                clock,
+                span,
+                start,
+            },
+        }),
+        (layer, policy) => state.set(State::Limited {
+            attempt: Box::pin(Timed::new(
+                Timed::new(sent, layer).instrument(first_attempt_span(&span)),
+                policy,
+            )),
+            started: Started {
+                at,
+                clock,
+                span,
+                start,
+            },
+        }),
+    }
+    None
 }
 
 impl<S, R, D> RetryService<S, R, D>
@@ -844,7 +904,6 @@ where
                 service: ready,
                 parts,
                 kept,
-                started: None,
             }),
             state: State::Unsent { body: Some(first) },
         }
