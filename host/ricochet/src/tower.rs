@@ -104,7 +104,6 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use bytes::Bytes;
-use tracing::instrument::Instrumented;
 use tracing::Instrument;
 
 use crate::bounded::Timed;
@@ -564,7 +563,7 @@ pin_project_lite::pin_project! {
         /// Sent, with no limit: the inner service's future in its `attempt` span.
         Running {
             #[pin]
-            attempt: Instrumented<F>,
+            attempt: InSpan<F>,
             started: Started,
         },
         /// Sent, within the layer's limit (inside the span) and the policy's (outside it):
@@ -586,7 +585,48 @@ pin_project_lite::pin_project! {
 }
 
 /// A first attempt within a limit: the policy's outside its span, the layer's inside it.
-type LimitedAttempt<F> = Timed<Instrumented<Timed<F>>>;
+type LimitedAttempt<F> = Timed<InSpan<Timed<F>>>;
+
+pin_project_lite::pin_project! {
+    /// A future in a span, entered while it is polled and while it is dropped — what
+    /// `tracing::Instrumented` does, with a poll that the layer's future inlines.
+    struct InSpan<F> {
+        #[pin]
+        future: Option<F>,
+        span: tracing::Span,
+    }
+
+    impl<F> PinnedDrop for InSpan<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            let _entered = this.span.enter();
+            this.future.set(None);
+        }
+    }
+}
+
+impl<F> InSpan<F> {
+    fn new(future: F, span: tracing::Span) -> Self {
+        Self {
+            future: Some(future),
+            span,
+        }
+    }
+}
+
+impl<F: Future> Future for InSpan<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        match this.future.as_pin_mut() {
+            Some(future) => future.poll(cx),
+            None => unreachable!("dropped only with its span"),
+        }
+    }
+}
 
 impl<S, R, B> std::fmt::Debug for ResponseFuture<S, R, B>
 where
@@ -775,7 +815,7 @@ where
     };
     let settings = &*first.settings;
     let policy = &settings.policy;
-    let operation = settings.operation(&first.parts.method, first.parts.uri.path());
+    let operation = settings.operation_with(&first.parts.method, || first.parts.uri.path());
     let service_name = settings.service.as_str();
     let labels = policy.call_labels(service_name, operation);
     let start = match policy.begin_first(&labels) {
@@ -795,7 +835,7 @@ where
     // Each state built where it is set, so that it is moved once.
     match limits {
         (None, None) => state.set(State::Running {
-            attempt: sent.instrument(first_attempt_span(&span)),
+            attempt: InSpan::new(sent, first_attempt_span(&span)),
             started: Started {
                 at,
                 clock,
@@ -805,7 +845,7 @@ where
         }),
         (layer, policy) => state.set(State::Limited {
             attempt: Box::pin(Timed::new(
-                Timed::new(sent, layer).instrument(first_attempt_span(&span)),
+                InSpan::new(Timed::new(sent, layer), first_attempt_span(&span)),
                 policy,
             )),
             started: Started {

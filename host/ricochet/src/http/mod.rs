@@ -219,10 +219,20 @@ impl Settings {
     /// The operation name of a request.
     #[inline]
     pub fn operation<'a>(&'a self, method: &'a Method, path: &'a str) -> &'a str {
+        self.operation_with(method, || path)
+    }
+
+    /// The operation name of a request whose path is read only when it names the operation.
+    #[inline]
+    pub fn operation_with<'a>(
+        &'a self,
+        method: &'a Method,
+        path: impl FnOnce() -> &'a str,
+    ) -> &'a str {
         match &self.operation {
             OperationName::Fixed(name) => name,
             OperationName::Method => method.as_str(),
-            OperationName::Path => path,
+            OperationName::Path => path(),
         }
     }
 }
@@ -305,8 +315,9 @@ pub(crate) fn settle(
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AttemptClock {
     timeout: Option<Duration>,
-    /// The deadline and when the call started; the clock is read only when there is one.
-    max_elapsed: Option<(Duration, std::time::Instant)>,
+    /// When `max_elapsed` runs out, from when the call started; the clock is read only when
+    /// there is a `max_elapsed`.
+    deadline: Option<std::time::Instant>,
 }
 
 impl AttemptClock {
@@ -314,9 +325,9 @@ impl AttemptClock {
     pub fn start(timeout: Option<Duration>, policy: &ricochet_core::Policy) -> Self {
         Self {
             timeout,
-            max_elapsed: policy
+            deadline: policy
                 .max_elapsed_us()
-                .map(|us| (Duration::from_micros(us), std::time::Instant::now())),
+                .and_then(|us| std::time::Instant::now().checked_add(Duration::from_micros(us))),
         }
     }
 
@@ -324,8 +335,8 @@ impl AttemptClock {
     #[inline]
     pub fn limit(&self) -> Option<Duration> {
         let left = self
-            .max_elapsed
-            .map(|(m, started)| m.saturating_sub(started.elapsed()));
+            .deadline
+            .map(|deadline| deadline.saturating_duration_since(std::time::Instant::now()));
         match (self.timeout, left) {
             (Some(t), Some(l)) => Some(t.min(l)),
             (t, l) => t.or(l),
