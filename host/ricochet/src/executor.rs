@@ -82,7 +82,7 @@ use ricochet_core::{
     RetryState,
 };
 
-use crate::bounded::Bounded;
+use crate::bounded::{Bounded, InSpan};
 use crate::classify::{Classification, Classify};
 use crate::clock::{Clock, SharedClock, TokioClock};
 use crate::coordination::BoxFuture;
@@ -632,7 +632,10 @@ impl RetryPolicy {
             Err(refused) => return Ok(Err(refused)),
         };
         let attempt_span = first_attempt_span(retry_span);
-        let outcome = Bounded::new(op().instrument(attempt_span), self.first_limit()).await;
+        let outcome = match self.first_limit() {
+            None => Ok(InSpan::new(op(), attempt_span).await),
+            limit => Bounded::new(op().instrument(attempt_span), limit).await,
+        };
         self.end_first(call, start, outcome)
     }
 

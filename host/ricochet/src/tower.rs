@@ -106,7 +106,7 @@ use tower_service::Service;
 use bytes::Bytes;
 use tracing::Instrument;
 
-use crate::bounded::Timed;
+use crate::bounded::{InSpan, Timed};
 use crate::coordination::BoxFuture;
 use crate::executor::{
     first_attempt_span, retry_span, CallLabels, FirstFailure, FirstStart, RetryPolicy,
@@ -586,47 +586,6 @@ pin_project_lite::pin_project! {
 
 /// A first attempt within a limit: the policy's outside its span, the layer's inside it.
 type LimitedAttempt<F> = Timed<InSpan<Timed<F>>>;
-
-pin_project_lite::pin_project! {
-    /// A future in a span, entered while it is polled and while it is dropped — what
-    /// `tracing::Instrumented` does, with a poll that the layer's future inlines.
-    struct InSpan<F> {
-        #[pin]
-        future: Option<F>,
-        span: tracing::Span,
-    }
-
-    impl<F> PinnedDrop for InSpan<F> {
-        fn drop(this: Pin<&mut Self>) {
-            let mut this = this.project();
-            let _entered = this.span.enter();
-            this.future.set(None);
-        }
-    }
-}
-
-impl<F> InSpan<F> {
-    fn new(future: F, span: tracing::Span) -> Self {
-        Self {
-            future: Some(future),
-            span,
-        }
-    }
-}
-
-impl<F: Future> Future for InSpan<F> {
-    type Output = F::Output;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = self.project();
-        let _entered = this.span.enter();
-        match this.future.as_pin_mut() {
-            Some(future) => future.poll(cx),
-            None => unreachable!("dropped only with its span"),
-        }
-    }
-}
 
 impl<S, R, B> std::fmt::Debug for ResponseFuture<S, R, B>
 where
