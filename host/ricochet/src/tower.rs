@@ -645,22 +645,22 @@ where
                     Ok(response) => classify_response(response.status(), response.headers()),
                     Err(_) => None,
                 };
-                match answer {
-                    // The common case, a response that is a success, takes the shortest way
-                    // out: nothing around it, nothing moved but the response.
-                    Ok(response) if failure.is_none() => {
-                        if let Some(call) = this.call.as_ref() {
-                            let service = call.settings.service.as_str();
-                            let policy = &call.settings.policy;
-                            policy.first_succeeded(service, started.at, &started.start);
-                        }
-                        this.state.set(State::Done);
-                        *this.call = None;
-                        return Poll::Ready(Ok(response));
+                // The common case, a response that is a success, takes the shortest way out:
+                // nothing around it, nothing moved but the response.
+                if failure.is_none() && answer.is_ok() {
+                    if let Some(call) = this.call.as_ref() {
+                        let service = call.settings.service.as_str();
+                        let policy = &call.settings.policy;
+                        policy.first_succeeded(service, started.at, &started.start);
                     }
+                    this.state.set(State::Done);
+                    *this.call = None;
+                    return Poll::Ready(answer.map_err(CallError::Inner));
+                }
+                match answer {
                     Ok(response) => Ok(Err(Failed::Response {
                         response,
-                        failure: failure.expect("a failed response"),
+                        failure: failure.expect("a success left above"),
                     })),
                     Err(e) => Ok(Err(Failed::Transport(e))),
                 }
