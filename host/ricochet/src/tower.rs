@@ -587,6 +587,14 @@ pin_project_lite::pin_project! {
 /// A first attempt within a limit: the policy's outside its span, the layer's inside it.
 type LimitedAttempt<F> = Timed<InSpan<Timed<F>>>;
 
+/// The state of a call to `S` with bodies by `R`.
+type CallState<S, R, B> = State<
+    <S as Service<Request<<R as BodyStrategy<B>>::Body>>>::Future,
+    <R as BodyStrategy<B>>::Body,
+    <S as Service<Request<<R as BodyStrategy<B>>::Body>>>::Response,
+    <S as Service<Request<<R as BodyStrategy<B>>::Body>>>::Error,
+>;
+
 impl<S, R, B> std::fmt::Debug for ResponseFuture<S, R, B>
 where
     S: Service<Request<R::Body>>,
@@ -693,7 +701,7 @@ where
 )]
 fn end_first<S, R, B, ResBody>(
     call: &mut Option<FirstCall<S, R, B>>,
-    mut state: Pin<&mut State<S::Future, R::Body, S::Response, S::Error>>,
+    mut state: Pin<&mut CallState<S, R, B>>,
     outcome: Result<AttemptOutcome<ResBody, S::Error>, Duration>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Response<ResBody>, CallError<S::Error>>>
@@ -727,7 +735,6 @@ where
         Ok(done) => return Poll::Ready(finish(done)),
         Err(failure) => failure,
     };
-    drop(labels);
     let Started {
         at, clock, span, ..
     } = started;
@@ -757,7 +764,7 @@ where
 /// `Some` when the call is over (the breaker refused it).
 fn start_first<S, R, B, ResBody>(
     call: &mut Option<FirstCall<S, R, B>>,
-    mut state: Pin<&mut State<S::Future, R::Body, S::Response, S::Error>>,
+    mut state: Pin<&mut CallState<S, R, B>>,
     body: R::Body,
 ) -> Option<Result<Response<ResBody>, CallError<S::Error>>>
 where
