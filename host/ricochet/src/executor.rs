@@ -646,6 +646,17 @@ impl RetryPolicy {
         &self,
         call: &CallLabels<'_>,
     ) -> Result<FirstStart, RetryError<E>> {
+        self.begin_first_with(call, RetryMetrics::first_try)
+    }
+
+    /// [`begin_first`](Self::begin_first), with the first-try series found by `first_try`
+    /// (given the metrics, the service and the operation): for a caller that keeps them.
+    #[inline]
+    pub(crate) fn begin_first_with<E>(
+        &self,
+        call: &CallLabels<'_>,
+        first_try: impl FnOnce(&RetryMetrics, &str, &str) -> Arc<FirstTry>,
+    ) -> Result<FirstStart, RetryError<E>> {
         let guarded = self.is_guarded();
         if guarded {
             if let Some(retry_after) = self.refuse_first(call) {
@@ -653,7 +664,7 @@ impl RetryPolicy {
             }
         }
         let first_try = call.metrics.map(|m| {
-            let ft = m.first_try(call.service, call.operation);
+            let ft = first_try(m, call.service, call.operation);
             ft.attempt();
             ft
         });

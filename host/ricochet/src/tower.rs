@@ -784,7 +784,11 @@ where
     let operation = settings.operation_with(&first.parts.method, || first.parts.uri.path());
     let service_name = settings.service.as_str();
     let labels = policy.call_labels(service_name, operation);
-    let start = match policy.begin_first(&labels) {
+    let method = &first.parts.method;
+    let first_try = |metrics: &_, service: &_, operation: &_| {
+        settings.first_try(metrics, method, service, operation)
+    };
+    let start = match policy.begin_first_with(&labels, first_try) {
         Ok(start) => start,
         Err(refused) => {
             *call = None;

@@ -71,6 +71,7 @@ pub mod body;
 pub mod idempotency;
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::{HeaderMap, Method, StatusCode};
@@ -79,6 +80,7 @@ use ricochet_core::ErrorCategory;
 use crate::bounded::Timed;
 use crate::classify::{Classification, Classify, HttpError};
 use crate::executor::{AttemptError, RetryError, RetryPolicy};
+use crate::metrics::{FirstTry, RetryMetrics};
 
 pub use body::{BodyTape, ReplayBody, DEFAULT_BODY_LIMIT};
 pub use idempotency::{IdempotencyRefusal, IdempotentBody, DEFAULT_MAX_STORED_RESPONSE};
@@ -176,6 +178,54 @@ pub(crate) struct Settings {
     pub any_method: bool,
     /// The idempotency store that `Idempotency-Key`s key, when one is set.
     pub dedup: Option<Deduplication>,
+    /// The first-try series of the operations this layer names, found once.
+    pub first_tries: FirstTries,
+}
+
+/// The first-try series ([`FirstTry`]) of the operations a layer or middleware names, kept so
+/// that a call finds them without the metrics' own map (a read lock and two hashed lookups):
+/// one per standard method when the method names the operation, one for a fixed name; a
+/// path names too many to keep.
+///
+/// A copy starts empty: the settings it is copied into may name operations otherwise.
+#[derive(Default)]
+pub(crate) struct FirstTries([OnceLock<Arc<FirstTry>>; 9]);
+
+impl FirstTries {
+    /// The slot of `method`'s operation under `naming`, when there is one.
+    #[inline]
+    fn slot(naming: &OperationName, method: &Method) -> Option<usize> {
+        match naming {
+            OperationName::Fixed(_) => Some(0),
+            OperationName::Path => None,
+            OperationName::Method => [
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::DELETE,
+                Method::HEAD,
+                Method::OPTIONS,
+                Method::CONNECT,
+                Method::PATCH,
+                Method::TRACE,
+            ]
+            .iter()
+            .position(|m| m == method),
+        }
+    }
+}
+
+impl Clone for FirstTries {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl fmt::Debug for FirstTries {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kept = self.0.iter().filter(|s| s.get().is_some()).count();
+        f.debug_struct("FirstTries").field("kept", &kept).finish()
+    }
 }
 
 impl Settings {
@@ -189,6 +239,7 @@ impl Settings {
             retry_non_idempotent: false,
             any_method: false,
             dedup: None,
+            first_tries: FirstTries::default(),
         }
     }
 
@@ -214,6 +265,25 @@ impl Settings {
                 || headers
                     .get(IDEMPOTENCY_KEY)
                     .is_some_and(|key| !key.as_bytes().trim_ascii().is_empty()))
+    }
+
+    /// The first-try series of `operation` (the name of a request with `method`), from
+    /// `metrics`: kept after the first call when the operation is one [`FirstTries`] keeps.
+    /// The metrics are the policy's, the same for every call of these settings.
+    #[inline]
+    pub fn first_try(
+        &self,
+        metrics: &RetryMetrics,
+        method: &Method,
+        service: &str,
+        operation: &str,
+    ) -> Arc<FirstTry> {
+        match FirstTries::slot(&self.operation, method) {
+            Some(slot) => self.first_tries.0[slot]
+                .get_or_init(|| metrics.first_try(service, operation))
+                .clone(),
+            None => metrics.first_try(service, operation),
+        }
     }
 
     /// The operation name of a request.
