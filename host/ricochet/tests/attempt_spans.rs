@@ -19,15 +19,21 @@ use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer as _;
 
-/// Each event's message, with the names of the spans it happened in (innermost first).
+/// An event's message, with the names of the spans it happened in (innermost first).
+struct Event {
+    message: String,
+    scope: Vec<String>,
+}
+
+/// The events seen.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(String, Vec<String>)>>>);
+struct Seen(Arc<Mutex<Vec<Event>>>);
 
 impl Seen {
     fn scope_of(&self, message: &str) -> Vec<String> {
         let seen = self.0.lock().unwrap();
-        let found = seen.iter().find(|(m, _)| m == message);
-        found.map(|(_, scope)| scope.clone()).unwrap_or_default()
+        let found = seen.iter().find(|e| e.message == message);
+        found.map(|e| e.scope.clone()).unwrap_or_default()
     }
 }
 
@@ -49,7 +55,10 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<
             .event_scope(event)
             .map(|scope| scope.map(|span| span.name().to_string()).collect())
             .unwrap_or_default();
-        self.0.lock().unwrap().push((message.0, scope));
+        self.0.lock().unwrap().push(Event {
+            message: message.0,
+            scope,
+        });
     }
 }
 
