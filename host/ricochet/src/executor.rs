@@ -668,7 +668,7 @@ impl RetryPolicy {
             ft.attempt();
             ft
         });
-        Ok(FirstStart { guarded, first_try })
+        Ok(FirstStart { first_try })
     }
 
     /// The first attempt's limit: the policy's attempt timeout or `max_elapsed`, whichever is
@@ -701,13 +701,13 @@ impl RetryPolicy {
     /// guards and the first-try metrics hear of it.
     #[inline]
     pub(crate) fn first_succeeded(&self, service: &str, started: Instant, start: &FirstStart) {
-        if start.guarded || start.first_try.is_some() {
+        if self.is_guarded() || start.first_try.is_some() {
             self.report_first_success(service, started, start);
         }
     }
 
     fn report_first_success(&self, service: &str, started: Instant, start: &FirstStart) {
-        if start.guarded {
+        if self.is_guarded() {
             let now_us = self.clock.now_us();
             self.with_guards(service, |g| RetryState::new(0, 0).on_success(now_us, g));
         }
@@ -1112,7 +1112,6 @@ pub(crate) fn first_attempt_span(retry_span: &tracing::Span) -> tracing::Span {
 
 /// A first attempt that was admitted: what its end needs.
 pub(crate) struct FirstStart {
-    guarded: bool,
     first_try: Option<Arc<FirstTry>>,
 }
 

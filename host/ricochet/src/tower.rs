@@ -545,7 +545,8 @@ where
 /// attempt and the retries need.
 struct Started {
     at: tokio::time::Instant,
-    clock: AttemptClock,
+    /// When `max_elapsed` runs out (the attempt timeout is the settings').
+    deadline: Option<std::time::Instant>,
     span: tracing::Span,
     start: FirstStart,
 }
@@ -736,8 +737,9 @@ where
         Err(failure) => failure,
     };
     let Started {
-        at, clock, span, ..
+        at, deadline, span, ..
     } = started;
+    let clock = AttemptClock::resume(settings.attempt_timeout, deadline);
     let mut retries: BoxResponseFuture<S::Response, S::Error> = Box::pin(async move {
         let policy = &settings.policy;
         let operation = settings.operation(&parts.method, parts.uri.path());
@@ -808,7 +810,7 @@ where
             attempt: InSpan::new(sent, first_attempt_span(&span)),
             started: Started {
                 at,
-                clock,
+                deadline: clock.deadline(),
                 span,
                 start,
             },
@@ -820,7 +822,7 @@ where
             )),
             started: Started {
                 at,
-                clock,
+                deadline: clock.deadline(),
                 span,
                 start,
             },

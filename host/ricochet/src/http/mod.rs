@@ -401,6 +401,18 @@ impl AttemptClock {
         }
     }
 
+    /// The clock of a call whose first attempt had `deadline` ([`Self::deadline`]).
+    #[inline]
+    pub fn resume(timeout: Option<Duration>, deadline: Option<std::time::Instant>) -> Self {
+        Self { timeout, deadline }
+    }
+
+    /// When the call's `max_elapsed` runs out, if it has one.
+    #[inline]
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.deadline
+    }
+
     /// The limit for an attempt starting now; `None` for none.
     #[inline]
     pub fn limit(&self) -> Option<Duration> {
