@@ -5,6 +5,9 @@
 //!   executor's (a policy's own attempt timeout or `max_elapsed` — most calls have neither, and
 //!   then the future is the operation's, with nothing beside it);
 //! - [`Timed`] keeps it inline: the HTTP integrations' attempt timeouts, which are usually set.
+//!
+//! [`InSpan`] is a first attempt's future in its `attempt` span, as `tracing::Instrumented`
+//! keeps it, but polled inline by the future around it (one copy of the output less).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -101,6 +104,47 @@ impl<F: Future> Future for Timed<F> {
                 let limit = *limit;
                 timeout.poll(cx).map(|r| r.map_err(|_| limit))
             }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future in a span, entered while it is polled and while it is dropped — what
+    /// `tracing::Instrumented` does, with a poll that the caller's future inlines.
+    pub(crate) struct InSpan<F> {
+        #[pin]
+        future: Option<F>,
+        span: tracing::Span,
+    }
+
+    impl<F> PinnedDrop for InSpan<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            let _entered = this.span.enter();
+            this.future.set(None);
+        }
+    }
+}
+
+impl<F> InSpan<F> {
+    pub(crate) fn new(future: F, span: tracing::Span) -> Self {
+        Self {
+            future: Some(future),
+            span,
+        }
+    }
+}
+
+impl<F: Future> Future for InSpan<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        match this.future.as_pin_mut() {
+            Some(future) => future.poll(cx),
+            None => unreachable!("dropped only with its span"),
         }
     }
 }

@@ -82,7 +82,7 @@ use ricochet_core::{
     RetryState,
 };
 
-use crate::bounded::Bounded;
+use crate::bounded::{Bounded, InSpan};
 use crate::classify::{Classification, Classify};
 use crate::clock::{Clock, SharedClock, TokioClock};
 use crate::coordination::BoxFuture;
@@ -507,6 +507,7 @@ impl RetryPolicy {
     }
 
     /// The metrics, if recorded.
+    #[inline]
     pub fn metrics(&self) -> Option<&RetryMetrics> {
         match &self.metrics {
             MetricsChoice::Default => RetryMetrics::default_registry(),
@@ -576,6 +577,7 @@ impl RetryPolicy {
     }
 
     /// What one call reports under, starting now.
+    #[inline]
     pub(crate) fn call_labels<'a>(
         &'a self,
         service: &'a str,
@@ -605,6 +607,7 @@ impl RetryPolicy {
         }
     }
 
+    #[inline]
     fn is_guarded(&self) -> bool {
         self.policy.breaker().is_some() || self.policy.budget().is_some()
     }
@@ -629,56 +632,82 @@ impl RetryPolicy {
             Err(refused) => return Ok(Err(refused)),
         };
         let attempt_span = first_attempt_span(retry_span);
-        let outcome = Bounded::new(op().instrument(attempt_span), start.limit).await;
+        let outcome = match self.first_limit() {
+            None => Ok(InSpan::new(op(), attempt_span).await),
+            limit => Bounded::new(op().instrument(attempt_span), limit).await,
+        };
         self.end_first(call, start, outcome)
     }
 
     /// The first attempt up to its call: admission (`Err` when the breaker refuses it, counted)
-    /// and the first-try `attempt` metric; what [`end_first`](Self::end_first) needs, and the
-    /// attempt's limit.
+    /// and the first-try `attempt` metric; what [`end_first`](Self::end_first) needs.
     #[inline]
     pub(crate) fn begin_first<E>(
         &self,
         call: &CallLabels<'_>,
     ) -> Result<FirstStart, RetryError<E>> {
-        let (service, operation) = (call.service, call.operation);
+        self.begin_first_with(call, RetryMetrics::first_try)
+    }
+
+    /// [`begin_first`](Self::begin_first), with the first-try series found by `first_try`
+    /// (given the metrics, the service and the operation): for a caller that keeps them.
+    #[inline]
+    pub(crate) fn begin_first_with<E>(
+        &self,
+        call: &CallLabels<'_>,
+        first_try: impl FnOnce(&RetryMetrics, &str, &str) -> Arc<FirstTry>,
+    ) -> Result<FirstStart, RetryError<E>> {
         let guarded = self.is_guarded();
         if guarded {
-            if let Some(retry_after) = self.admit(service) {
-                if let Some(m) = call.metrics {
-                    m.circuit_rejected(service, operation);
-                    m.failure(
-                        service,
-                        operation,
-                        GiveUpReason::CircuitOpen.name(),
-                        call.started.elapsed().as_secs_f64(),
-                    );
-                }
+            if let Some(retry_after) = self.refuse_first(call) {
                 return Err(RetryError::CircuitOpen { retry_after });
             }
         }
         let first_try = call.metrics.map(|m| {
-            let ft = m.first_try(service, operation);
+            let ft = first_try(m, call.service, call.operation);
             ft.attempt();
             ft
         });
-        // All of `max_elapsed` is left for the first call.
-        let limit = earliest(
+        Ok(FirstStart { first_try })
+    }
+
+    /// The first attempt's limit: the policy's attempt timeout or `max_elapsed`, whichever is
+    /// first (all of `max_elapsed` is left for the first call).
+    #[inline]
+    pub(crate) fn first_limit(&self) -> Option<Duration> {
+        earliest(
             self.attempt_timeout,
             self.policy.max_elapsed_us().map(Duration::from_micros),
-        );
-        Ok(FirstStart {
-            guarded,
-            first_try,
-            limit,
-        })
+        )
+    }
+
+    /// The breaker's admission of a first call: `Some(wait)` when it is refused (counted).
+    fn refuse_first(&self, call: &CallLabels<'_>) -> Option<Duration> {
+        let (service, operation) = (call.service, call.operation);
+        let retry_after = self.admit(service)?;
+        if let Some(m) = call.metrics {
+            m.circuit_rejected(service, operation);
+            m.failure(
+                service,
+                operation,
+                GiveUpReason::CircuitOpen.name(),
+                call.started.elapsed().as_secs_f64(),
+            );
+        }
+        Some(retry_after)
     }
 
     /// A first attempt that succeeded, for a call on `service` that started at `started`: the
     /// guards and the first-try metrics hear of it.
     #[inline]
-    pub(crate) fn first_succeeded(&self, service: &str, started: Instant, start: FirstStart) {
-        if start.guarded {
+    pub(crate) fn first_succeeded(&self, service: &str, started: Instant, start: &FirstStart) {
+        if self.is_guarded() || start.first_try.is_some() {
+            self.report_first_success(service, started, start);
+        }
+    }
+
+    fn report_first_success(&self, service: &str, started: Instant, start: &FirstStart) {
+        if self.is_guarded() {
             let now_us = self.clock.now_us();
             self.with_guards(service, |g| RetryState::new(0, 0).on_success(now_us, g));
         }
@@ -699,7 +728,7 @@ impl RetryPolicy {
     ) -> Result<Result<T, RetryError<E>>, FirstFailure<E>> {
         match outcome {
             Ok(Ok(value)) => {
-                self.first_succeeded(call.service, call.started, start);
+                self.first_succeeded(call.service, call.started, &start);
                 Ok(Ok(value))
             }
             Ok(Err(e)) => Err(FirstFailure {
@@ -1064,6 +1093,7 @@ impl RetryPolicy {
 }
 
 /// The `retry` span of one call.
+#[inline]
 pub(crate) fn retry_span(service: &str, operation: &str) -> tracing::Span {
     tracing::debug_span!(
         target: TARGET,
@@ -1075,16 +1105,14 @@ pub(crate) fn retry_span(service: &str, operation: &str) -> tracing::Span {
 }
 
 /// The `attempt` span of a call's first attempt, a child of its `retry` span.
+#[inline]
 pub(crate) fn first_attempt_span(retry_span: &tracing::Span) -> tracing::Span {
     tracing::debug_span!(target: TARGET, parent: retry_span, "attempt", attempt = 1_u32)
 }
 
-/// A first attempt that was admitted: what its end needs, and its limit.
+/// A first attempt that was admitted: what its end needs.
 pub(crate) struct FirstStart {
-    guarded: bool,
     first_try: Option<Arc<FirstTry>>,
-    /// The attempt's limit: the policy's attempt timeout or `max_elapsed`, whichever is first.
-    pub(crate) limit: Option<Duration>,
 }
 
 /// How a call's first attempt failed, and its first-try metrics.
@@ -1131,6 +1159,7 @@ struct Failed<E> {
 }
 
 /// The earlier of two optional limits.
+#[inline]
 fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),

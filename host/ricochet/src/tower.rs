@@ -106,7 +106,7 @@ use tower_service::Service;
 use bytes::Bytes;
 use tracing::Instrument;
 
-use crate::bounded::Bounded;
+use crate::bounded::{InSpan, Timed};
 use crate::coordination::BoxFuture;
 use crate::executor::{
     first_attempt_span, retry_span, CallLabels, FirstFailure, FirstStart, RetryPolicy,
@@ -509,12 +509,12 @@ pub type BoxResponseFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, CallErr
 pin_project_lite::pin_project! {
     /// The future of a [`RetryService`] call without an idempotency store.
     ///
-    /// When the inner service was ready, the first attempt is polled in place — no allocation:
-    /// a retried request's (sent at the first poll, after the breaker's admission, within its
-    /// time, in its `attempt` span), or the call of a request that is not retried (sent by
-    /// `call`, as tower's services do). Only when a retried request's first attempt fails does
-    /// the call move to the retry loop, on the heap; a call whose service must first be made
-    /// ready takes the heap at once.
+    /// When the inner service was ready, the first attempt is polled in place — no allocation
+    /// unless a limit bounds it: a retried request's (sent at the first poll, after the
+    /// breaker's admission, within its time, in its `attempt` span), or the call of a request
+    /// that is not retried (sent by `call`, as tower's services do). Only when a retried
+    /// request's first attempt fails does the call move to the retry loop, on the heap; a call
+    /// whose service must first be made ready takes the heap at once.
     pub struct ResponseFuture<S, R, B>
     where
         S: Service<Request<R::Body>>,
@@ -523,9 +523,7 @@ pin_project_lite::pin_project! {
         // What the first attempt needs when it is first polled, and the retries after it.
         call: Option<FirstCall<S, R, B>>,
         #[pin]
-        first: FirstAttempt<S::Future, R::Body>,
-        // The retry loop, a request that is not retried, or a first attempt that waits.
-        boxed: Option<BoxResponseFuture<S::Response, S::Error>>,
+        state: State<S::Future, R::Body, S::Response, S::Error>,
     }
 }
 
@@ -541,17 +539,62 @@ where
     service: S,
     parts: http::request::Parts,
     kept: R::Kept,
-    /// Set when the first attempt starts.
-    started: Option<Started>,
 }
 
-/// The first attempt under way.
+/// A first attempt under way: when the call started, its `retry` span, and what the end of the
+/// attempt and the retries need.
 struct Started {
     at: tokio::time::Instant,
-    clock: AttemptClock,
+    /// When `max_elapsed` runs out (the attempt timeout is the settings').
+    deadline: Option<std::time::Instant>,
     span: tracing::Span,
-    start: Option<FirstStart>,
+    start: FirstStart,
 }
+
+pin_project_lite::pin_project! {
+    /// Where a call is: a retried request's body until the first poll, then its first attempt
+    /// (in place, or boxed with its timers when a limit bounds it); a request that is not
+    /// retried, on its way; or the heap (the retry loop, or a service that must first be made
+    /// ready).
+    #[project = StateProjection]
+    #[project_replace = StateReplaced]
+    enum State<F, Body, Res, E> {
+        /// Not polled yet.
+        Unsent { body: Option<Body> },
+        /// Sent, with no limit: the inner service's future in its `attempt` span.
+        Running {
+            #[pin]
+            attempt: InSpan<F>,
+            started: Started,
+        },
+        /// Sent, within the layer's limit (inside the span) and the policy's (outside it):
+        /// the timers and the call together, in one allocation.
+        Limited {
+            attempt: Pin<Box<LimitedAttempt<F>>>,
+            started: Started,
+        },
+        /// A request that is not retried, sent to a ready service: its call, nothing more.
+        Once {
+            #[pin]
+            call: F,
+        },
+        /// The retry loop, a request that is not retried, or a first attempt that waits.
+        Boxed { future: BoxResponseFuture<Res, E> },
+        /// Over.
+        Done,
+    }
+}
+
+/// A first attempt within a limit: the policy's outside its span, the layer's inside it.
+type LimitedAttempt<F> = Timed<InSpan<Timed<F>>>;
+
+/// The state of a call to `S` with bodies by `R`.
+type CallState<S, R, B> = State<
+    <S as Service<Request<<R as BodyStrategy<B>>::Body>>>::Future,
+    <R as BodyStrategy<B>>::Body,
+    <S as Service<Request<<R as BodyStrategy<B>>::Body>>>::Response,
+    <S as Service<Request<<R as BodyStrategy<B>>::Body>>>::Error,
+>;
 
 impl<S, R, B> std::fmt::Debug for ResponseFuture<S, R, B>
 where
@@ -562,9 +605,9 @@ where
         f.debug_struct("ResponseFuture")
             .field(
                 "first_attempt",
-                &matches!(self.first, FirstAttempt::Running { .. }),
+                &matches!(self.state, State::Running { .. } | State::Limited { .. }),
             )
-            .field("boxed", &self.boxed.is_some())
+            .field("boxed", &matches!(self.state, State::Boxed { .. }))
             .finish_non_exhaustive()
     }
 }
@@ -577,8 +620,7 @@ where
     fn boxed(future: BoxResponseFuture<S::Response, S::Error>) -> Self {
         Self {
             call: None,
-            first: FirstAttempt::Done,
-            boxed: Some(future),
+            state: State::Boxed { future },
         }
     }
 }
@@ -597,141 +639,196 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if let Some(boxed) = this.boxed.as_mut() {
-            return boxed.as_mut().poll(cx);
-        }
-        if let FirstProjection::Once { call } = this.first.as_mut().project() {
-            return call.poll(cx).map_err(CallError::Inner);
-        }
-        let Some(call) = this.call.as_mut() else {
-            panic!("ResponseFuture polled after completion");
-        };
-        let settings = &*call.settings;
-        let policy = &settings.policy;
-        let operation = settings.operation(&call.parts.method, call.parts.uri.path());
-        let service_name = settings.service.as_str();
-        if let FirstProjection::Unsent { body } = this.first.as_mut().project() {
-            // The first poll: what `retry` does before its first attempt.
+        if let StateProjection::Unsent { body } = this.state.as_mut().project() {
             let body = body.take().expect("the first body");
-            let labels = policy.call_labels(service_name, operation);
-            let start = match policy.begin_first(&labels) {
-                Ok(start) => start,
-                Err(refused) => {
-                    *this.call = None;
-                    return Poll::Ready(finish(Err(refused)));
-                }
-            };
-            let clock = AttemptClock::start(settings.attempt_timeout, policy.policy());
-            let span = retry_span(service_name, operation);
-            let request = Request::from_parts(call.parts.clone(), body);
-            let sent = Sent {
-                call: Bounded::new(call.service.call(request), clock.limit()),
-            };
-            this.first.set(FirstAttempt::Running {
-                attempt: Bounded::new(sent.instrument(first_attempt_span(&span)), start.limit),
-            });
-            call.started = Some(Started {
-                at: labels.started(),
-                clock,
-                span,
-                start: Some(start),
-            });
-        }
-        let FirstProjection::Running { attempt } = this.first.as_mut().project() else {
-            panic!("ResponseFuture polled after completion");
-        };
-        let outcome = std::task::ready!(attempt.poll(cx));
-        this.first.set(FirstAttempt::Done);
-        let started = call.started.as_mut().expect("started");
-        let start = started.start.take().expect("the first attempt's start");
-        if let Ok(Ok(response)) = outcome {
-            // The common case, without the executor's wrappers around the response.
-            policy.first_succeeded(service_name, started.at, start);
-            *this.call = None;
-            return Poll::Ready(Ok(response));
-        }
-        let labels = policy.call_labels_since(service_name, operation, started.at);
-        let failure = match policy.end_first(&labels, start, outcome) {
-            Ok(done) => {
-                *this.call = None;
-                return Poll::Ready(finish(done));
+            if let Some(over) = start_first(this.call, this.state.as_mut(), body) {
+                return Poll::Ready(over);
             }
-            Err(failure) => failure,
+        }
+        let outcome = match this.state.as_mut().project() {
+            StateProjection::Running { attempt, started } => {
+                let Poll::Ready(answer) = attempt.poll(cx) else {
+                    return Poll::Pending;
+                };
+                let failure = match &answer {
+                    Ok(response) => classify_response(response.status(), response.headers()),
+                    Err(_) => None,
+                };
+                // The common case, a response that is a success, takes the shortest way out:
+                // nothing around it, nothing moved but the response.
+                if failure.is_none() && answer.is_ok() {
+                    if let Some(call) = this.call.as_ref() {
+                        let service = call.settings.service.as_str();
+                        let policy = &call.settings.policy;
+                        policy.first_succeeded(service, started.at, &started.start);
+                    }
+                    this.state.set(State::Done);
+                    *this.call = None;
+                    return Poll::Ready(answer.map_err(CallError::Inner));
+                }
+                match answer {
+                    Ok(response) => Ok(Err(Failed::Response {
+                        response,
+                        failure: failure.expect("a success left above"),
+                    })),
+                    Err(e) => Ok(Err(Failed::Transport(e))),
+                }
+            }
+            StateProjection::Limited { attempt, .. } => {
+                match std::task::ready!(attempt.as_mut().poll(cx)) {
+                    Ok(Ok(answer)) => Ok(classified(answer)),
+                    // The layer's own limit: a failed attempt the classifier sees.
+                    Ok(Err(limit)) => Ok(Err(Failed::TimedOut(limit))),
+                    // The policy's limit: the executor's timeout.
+                    Err(limit) => Err(limit),
+                }
+            }
+            StateProjection::Once { call } => return call.poll(cx).map_err(CallError::Inner),
+            StateProjection::Boxed { future } => return future.as_mut().poll(cx),
+            StateProjection::Unsent { .. } | StateProjection::Done => {
+                panic!("ResponseFuture polled after completion")
+            }
         };
-        let Some(FirstCall {
-            settings,
-            bodies,
-            service,
-            parts,
-            kept,
-            started: Some(started),
-            ..
-        }) = this.call.take()
-        else {
-            unreachable!("the call was started");
-        };
-        let mut retries: BoxResponseFuture<S::Response, S::Error> = Box::pin(async move {
-            let policy = &settings.policy;
-            let operation = settings.operation(&parts.method, parts.uri.path());
-            let labels = policy.call_labels_since(settings.service.as_str(), operation, started.at);
-            let unsent = std::sync::Mutex::new(None);
-            let after = After {
-                settings: &settings,
-                bodies: &bodies,
-                template: service,
-                parts: &parts,
-                kept,
-                clock: started.clock,
-                unsent: &unsent,
-            };
-            after.retry(&labels, started.span, failure).await
-        });
-        let polled = retries.as_mut().poll(cx);
-        *this.boxed = Some(retries);
-        polled
+        end_first(this.call, this.state, outcome, cx)
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A call's first attempt, polled in place: a retried request's body until the first poll,
-    /// then its attempt; or a request that is not retried, on its way.
-    #[project = FirstProjection]
-    enum FirstAttempt<F, Body> {
-        /// Not polled yet.
-        Unsent { body: Option<Body> },
-        /// Sent: within the policy's limit, in its `attempt` span.
-        Running {
-            #[pin]
-            attempt: Bounded<tracing::instrument::Instrumented<Sent<F>>>,
-        },
-        /// A request that is not retried, sent to a ready service: its call, nothing more.
-        Once {
-            #[pin]
-            call: F,
-        },
-        /// Over, or not used.
-        Done,
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A call sent to a ready service within the layer's attempt time (its timer on the heap,
-    /// only when there is one), its answer classified.
-    struct Sent<F> {
-        #[pin]
-        call: Bounded<F>,
-    }
-}
-
-impl<F, ResBody, E> Future for Sent<F>
+/// A first attempt that did not end in a success response (or that ran within a limit): a
+/// success, or the retry loop built on the heap and polled.
+#[inline(never)]
+#[allow(
+    clippy::result_large_err,
+    reason = "a failed response is returned to the caller when it is the last: it is the error"
+)]
+fn end_first<S, R, B, ResBody>(
+    call: &mut Option<FirstCall<S, R, B>>,
+    mut state: Pin<&mut CallState<S, R, B>>,
+    outcome: Result<AttemptOutcome<ResBody, S::Error>, Duration>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Response<ResBody>, CallError<S::Error>>>
 where
-    F: Future<Output = Result<Response<ResBody>, E>>,
+    R: BodyStrategy<B>,
+    R::Body: Send + 'static,
+    S: Service<Request<R::Body>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: std::error::Error + Send + Sync + 'static,
+    B: Send + 'static,
+    ResBody: Send + 'static,
 {
-    type Output = AttemptOutcome<ResBody, E>;
+    let started = match state.as_mut().project_replace(State::Done) {
+        StateReplaced::Running { started, .. } | StateReplaced::Limited { started, .. } => started,
+        _ => unreachable!("the first attempt was running"),
+    };
+    let Some(FirstCall {
+        settings,
+        bodies,
+        service,
+        parts,
+        kept,
+    }) = call.take()
+    else {
+        unreachable!("the call was started");
+    };
+    let policy = &settings.policy;
+    let operation = settings.operation(&parts.method, parts.uri.path());
+    let labels = policy.call_labels_since(settings.service.as_str(), operation, started.at);
+    let failure = match policy.end_first(&labels, started.start, outcome) {
+        Ok(done) => return Poll::Ready(finish(done)),
+        Err(failure) => failure,
+    };
+    let Started {
+        at, deadline, span, ..
+    } = started;
+    let clock = AttemptClock::resume(settings.attempt_timeout, deadline);
+    let mut retries: BoxResponseFuture<S::Response, S::Error> = Box::pin(async move {
+        let policy = &settings.policy;
+        let operation = settings.operation(&parts.method, parts.uri.path());
+        let labels = policy.call_labels_since(settings.service.as_str(), operation, at);
+        let unsent = std::sync::Mutex::new(None);
+        let after = After {
+            settings: &settings,
+            bodies: &bodies,
+            template: service,
+            parts: &parts,
+            kept,
+            clock,
+            unsent: &unsent,
+        };
+        after.retry(&labels, span, failure).await
+    });
+    let polled = retries.as_mut().poll(cx);
+    state.set(State::Boxed { future: retries });
+    polled
+}
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().call.poll(cx).map(timed_out_or_classified)
+/// The first poll of a retried request: what `retry` does before its first attempt — the
+/// breaker's admission, the first-try metric, the spans, the limits — then the call, sent.
+/// `Some` when the call is over (the breaker refused it).
+fn start_first<S, R, B, ResBody>(
+    call: &mut Option<FirstCall<S, R, B>>,
+    mut state: Pin<&mut CallState<S, R, B>>,
+    body: R::Body,
+) -> Option<Result<Response<ResBody>, CallError<S::Error>>>
+where
+    R: BodyStrategy<B>,
+    R::Body: Send + 'static,
+    S: Service<Request<R::Body>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: std::error::Error + Send + Sync + 'static,
+    B: Send + 'static,
+    ResBody: Send + 'static,
+{
+    let Some(first) = call.as_mut() else {
+        panic!("ResponseFuture polled after completion");
+    };
+    let settings = &*first.settings;
+    let policy = &settings.policy;
+    let operation = settings.operation_with(&first.parts.method, || first.parts.uri.path());
+    let service_name = settings.service.as_str();
+    let labels = policy.call_labels(service_name, operation);
+    let method = &first.parts.method;
+    let first_try = |metrics: &_, service: &_, operation: &_| {
+        settings.first_try(metrics, method, service, operation)
+    };
+    let start = match policy.begin_first_with(&labels, first_try) {
+        Ok(start) => start,
+        Err(refused) => {
+            *call = None;
+            state.set(State::Done);
+            return Some(finish(Err(refused)));
+        }
+    };
+    let clock = AttemptClock::start(settings.attempt_timeout, policy.policy());
+    let span = retry_span(service_name, operation);
+    let request = Request::from_parts(first.parts.clone(), body);
+    let sent = first.service.call(request);
+    let limits = (clock.limit(), policy.first_limit());
+    let at = labels.started();
+    // Each state built where it is set, so that it is moved once.
+    match limits {
+        (None, None) => state.set(State::Running {
+            attempt: InSpan::new(sent, first_attempt_span(&span)),
+            started: Started {
+                at,
+                deadline: clock.deadline(),
+                span,
+                start,
+            },
+        }),
+        (layer, policy) => state.set(State::Limited {
+            attempt: Box::pin(Timed::new(
+                InSpan::new(Timed::new(sent, layer), first_attempt_span(&span)),
+                policy,
+            )),
+            started: Started {
+                at,
+                deadline: clock.deadline(),
+                span,
+                start,
+            },
+        }),
     }
+    None
 }
 
 impl<S, R, D> RetryService<S, R, D>
@@ -794,10 +891,9 @@ where
             if is_ready {
                 return ResponseFuture {
                     call: None,
-                    first: FirstAttempt::Once {
+                    state: State::Once {
                         call: ready.call(request),
                     },
-                    boxed: None,
                 };
             }
             return ResponseFuture::boxed(Box::pin(send_once(ready, is_ready, request)));
@@ -820,10 +916,8 @@ where
                 service: ready,
                 parts,
                 kept,
-                started: None,
             }),
-            first: FirstAttempt::Unsent { body: Some(first) },
-            boxed: None,
+            state: State::Unsent { body: Some(first) },
         }
     }
 }
@@ -1147,20 +1241,6 @@ where
             AttemptProjection::Waiting { wait } => wait.as_mut().poll(cx),
             AttemptProjection::NotSent => Poll::Ready(Err(Failed::NotSent(NOT_REPLAYABLE))),
         }
-    }
-}
-
-/// An answer within the attempt's time classified, or the attempt timed out.
-#[allow(
-    clippy::result_large_err,
-    reason = "a failed response is returned to the caller when it is the last: it is the error"
-)]
-fn timed_out_or_classified<ResBody, E>(
-    answer: Result<Result<Response<ResBody>, E>, Duration>,
-) -> AttemptOutcome<ResBody, E> {
-    match answer {
-        Ok(answer) => classified(answer),
-        Err(limit) => Err(Failed::TimedOut(limit)),
     }
 }
 

@@ -547,6 +547,51 @@ async fn the_executors_metrics_count_the_calls() {
     );
 }
 
+/// The first-try series a layer keeps per method are its own: a layer made from it with
+/// another operation name counts under that name, and each method under its own.
+#[tokio::test]
+async fn first_try_metrics_name_each_layers_operations() {
+    let registry = prometheus::Registry::new();
+    let metrics = RetryMetrics::register(&registry).unwrap();
+    let policy = RetryPolicy::new(config()).unwrap().with_metrics(metrics);
+    let server = Scripted::start(vec![]).await;
+    let by_method = RetryLayer::new(policy, "orders");
+    let mut svc = by_method.clone().layer(client::<Full<Bytes>>());
+    for request in [get(&server.url("/a")), get(&server.url("/b"))] {
+        svc.ready().await.unwrap().call(request).await.unwrap();
+    }
+    let head = Request::head(server.url("/c"))
+        .body(Full::default())
+        .unwrap();
+    svc.ready().await.unwrap().call(head).await.unwrap();
+    let fixed = by_method.operation(ricochet::http::OperationName::Fixed("orders.read".into()));
+    let mut svc = fixed.layer(client::<Full<Bytes>>());
+    svc.ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/d")))
+        .await
+        .unwrap();
+    let text = {
+        use prometheus::Encoder;
+        let mut buf = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&registry.gather(), &mut buf)
+            .unwrap();
+        String::from_utf8(buf).unwrap()
+    };
+    for (operation, calls) in [("GET", 2), ("HEAD", 1), ("orders.read", 1)] {
+        let attempts = format!(
+            r#"retry_attempts_total{{attempt="1",operation="{operation}",service="orders"}} {calls}"#
+        );
+        let successes = format!(
+            r#"retry_success_total{{attempts_needed="1",operation="{operation}",service="orders"}} {calls}"#
+        );
+        assert!(text.contains(&attempts), "{attempts} in {text}");
+        assert!(text.contains(&successes), "{successes} in {text}");
+    }
+}
+
 #[tokio::test]
 async fn an_open_circuit_sends_nothing() {
     use ricochet_core::breaker::BreakerConfig;

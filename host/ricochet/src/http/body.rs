@@ -18,7 +18,9 @@
 //!
 //! A body that an attempt dropped without reading a single frame (the connection was refused,
 //! the service never became ready) goes back to the tape whole, and the next attempt sends it
-//! as if it were the first: the commonest failure of all costs no limit.
+//! as if it were the first: the commonest failure of all costs no limit. A body that had ended
+//! before it was sent (a `GET`'s) needs no tape at all: every attempt sends it, empty, and
+//! nothing is allocated to keep it.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -67,9 +69,15 @@ impl<B: Body + Send + 'static> ReplayBody<B> {
     /// The caller's body for the first attempt, and the tape that records it (keeping at most
     /// `limit` bytes).
     pub fn record(source: B, limit: usize) -> (Self, BodyTape) {
-        let state = if source.is_end_stream() {
-            TapeStatus::Complete
-        } else if source.size_hint().lower() > limit as u64 {
+        if source.is_end_stream() {
+            // Nothing to record (a `GET`'s body): the caller's body goes as it is, and another
+            // attempt sends it again, empty, as the recording of it would.
+            return (
+                Self::passthrough(source),
+                BodyTape(Recording::Empty { limit }),
+            );
+        }
+        let state = if source.size_hint().lower() > limit as u64 {
             TapeStatus::Overflowed
         } else {
             TapeStatus::Recording
@@ -85,7 +93,7 @@ impl<B: Body + Send + 'static> ReplayBody<B> {
             }),
         });
         let body = Self::live(Box::pin(source), Some(tape.clone()));
-        (body, BodyTape(tape))
+        (body, BodyTape(Recording::Tape(tape)))
     }
 
     /// The caller's body for a request that is not retried: passed through, nothing kept.
@@ -142,7 +150,15 @@ impl<B> Drop for ReplayBody<B> {
 
 /// The recording of one request body, shared between the first attempt's body and the retries.
 #[derive(Clone)]
-pub struct BodyTape(Arc<Tape>);
+pub struct BodyTape(Recording);
+
+#[derive(Clone)]
+enum Recording {
+    /// A body that had ended before it was sent: nothing to keep, nothing allocated.
+    Empty { limit: usize },
+    /// Recorded as the first attempt sends it.
+    Tape(Arc<Tape>),
+}
 
 struct Tape {
     limit: usize,
@@ -182,7 +198,7 @@ impl BodyTape {
     #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     pub(crate) fn whole(chunks: Vec<Bytes>, limit: usize) -> Self {
         let len = chunks.iter().map(Bytes::len).sum();
-        Self(Arc::new(Tape {
+        Self(Recording::Tape(Arc::new(Tape {
             limit,
             state: Mutex::new(TapeState {
                 chunks,
@@ -191,19 +207,25 @@ impl BodyTape {
                 recording: TapeStatus::Complete,
                 unsent: None,
             }),
-        }))
+        })))
     }
 
     /// Whether another attempt can send the whole body: it is recorded in full, or it came
     /// back untouched.
     pub fn is_complete(&self) -> bool {
-        let state = self.0.lock();
+        let Recording::Tape(tape) = &self.0 else {
+            return true;
+        };
+        let state = tape.lock();
         state.recording == TapeStatus::Complete || state.unsent.is_some()
     }
 
     /// Why the body cannot be sent again, if it cannot.
     pub fn not_replayable_reason(&self) -> Option<&'static str> {
-        let state = self.0.lock();
+        let Recording::Tape(tape) = &self.0 else {
+            return None;
+        };
+        let state = tape.lock();
         if state.unsent.is_some() {
             return None;
         }
@@ -219,12 +241,23 @@ impl BodyTape {
     /// again as it is sent), else the recording; `None` when neither is whole. `B` is the
     /// caller's body type, as given to [`ReplayBody::record`].
     pub fn replay<B: Body + Send + 'static>(&self) -> Option<ReplayBody<B>> {
-        let mut state = self.0.lock();
+        let tape = match &self.0 {
+            Recording::Empty { .. } => {
+                return Some(ReplayBody {
+                    inner: Inner::Replay {
+                        chunks: Vec::new().into_iter(),
+                        trailers: None,
+                    },
+                })
+            }
+            Recording::Tape(tape) => tape,
+        };
+        let mut state = tape.lock();
         if let Some(unsent) = state.unsent.take() {
             match unsent.downcast::<Pin<Box<B>>>() {
                 Ok(source) => {
                     drop(state);
-                    return Some(ReplayBody::live(*source, Some(self.0.clone())));
+                    return Some(ReplayBody::live(*source, Some(tape.clone())));
                 }
                 // Asked for another type than was recorded: keep it for the right one.
                 Err(other) => state.unsent = Some(other),
@@ -240,17 +273,26 @@ impl BodyTape {
 
     /// The replay limit this tape records up to, in bytes.
     pub fn limit(&self) -> usize {
-        self.0.limit
+        match &self.0 {
+            Recording::Empty { limit } => *limit,
+            Recording::Tape(tape) => tape.limit,
+        }
     }
 }
 
 impl std::fmt::Debug for BodyTape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = self.0.lock();
+        let (recording, len) = match &self.0 {
+            Recording::Empty { .. } => (TapeStatus::Complete, 0),
+            Recording::Tape(tape) => {
+                let s = tape.lock();
+                (s.recording, s.len)
+            }
+        };
         f.debug_struct("BodyTape")
-            .field("recording", &s.recording)
-            .field("len", &s.len)
-            .field("limit", &self.0.limit)
+            .field("recording", &recording)
+            .field("len", &len)
+            .field("limit", &self.limit())
             .finish()
     }
 }
@@ -442,5 +484,48 @@ where
                 .as_ref()
                 .map_or_else(|| SizeHint::with_exact(0), |s| s.size_hint()),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+
+    #[tokio::test]
+    async fn an_ended_body_is_sent_and_sent_again_empty_without_a_tape() {
+        let (first, tape) = ReplayBody::record(Full::new(Bytes::new()), 16);
+        assert!(matches!(tape.0, Recording::Empty { .. }));
+        assert!(first.is_end_stream());
+        assert!(first.collect().await.unwrap().to_bytes().is_empty());
+        assert!(tape.is_complete());
+        assert_eq!(tape.not_replayable_reason(), None);
+        assert_eq!(tape.limit(), 16);
+        for _ in 0..2 {
+            let again = tape.replay::<Full<Bytes>>().unwrap();
+            assert!(again.is_end_stream());
+            assert_eq!(again.size_hint().exact(), Some(0));
+            assert!(again.collect().await.unwrap().to_bytes().is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_sent_whole_is_sent_again_whole() {
+        let (first, tape) = ReplayBody::record(Full::new(Bytes::from_static(b"amount=1250")), 16);
+        assert!(!tape.is_complete());
+        assert_eq!(first.collect().await.unwrap().to_bytes(), "amount=1250");
+        assert!(tape.is_complete());
+        let again = tape.replay::<Full<Bytes>>().unwrap();
+        assert_eq!(again.collect().await.unwrap().to_bytes(), "amount=1250");
+    }
+
+    #[tokio::test]
+    async fn an_untouched_body_comes_back_whole() {
+        let (first, tape) = ReplayBody::record(Full::new(Bytes::from_static(b"amount=1250")), 4);
+        drop(first);
+        assert!(tape.is_complete());
+        let again = tape.replay::<Full<Bytes>>().unwrap();
+        assert_eq!(again.collect().await.unwrap().to_bytes(), "amount=1250");
     }
 }

@@ -71,6 +71,7 @@ pub mod body;
 pub mod idempotency;
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::{HeaderMap, Method, StatusCode};
@@ -79,6 +80,7 @@ use ricochet_core::ErrorCategory;
 use crate::bounded::Timed;
 use crate::classify::{Classification, Classify, HttpError};
 use crate::executor::{AttemptError, RetryError, RetryPolicy};
+use crate::metrics::{FirstTry, RetryMetrics};
 
 pub use body::{BodyTape, ReplayBody, DEFAULT_BODY_LIMIT};
 pub use idempotency::{IdempotencyRefusal, IdempotentBody, DEFAULT_MAX_STORED_RESPONSE};
@@ -176,6 +178,54 @@ pub(crate) struct Settings {
     pub any_method: bool,
     /// The idempotency store that `Idempotency-Key`s key, when one is set.
     pub dedup: Option<Deduplication>,
+    /// The first-try series of the operations this layer names, found once.
+    pub first_tries: FirstTries,
+}
+
+/// The first-try series ([`FirstTry`]) of the operations a layer or middleware names, kept so
+/// that a call finds them without the metrics' own map (a read lock and two hashed lookups):
+/// one per standard method when the method names the operation, one for a fixed name; a
+/// path names too many to keep.
+///
+/// A copy starts empty: the settings it is copied into may name operations otherwise.
+#[derive(Default)]
+pub(crate) struct FirstTries([OnceLock<Arc<FirstTry>>; 9]);
+
+impl FirstTries {
+    /// The slot of `method`'s operation under `naming`, when there is one.
+    #[inline]
+    fn slot(naming: &OperationName, method: &Method) -> Option<usize> {
+        match naming {
+            OperationName::Fixed(_) => Some(0),
+            OperationName::Path => None,
+            OperationName::Method => [
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::DELETE,
+                Method::HEAD,
+                Method::OPTIONS,
+                Method::CONNECT,
+                Method::PATCH,
+                Method::TRACE,
+            ]
+            .iter()
+            .position(|m| m == method),
+        }
+    }
+}
+
+impl Clone for FirstTries {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl fmt::Debug for FirstTries {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kept = self.0.iter().filter(|s| s.get().is_some()).count();
+        f.debug_struct("FirstTries").field("kept", &kept).finish()
+    }
 }
 
 impl Settings {
@@ -189,10 +239,12 @@ impl Settings {
             retry_non_idempotent: false,
             any_method: false,
             dedup: None,
+            first_tries: FirstTries::default(),
         }
     }
 
     /// Whether a request with this method and these headers may be retried.
+    #[inline]
     pub fn retries(&self, method: &Method, headers: &HeaderMap) -> bool {
         if self.any_method {
             return true;
@@ -215,12 +267,42 @@ impl Settings {
                     .is_some_and(|key| !key.as_bytes().trim_ascii().is_empty()))
     }
 
+    /// The first-try series of `operation` (the name of a request with `method`), from
+    /// `metrics`: kept after the first call when the operation is one [`FirstTries`] keeps.
+    /// The metrics are the policy's, the same for every call of these settings.
+    #[inline]
+    pub fn first_try(
+        &self,
+        metrics: &RetryMetrics,
+        method: &Method,
+        service: &str,
+        operation: &str,
+    ) -> Arc<FirstTry> {
+        match FirstTries::slot(&self.operation, method) {
+            Some(slot) => self.first_tries.0[slot]
+                .get_or_init(|| metrics.first_try(service, operation))
+                .clone(),
+            None => metrics.first_try(service, operation),
+        }
+    }
+
     /// The operation name of a request.
+    #[inline]
     pub fn operation<'a>(&'a self, method: &'a Method, path: &'a str) -> &'a str {
+        self.operation_with(method, || path)
+    }
+
+    /// The operation name of a request whose path is read only when it names the operation.
+    #[inline]
+    pub fn operation_with<'a>(
+        &'a self,
+        method: &'a Method,
+        path: impl FnOnce() -> &'a str,
+    ) -> &'a str {
         match &self.operation {
             OperationName::Fixed(name) => name,
             OperationName::Method => method.as_str(),
-            OperationName::Path => path,
+            OperationName::Path => path(),
         }
     }
 }
@@ -233,6 +315,7 @@ pub(crate) struct ResponseFailure {
 }
 
 /// Whether a response is a failure, and what kind. `None` for a success.
+#[inline]
 pub(crate) fn classify_response(
     status: StatusCode,
     headers: &HeaderMap,
@@ -244,6 +327,11 @@ pub(crate) fn classify_response(
     if !(status.is_client_error() || status.is_server_error()) {
         return None;
     }
+    classify_error_status(status, headers)
+}
+
+/// A `4xx` or `5xx` response classified, its delay headers read by the core's parsers.
+fn classify_error_status(status: StatusCode, headers: &HeaderMap) -> Option<ResponseFailure> {
     let readable = |name: &str| {
         headers
             .get(name)
@@ -297,25 +385,40 @@ pub(crate) fn settle(
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AttemptClock {
     timeout: Option<Duration>,
-    /// The deadline and when the call started; the clock is read only when there is one.
-    max_elapsed: Option<(Duration, std::time::Instant)>,
+    /// When `max_elapsed` runs out, from when the call started; the clock is read only when
+    /// there is a `max_elapsed`.
+    deadline: Option<std::time::Instant>,
 }
 
 impl AttemptClock {
+    #[inline]
     pub fn start(timeout: Option<Duration>, policy: &ricochet_core::Policy) -> Self {
         Self {
             timeout,
-            max_elapsed: policy
+            deadline: policy
                 .max_elapsed_us()
-                .map(|us| (Duration::from_micros(us), std::time::Instant::now())),
+                .and_then(|us| std::time::Instant::now().checked_add(Duration::from_micros(us))),
         }
     }
 
+    /// The clock of a call whose first attempt had `deadline` ([`Self::deadline`]).
+    #[inline]
+    pub fn resume(timeout: Option<Duration>, deadline: Option<std::time::Instant>) -> Self {
+        Self { timeout, deadline }
+    }
+
+    /// When the call's `max_elapsed` runs out, if it has one.
+    #[inline]
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.deadline
+    }
+
     /// The limit for an attempt starting now; `None` for none.
+    #[inline]
     pub fn limit(&self) -> Option<Duration> {
         let left = self
-            .max_elapsed
-            .map(|(m, started)| m.saturating_sub(started.elapsed()));
+            .deadline
+            .map(|deadline| deadline.saturating_duration_since(std::time::Instant::now()));
         match (self.timeout, left) {
             (Some(t), Some(l)) => Some(t.min(l)),
             (t, l) => t.or(l),
