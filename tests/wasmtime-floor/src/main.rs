@@ -1,4 +1,4 @@
-//! The bare cost of a component call on two wasmtime versions, in one run of one binary: the
+//! The bare cost of a component call on one wasmtime version (this file is built per version): the
 //! policy component's empty export (`ricochet:retry/probe.empty`) and `policy.decide` on the
 //! `default` config, each called on one instance and one store, with no pool, no sandbox
 //! bookkeeping and no imports (they trap; neither call uses one). What is left is wasmtime's own
