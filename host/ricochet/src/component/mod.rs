@@ -211,6 +211,10 @@ struct Loaded {
     sandbox: Sandbox,
     shared: Arc<imports::Shared>,
     /// Boxed, so taking one out and putting it back moves a pointer, not the instance.
+    #[allow(
+        clippy::vec_box,
+        reason = "an instance moves in and out of the pool on every call: a pointer, not ~300 bytes"
+    )]
     idle: Mutex<Vec<Box<Instance>>>,
     instantiated: AtomicU64,
 }
