@@ -179,6 +179,8 @@ pub(crate) struct Settings {
     /// The idempotency store that `Idempotency-Key`s key, when one is set.
     pub dedup: Option<Deduplication>,
     /// The first-try series of the operations this layer names, found once.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    // the layer's first attempt; reqwest's is the executor's
     pub first_tries: FirstTries,
 }
 
@@ -194,6 +196,7 @@ pub(crate) struct FirstTries([OnceLock<Arc<FirstTry>>; 9]);
 impl FirstTries {
     /// The slot of `method`'s operation under `naming`, when there is one.
     #[inline]
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // the layer's first attempt; reqwest's is the executor's
     fn slot(naming: &OperationName, method: &Method) -> Option<usize> {
         match naming {
             OperationName::Fixed(_) => Some(0),
@@ -271,6 +274,7 @@ impl Settings {
     /// `metrics`: kept after the first call when the operation is one [`FirstTries`] keeps.
     /// The metrics are the policy's, the same for every call of these settings.
     #[inline]
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // the layer's first attempt; reqwest's is the executor's
     pub fn first_try(
         &self,
         metrics: &RetryMetrics,
@@ -403,12 +407,14 @@ impl AttemptClock {
 
     /// The clock of a call whose first attempt had `deadline` ([`Self::deadline`]).
     #[inline]
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // the layer's first attempt; reqwest's is the executor's
     pub fn resume(timeout: Option<Duration>, deadline: Option<std::time::Instant>) -> Self {
         Self { timeout, deadline }
     }
 
     /// When the call's `max_elapsed` runs out, if it has one.
     #[inline]
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // the layer's first attempt; reqwest's is the executor's
     pub fn deadline(&self) -> Option<std::time::Instant> {
         self.deadline
     }
