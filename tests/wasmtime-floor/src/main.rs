@@ -67,7 +67,9 @@ impl Calls {
         let engine = Engine::new(&config).map_err(e)?;
         let component = Component::new(&engine, bytes).map_err(e)?;
         let mut linker = Linker::<()>::new(&engine);
-        linker.define_unknown_imports_as_traps(&component).map_err(e)?;
+        linker
+            .define_unknown_imports_as_traps(&component)
+            .map_err(e)?;
         let mut store = Store::new(&engine, ());
         if fuel {
             store.set_fuel(10_000_000).map_err(e)?;
@@ -81,14 +83,22 @@ impl Calls {
         let empty = instance
             .get_export_index(&mut store, Some(&interface), "empty")
             .ok_or("no probe.empty")?;
-        let empty = instance.get_typed_func::<(), ()>(&mut store, &empty).map_err(e)?;
+        let empty = instance
+            .get_typed_func::<(), ()>(&mut store, &empty)
+            .map_err(e)?;
         let policy = world
             .ricochet_retry_retry_policy()
             .policy()
             .call_create(&mut store, default_config())
             .map_err(e)?
             .map_err(|c| format!("config refused: {}: {}", c.field, c.message))?;
-        Ok(Self { store, fuel, empty, world, policy })
+        Ok(Self {
+            store,
+            fuel,
+            empty,
+            world,
+            policy,
+        })
     }
 
     /// ns per empty call, over `calls` calls (fuel reset before each, as ricochet does).
