@@ -51,8 +51,7 @@ use reqwest_middleware::{Middleware, Next};
 use crate::classify::Classification;
 use crate::executor::RetryPolicy;
 use crate::http::idempotency::{
-    collect, concat, fingerprint, idempotency_key, Claim, Collected, Deduplicated, Deduplication,
-    StoredResponse,
+    collect, concat, fingerprint, idempotency_key, Claim, Collected, Deduplicated, StoredResponse,
 };
 use crate::http::{
     classify_response, finish, settle, AttemptClock, BodyTape, CallError, Failed, OperationName,
@@ -114,17 +113,15 @@ impl RetryMiddleware {
     /// with the default [`IdempotencyOptions`].
     #[must_use]
     pub fn idempotency_store(mut self, store: Arc<dyn IdempotencyStore>) -> Self {
-        self.settings().dedup = Some(Deduplication::new(store));
+        self.settings().dedup.store = Some(store);
         self
     }
 
-    /// How the idempotency store is used (lease, wait, store deadline, TTL); needs
-    /// [`idempotency_store`](Self::idempotency_store) first.
+    /// How the idempotency store is used (lease, wait, store deadline, TTL); before or after
+    /// [`idempotency_store`](Self::idempotency_store), to the same effect.
     #[must_use]
     pub fn idempotency_options(mut self, options: IdempotencyOptions) -> Self {
-        if let Some(dedup) = &mut self.settings().dedup {
-            dedup.options = options;
-        }
+        self.settings().dedup.options = options;
         self
     }
 
@@ -132,9 +129,7 @@ impl RetryMiddleware {
     /// [`DEFAULT_MAX_STORED_RESPONSE`](crate::http::DEFAULT_MAX_STORED_RESPONSE)).
     #[must_use]
     pub fn max_stored_response(mut self, bytes: usize) -> Self {
-        if let Some(dedup) = &mut self.settings().dedup {
-            dedup.max_stored = bytes;
-        }
+        self.settings().dedup.max_stored = bytes;
         self
     }
 }
@@ -225,10 +220,10 @@ impl Middleware for RetryMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        if let Some(dedup) = &self.settings.dedup {
+        if let Some(store) = &self.settings.dedup.store {
             if let Some(key) = idempotency_key(request.headers()) {
                 return self
-                    .deduplicated(dedup, &key, request, extensions, next)
+                    .deduplicated(store, &key, request, extensions, next)
                     .await;
             }
         }
@@ -240,7 +235,7 @@ impl RetryMiddleware {
     /// A request with an `Idempotency-Key`, under the store.
     async fn deduplicated(
         &self,
-        dedup: &Deduplication,
+        store: &Arc<dyn IdempotencyStore>,
         key: &str,
         request: Request,
         extensions: &mut Extensions,
@@ -259,7 +254,14 @@ impl RetryMiddleware {
         let url = request.url().clone();
         let method = request.method().clone();
         let operation = settings.operation(&method, url.path());
-        let call = Deduplicated::new(dedup, &settings.policy, &settings.service, operation, key);
+        let call = Deduplicated::new(
+            &settings.dedup,
+            store,
+            &settings.policy,
+            &settings.service,
+            operation,
+            key,
+        );
         let token = match call.claim(&fingerprint).await {
             Claim::Run(token) => token,
             Claim::Replay(stored) => {
@@ -283,7 +285,7 @@ impl RetryMiddleware {
                 }
                 let url = response.url().clone();
                 let (head, body) = http::Response::<::reqwest::Body>::from(response).into_parts();
-                match collect(body, dedup.max_stored).await {
+                match collect(body, settings.dedup.max_stored).await {
                     Collected::Whole(chunks) => {
                         let body = concat(chunks);
                         let stored = StoredResponse {

@@ -113,7 +113,7 @@ use crate::executor::{
 };
 use crate::http::idempotency::{
     collect, concat, fingerprint, idempotency_key, uri_text, Claim, Collected, Deduplicated,
-    Deduplication, StoredResponse,
+    StoredResponse,
 };
 use crate::http::{
     classify_response, finish, settle, AttemptClock, BodyTape, CallError, Failed, IdempotentBody,
@@ -171,7 +171,7 @@ impl<R> RetryLayer<R, NoStore> {
         mut self,
         store: Arc<dyn IdempotencyStore>,
     ) -> RetryLayer<R, WithStore> {
-        self.settings().dedup = Some(Deduplication::new(store));
+        self.settings().dedup.store = Some(store);
         RetryLayer {
             settings: self.settings,
             bodies: self.bodies,
@@ -184,9 +184,7 @@ impl<R> RetryLayer<R, WithStore> {
     /// How the store is used: lease, wait for a running duplicate, store deadline, TTL.
     #[must_use]
     pub fn idempotency_options(mut self, options: IdempotencyOptions) -> Self {
-        if let Some(dedup) = &mut self.settings().dedup {
-            dedup.options = options;
-        }
+        self.settings().dedup.options = options;
         self
     }
 
@@ -195,9 +193,7 @@ impl<R> RetryLayer<R, WithStore> {
     /// is returned but not stored.
     #[must_use]
     pub fn max_stored_response(mut self, bytes: usize) -> Self {
-        if let Some(dedup) = &mut self.settings().dedup {
-            dedup.max_stored = bytes;
-        }
+        self.settings().dedup.max_stored = bytes;
         self
     }
 }
@@ -947,7 +943,7 @@ where
         let settings = self.settings.clone();
         let bodies = self.bodies.clone();
         match key {
-            Some(key) if settings.dedup.is_some() => Box::pin(send_deduplicated(
+            Some(key) if settings.dedup.store.is_some() => Box::pin(send_deduplicated(
                 settings, bodies, ready, is_ready, request, key,
             )),
             _ if !settings.retries(request.method(), request.headers()) => {
@@ -1003,7 +999,7 @@ where
     S::Error: std::error::Error + 'static,
     ResBody: http_body::Body,
 {
-    let Some(dedup) = settings.dedup.as_ref() else {
+    let Some(store) = settings.dedup.store.as_ref() else {
         return Err(CallError::NotSent {
             reason: "no idempotency store",
         });
@@ -1033,7 +1029,14 @@ where
         chunks.iter().map(|c| c.as_ref()),
     );
     drop(chunks);
-    let call = Deduplicated::new(dedup, &settings.policy, &settings.service, operation, &key);
+    let call = Deduplicated::new(
+        &settings.dedup,
+        store,
+        &settings.policy,
+        &settings.service,
+        operation,
+        &key,
+    );
     let token = match call.claim(&fingerprint).await {
         Claim::Run(token) => token,
         Claim::Replay(stored) => {
@@ -1055,7 +1058,7 @@ where
                 return (Ok(response.map(IdempotentBody::live)), None);
             }
             let (head, body) = response.into_parts();
-            match collect(body, dedup.max_stored).await {
+            match collect(body, settings.dedup.max_stored).await {
                 Collected::Whole(chunks) => {
                     let body = concat(chunks);
                     let stored = StoredResponse {

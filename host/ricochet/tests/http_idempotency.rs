@@ -49,6 +49,11 @@ async fn reqwest_duplicates_and_other_payloads() {
     scenario::reqwest_duplicates_and_other_payloads(store()).await;
 }
 
+#[tokio::test]
+async fn reqwest_options_before_the_store_are_kept() {
+    scenario::reqwest_options_before_the_store_are_kept(store()).await;
+}
+
 /// With recorded bodies (the default), a streaming body is read ahead for its fingerprint:
 /// within the body limit it is deduplicated; over it, it is sent once, whole, and not.
 #[tokio::test]

@@ -105,10 +105,12 @@ impl fmt::Display for IdempotencyRefusal {
 
 impl std::error::Error for IdempotencyRefusal {}
 
-/// An integration's store and how it uses it.
+/// An integration's store and how it uses it. The options are kept whether or not a store is
+/// set yet, so a builder takes them in any order.
 #[derive(Clone)]
 pub(crate) struct Deduplication {
-    pub store: Arc<dyn IdempotencyStore>,
+    /// `None`: requests are not deduplicated.
+    pub store: Option<Arc<dyn IdempotencyStore>>,
     pub options: IdempotencyOptions,
     pub max_stored: usize,
 }
@@ -116,17 +118,17 @@ pub(crate) struct Deduplication {
 impl fmt::Debug for Deduplication {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Deduplication")
-            .field("store", &self.store.name())
+            .field("store", &self.store.as_ref().map(|s| s.name()))
             .field("options", &self.options)
             .field("max_stored", &self.max_stored)
             .finish()
     }
 }
 
-impl Deduplication {
-    pub fn new(store: Arc<dyn IdempotencyStore>) -> Self {
+impl Default for Deduplication {
+    fn default() -> Self {
         Self {
-            store,
+            store: None,
             options: IdempotencyOptions::default(),
             max_stored: DEFAULT_MAX_STORED_RESPONSE,
         }
@@ -312,6 +314,7 @@ pub(crate) struct Deduplicated<'a> {
 impl<'a> Deduplicated<'a> {
     pub fn new(
         dedup: &'a Deduplication,
+        store: &'a Arc<dyn IdempotencyStore>,
         policy: &'a RetryPolicy,
         service: &'a str,
         operation: &'a str,
@@ -321,7 +324,7 @@ impl<'a> Deduplicated<'a> {
             call: Call {
                 policy,
                 options: &dedup.options,
-                store: &dedup.store,
+                store,
                 service,
                 operation,
             },

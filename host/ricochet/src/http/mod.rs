@@ -176,8 +176,8 @@ pub(crate) struct Settings {
     /// gRPC over HTTP/2 sends every call as a `POST`; the caller opted in by putting the layer
     /// on a gRPC channel, as a `retryPolicy` in a service config does in A6.
     pub any_method: bool,
-    /// The idempotency store that `Idempotency-Key`s key, when one is set.
-    pub dedup: Option<Deduplication>,
+    /// The idempotency store that `Idempotency-Key`s key, when one is set, and its options.
+    pub dedup: Deduplication,
     /// The first-try series of the operations this layer names, found once.
     #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     // the layer's first attempt; reqwest's is the executor's
@@ -241,7 +241,7 @@ impl Settings {
             attempt_timeout: None,
             retry_non_idempotent: false,
             any_method: false,
-            dedup: None,
+            dedup: Deduplication::default(),
             first_tries: FirstTries::default(),
         }
     }

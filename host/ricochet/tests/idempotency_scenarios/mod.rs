@@ -329,6 +329,33 @@ pub async fn tower_a_response_over_the_cap_is_not_stored(store: Arc<dyn Idempote
     assert_eq!(server.requests(), 2, "nothing stored: the second was sent");
 }
 
+/// The middleware's store options are kept whichever comes first, the options or the store: a
+/// cap given before the store still keeps a larger response out of it (it was dropped before).
+pub async fn reqwest_options_before_the_store_are_kept(store: Arc<dyn IdempotencyStore>) {
+    let server = Scripted::start(vec![]).await;
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(
+            RetryMiddleware::new(policy(), "payments")
+                .max_stored_response(16)
+                .idempotency_store(store),
+        )
+        .build();
+    let key = fresh_key("charge");
+    let url = server.url("/v1/charges");
+    for n in 1..=2 {
+        let response = client
+            .post(&url)
+            .header("idempotency-key", key.as_str())
+            .body("amount=1")
+            .send()
+            .await
+            .unwrap();
+        assert!(response.headers().get("idempotent-replayed").is_none());
+        assert_eq!(response.text().await.unwrap(), format!("answer {n}"));
+    }
+    assert_eq!(server.requests(), 2, "nothing stored: the second was sent");
+}
+
 fn reqwest_client(store: Arc<dyn IdempotencyStore>) -> reqwest_middleware::ClientWithMiddleware {
     reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(RetryMiddleware::new(policy(), "payments").idempotency_store(store))
