@@ -284,15 +284,30 @@ impl RetryState {
                 budget: budget.as_deref_mut(),
             },
         );
-        self.calls = self.calls.saturating_add(1);
+        let decision = self.decide(policy, failure, retryable, now_us, breaker, budget);
+        self.record_failure(category, &decision);
+        decision
+    }
+
+    /// The decision of [`on_failure`](Self::on_failure), from the state before the failed call
+    /// is counted.
+    fn decide(
+        &self,
+        policy: &Policy,
+        failure: Failure,
+        retryable: bool,
+        now_us: u64,
+        breaker: Option<&mut CircuitBreaker>,
+        budget: Option<&mut RetryBudget>,
+    ) -> Decision {
         let give_up = |reason| Decision::GiveUp { reason };
         if !retryable {
             return give_up(GiveUpReason::NonRetryable);
         }
-        if self.calls >= policy.max_attempts {
+        let retry = self.calls.saturating_add(1);
+        if retry >= policy.max_attempts {
             return give_up(GiveUpReason::Exhausted);
         }
-        let retry = self.calls;
         let mut delay_us = policy
             .next_delay(retry, self.seed, self.prev_delay_us)
             .delay_us;
@@ -303,10 +318,10 @@ impl RetryState {
             delay_us = delay_us.max(server_us);
         }
         let fire_at_us = now_us.saturating_add(delay_us);
-        let deadline_us = policy
-            .max_elapsed_us
-            .map(|max_us| self.started_us.saturating_add(max_us));
-        if deadline_us.is_some_and(|deadline_us| fire_at_us > deadline_us) {
+        if self
+            .deadline_us(policy)
+            .is_some_and(|deadline_us| fire_at_us > deadline_us)
+        {
             return give_up(GiveUpReason::Deadline);
         }
         if let Some(b) = breaker {
@@ -321,16 +336,49 @@ impl RetryState {
                 return give_up(GiveUpReason::Budget);
             }
         }
-        if category == ErrorCategory::AuthExpired {
-            self.auth_retried = true;
-        }
-        self.prev_delay_us = delay_us;
+        self.retry_after(policy, now_us, delay_us)
+    }
+
+    /// When the call must be over: `max_elapsed` after it started.
+    fn deadline_us(&self, policy: &Policy) -> Option<u64> {
+        policy
+            .max_elapsed_us
+            .map(|max_us| self.started_us.saturating_add(max_us))
+    }
+
+    /// The retry after `delay_us` of a call that failed at `now_us`, this state not counting the
+    /// failure yet: with the slot request the policy's coordination asks for (the fire time,
+    /// the latest it may move to, which retry it is), or none when the policy is not coordinated.
+    ///
+    /// [`on_failure`](Self::on_failure) retries through this; so does a host whose policy only
+    /// names the delay (a policy component's `decide`): the request is the core's rule, not the
+    /// policy's.
+    pub fn retry_after(&self, policy: &Policy, now_us: u64, delay_us: u64) -> Decision {
+        let fire_at_us = now_us.saturating_add(delay_us);
+        let retry = self.calls.saturating_add(1);
         let slot_request = policy
             .coordination_enabled
-            .then(|| policy.slot_request_within(fire_at_us, deadline_us, retry));
+            .then(|| policy.slot_request_within(fire_at_us, self.deadline_us(policy), retry));
         Decision::Retry {
             delay_us,
             slot_request,
+        }
+    }
+
+    /// Moves the state past a failed call of `category` that `decision` answered: the call is
+    /// counted; a retry's delay is kept (decorrelated jitter draws from it) and, when the
+    /// failure was an expired credential, its one retry is used.
+    ///
+    /// [`on_failure`](Self::on_failure) moves the state by exactly this; a host whose decision
+    /// came from elsewhere (a policy component) moves it by this too, so a policy never writes
+    /// the memory its next decision reads.
+    pub fn record_failure(&mut self, category: ErrorCategory, decision: &Decision) {
+        self.calls = self.calls.saturating_add(1);
+        if let Decision::Retry { delay_us, .. } = *decision {
+            self.prev_delay_us = delay_us;
+            if category == ErrorCategory::AuthExpired {
+                self.auth_retried = true;
+            }
         }
     }
 }

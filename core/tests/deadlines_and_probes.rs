@@ -358,3 +358,54 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// A host given only a decision's delay (a policy component's `decide`) rebuilds what
+    /// `on_failure` returns and where it leaves the state, with `retry_after` and
+    /// `record_failure`: the slot request and the bookkeeping are the core's, whoever decided.
+    #[test]
+    fn retry_after_and_record_failure_are_what_on_failure_does(
+        coordinated: bool,
+        max_elapsed_ms in prop::option::of(1u64..5_000),
+        category_index in 0usize..ErrorCategory::ALL.len(),
+        refreshed: bool,
+        auth_retried_before: bool,
+        server_delay_us in prop::option::of(0u64..3_000_000),
+        seed: u64,
+        started_us in 0u64..(1 << 50),
+        elapsed_us in 0u64..3_000_000,
+        failures_before in 0u32..4,
+    ) {
+        let policy = RetryConfig {
+            max_attempts: 5,
+            coordination_enabled: coordinated,
+            max_elapsed: max_elapsed_ms.map(|ms| ms as f64 / 1e3),
+            ..RetryConfig::DEFAULT
+        }
+        .validate()
+        .unwrap();
+        let now_us = started_us + elapsed_us;
+        // A state some failures in (an auth failure first, when the auth retry is to be used).
+        let mut state = RetryState::new(seed, started_us);
+        for i in 0..failures_before {
+            let mut earlier = Failure::new(if i == 0 && auth_retried_before {
+                ErrorCategory::AuthExpired
+            } else {
+                ErrorCategory::Connection
+            });
+            earlier.token_refreshed = true;
+            let _ = state.on_failure(&policy, earlier, started_us, Guards::none());
+        }
+        let mut failure = Failure::new(ErrorCategory::ALL[category_index]);
+        failure.token_refreshed = refreshed;
+        failure.server_delay_us = server_delay_us;
+        let before = state;
+        let decision = state.on_failure(&policy, failure, now_us, Guards::none());
+        if let Decision::Retry { delay_us, .. } = decision {
+            prop_assert_eq!(before.retry_after(&policy, now_us, delay_us), decision);
+        }
+        let mut rebuilt = before;
+        rebuilt.record_failure(failure.category, &decision);
+        prop_assert_eq!(rebuilt, state);
+    }
+}
