@@ -25,14 +25,20 @@ const STRATEGIES: [(&str, JitterStrategy); 5] = [
     ("decorrelated", JitterStrategy::Decorrelated),
 ];
 
-/// The failures each sequence feeds the core, in order, as (snake_case category, server delay).
-fn failures(seed: u64) -> [(ErrorCategory, Option<u64>); 5] {
+/// The failures each sequence feeds the core, in order, as (category, server delay, whether
+/// the token was refreshed): an expired credential early enough that every preset retries it.
+fn failures(seed: u64) -> [(ErrorCategory, Option<u64>, bool); 6] {
     [
-        (ErrorCategory::ServiceUnavailable, None),
-        (ErrorCategory::RateLimited, Some((seed % 7) * 250_000)),
-        (ErrorCategory::Timeout, None),
-        (ErrorCategory::Connection, None),
-        (ErrorCategory::ServiceUnavailable, None),
+        (ErrorCategory::AuthExpired, None, true),
+        (
+            ErrorCategory::RateLimited,
+            Some((seed % 7) * 250_000),
+            false,
+        ),
+        (ErrorCategory::ServiceUnavailable, None, false),
+        (ErrorCategory::Timeout, None, false),
+        (ErrorCategory::Connection, None, false),
+        (ErrorCategory::ServiceUnavailable, None, false),
     ]
 }
 
@@ -64,19 +70,28 @@ fn main() {
                 out.push_str("],\"decisions\":[");
                 let mut state = RetryState::new(seed, STARTED_US);
                 let mut now_us = STARTED_US;
-                for (i, (category, server_delay_us)) in failures(seed).into_iter().enumerate() {
+                for (i, (category, server_delay_us, token_refreshed)) in
+                    failures(seed).into_iter().enumerate()
+                {
                     let failure = Failure {
                         category,
                         server_delay_us,
-                        token_refreshed: false,
+                        token_refreshed,
                     };
                     let decision = state.on_failure(&policy, failure, now_us, Guards::none());
                     let sep = if i == 0 { "" } else { "," };
                     let server = server_delay_us.map_or("null".to_string(), |d| format!("\"{d}\""));
                     let _ = write!(
                         out,
-                        "{sep}{{\"category\":\"{}\",\"server_delay_us\":{server},\"now_us\":\"{now_us}\",",
+                        "{sep}{{\"category\":\"{}\",\"server_delay_us\":{server},\"token_refreshed\":{token_refreshed},\"now_us\":\"{now_us}\",",
                         category.snake_name()
+                    );
+                    // The state after the decision, as every host must keep it.
+                    let parts = state.to_parts();
+                    let _ = write!(
+                        out,
+                        "\"state\":{{\"calls\":{},\"prev_delay_us\":\"{}\",\"auth_retried\":{}}},",
+                        parts.calls, parts.prev_delay_us, parts.auth_retried
                     );
                     match decision {
                         Decision::Retry { delay_us, .. } => {

@@ -235,7 +235,7 @@ fn delays_and_retries_the_config_does_not_allow_are_refused() {
         max_elapsed: Some(0.5),
         ..short
     };
-    let cases: [(&str, RetryConfig, RetryState, Failure); 9] = [
+    let cases: [(&str, RetryConfig, RetryState, Failure); 7] = [
         (
             "60 s retry, max_delay 1 s, no server delay",
             short,
@@ -270,18 +270,6 @@ fn delays_and_retries_the_config_does_not_allow_are_refused() {
             "retry past max_elapsed",
             deadline,
             state(PAST_DEADLINE),
-            timeout,
-        ),
-        (
-            "forged prev_delay_us",
-            short,
-            state(FORGED_PREV_DELAY),
-            timeout,
-        ),
-        (
-            "auth_retried reset",
-            short,
-            with_seed(auth_used, AUTH_RESET),
             timeout,
         ),
         (

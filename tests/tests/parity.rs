@@ -3,7 +3,9 @@
 
 use ricochet_test_support as support;
 
-use ricochet::component::{category_to_wit, reason_from_wit, wit, PolicyComponent, Sandbox};
+use ricochet::component::{
+    category_to_wit, decision_from_wit, state_to_wit, wit, PolicyComponent, Sandbox,
+};
 use ricochet_core::{
     Decision, ErrorCategory, Failure, Guards, JitterStrategy, RetryConfig, RetryState,
 };
@@ -118,18 +120,6 @@ fn decision_to_tuple(d: Decision) -> Compared {
     }
 }
 
-fn wit_decision_to_tuple(d: wit::Decision) -> Compared {
-    match d {
-        wit::Decision::Retry(r) => (
-            0,
-            r.delay_us,
-            r.slot_request.map(|s| (s.earliest_us, s.window, s.retry)),
-            None,
-        ),
-        wit::Decision::GiveUp(reason) => (1, 0, None, Some(reason_from_wit(reason))),
-    }
-}
-
 #[test]
 fn decisions_match_over_10_000_random_outcome_sequences() {
     let wasm = component();
@@ -147,13 +137,8 @@ fn decisions_match_over_10_000_random_outcome_sequences() {
         let mut budget = policy
             .budget()
             .map(|b| ricochet_core::budget::RetryBudget::new(b).unwrap());
-        let mut state = wit::RetryState {
-            seed,
-            started_us: now_us,
-            prev_delay_us: 0,
-            calls: 0,
-            auth_retried: false,
-        };
+        // The host's state: the guest decides, the host moves it by the core's rule.
+        let mut state = RetryState::new(seed, now_us);
         // A host that keeps guards hands them in from the first call (empty: start fresh), and
         // `decide-guarded` moves them; without any, the all-scalar `decide` runs.
         let mut guards = wit::Guards {
@@ -183,13 +168,14 @@ fn decisions_match_over_10_000_random_outcome_sequences() {
                 server_delay_us: failure.server_delay_us,
                 token_refreshed: failure.token_refreshed,
             };
-            let (next_state, next_guards, got) = wasm
-                .decide(&config, state, wit_failure, now_us, &guards)
+            let (next_guards, got) = wasm
+                .decide(&config, state_to_wit(&state), wit_failure, now_us, &guards)
                 .unwrap()
                 .unwrap();
+            let got = decision_from_wit(got, &policy, &state, now_us);
             assert_eq!(
                 decision_to_tuple(expected),
-                wit_decision_to_tuple(got),
+                decision_to_tuple(got),
                 "case {case}, {config:?}"
             );
             assert_eq!(
@@ -202,7 +188,8 @@ fn decisions_match_over_10_000_random_outcome_sequences() {
                 budget.map(|b| b.to_bytes().to_vec()),
                 "case {case}"
             );
-            state = next_state;
+            state.record_failure(category, &got);
+            assert_eq!(state, native, "case {case}");
             guards = next_guards;
             decisions += 1;
             match expected {

@@ -12,13 +12,11 @@
 //! | 20 | [`LONG_DELAY`]: a retry after `max(max_delay, max_retry_after)`, server delay or not |
 //! | 21 | [`NON_RETRYABLE`]: a retry whatever the category |
 //! | 22 | [`PAST_DEADLINE`]: a retry after `max_delay`, whatever `max_elapsed` says |
-//! | 23 | [`FORGED_PREV_DELAY`]: a retry whose state says the previous delay was `u64::MAX` µs |
-//! | 24 | [`AUTH_RESET`]: a retry whose state clears `auth-retried` |
 //! | 25 | [`IGNORES_SERVER_DELAY`]: a retry after 0 µs, whatever the server asked |
 
 use alloc::vec::Vec;
 
-use crate::{counted, wit};
+use crate::wit;
 
 /// The breaker comes back open until `u64::MAX` µs.
 pub const BREAKER_OPEN_FOREVER: u64 = 10;
@@ -36,10 +34,6 @@ pub const LONG_DELAY: u64 = 20;
 pub const NON_RETRYABLE: u64 = 21;
 /// A retry after `max_delay`, whatever `max_elapsed` says.
 pub const PAST_DEADLINE: u64 = 22;
-/// A retry whose state records a previous delay of `u64::MAX` µs.
-pub const FORGED_PREV_DELAY: u64 = 23;
-/// A retry whose state clears `auth-retried`.
-pub const AUTH_RESET: u64 = 24;
 /// A retry after 0 µs, whatever the server asked.
 pub const IGNORES_SERVER_DELAY: u64 = 25;
 
@@ -66,7 +60,7 @@ pub fn decide(
     state: wit::RetryState,
     failure: &wit::Failure,
     mut guards: wit::Guards,
-) -> (wit::RetryState, wit::Guards, wit::Decision) {
+) -> (wit::Guards, wit::Decision) {
     let exhausted = wit::Decision::GiveUp(wit::GiveUpReason::Exhausted);
     let edit = |bytes: &mut Option<Vec<u8>>, f: &dyn Fn(&mut Vec<u8>)| {
         if let Some(b) = bytes.as_mut() {
@@ -80,15 +74,15 @@ pub fn decide(
                 b[BREAKER_STATE + 1..BREAKER_STATE + 9].copy_from_slice(&u64::MAX.to_le_bytes());
                 b[BREAKER_STATE + 9..BREAKER_STATE + 17].fill(0);
             });
-            (counted(state), guards, exhausted)
+            (guards, exhausted)
         }
         BREAKER_DROPPED => {
             guards.breaker = None;
-            (counted(state), guards, exhausted)
+            (guards, exhausted)
         }
         BREAKER_RECONFIGURED => {
             edit(&mut guards.breaker, &|b| put_u32(b, BREAKER_THRESHOLD, 1));
-            (counted(state), guards, exhausted)
+            (guards, exhausted)
         }
         BUDGET_REFILLED => {
             edit(&mut guards.budget, &|b| {
@@ -100,14 +94,13 @@ pub fn decide(
                 ]);
                 put_u32(b, BUDGET_TOKENS, max * 1000);
             });
-            (counted(state), guards, exhausted)
+            (guards, exhausted)
         }
         BUDGET_DROPPED => {
             guards.budget = None;
-            (counted(state), guards, exhausted)
+            (guards, exhausted)
         }
-        lie @ (LONG_DELAY | NON_RETRYABLE | PAST_DEADLINE | FORGED_PREV_DELAY | AUTH_RESET
-        | IGNORES_SERVER_DELAY) => {
+        lie @ (LONG_DELAY | NON_RETRYABLE | PAST_DEADLINE | IGNORES_SERVER_DELAY) => {
             // A retry that is honest in every other respect.
             let server_us = failure.server_delay_us.unwrap_or(0);
             let delay_us = match lie {
@@ -116,22 +109,8 @@ pub fn decide(
                 IGNORES_SERVER_DELAY => 0,
                 _ => micros(config.initial_delay).max(server_us),
             };
-            let mut next = counted(state);
-            next.prev_delay_us = delay_us;
-            next.auth_retried =
-                state.auth_retried || failure.category == wit::ErrorCategory::AuthExpired;
-            if lie == FORGED_PREV_DELAY {
-                next.prev_delay_us = u64::MAX;
-            }
-            if lie == AUTH_RESET {
-                next.auth_retried = false;
-            }
-            let retry = wit::Decision::Retry(wit::RetryDecision {
-                delay_us,
-                slot_request: None,
-            });
-            (next, guards, retry)
+            (guards, wit::Decision::Retry(delay_us))
         }
-        _ => (counted(state), guards, exhausted),
+        _ => (guards, exhausted),
     }
 }

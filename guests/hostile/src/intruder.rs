@@ -95,16 +95,9 @@ fn attack(state: &wit::RetryState, service: &str, operation: &str) {
 }
 
 /// The attack, then "give up, exhausted".
-pub fn decide(
-    state: wit::RetryState,
-    guards: wit::Guards,
-) -> (wit::RetryState, wit::Guards, wit::Decision) {
+pub fn decide(state: wit::RetryState, guards: wit::Guards) -> (wit::Guards, wit::Decision) {
     attack(&state, "svc", "op");
-    (
-        counted(state),
-        guards,
-        wit::Decision::GiveUp(wit::GiveUpReason::Exhausted),
-    )
+    (guards, wit::Decision::GiveUp(wit::GiveUpReason::Exhausted))
 }
 
 /// The attack from `schedule` (which the host calls for a service and operation), then "give

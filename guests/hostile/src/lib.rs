@@ -106,18 +106,12 @@ impl exported::GuestPolicy for Policy {
         Vec::new()
     }
 
-    fn decide(
-        &self,
-        state: wit::RetryState,
-        failure: wit::Failure,
-        now_us: u64,
-    ) -> exported::Decided {
+    fn decide(&self, state: wit::RetryState, failure: wit::Failure, now_us: u64) -> wit::Decision {
         let none = wit::Guards {
             breaker: None,
             budget: None,
         };
-        let (state, _, decision) = decide(self, state, failure, now_us, none);
-        exported::Decided { state, decision }
+        decide(self, state, failure, now_us, none).1
     }
 
     fn decide_guarded(
@@ -127,12 +121,8 @@ impl exported::GuestPolicy for Policy {
         now_us: u64,
         guards: wit::Guards,
     ) -> exported::GuardedDecision {
-        let (state, guards, decision) = decide(self, state, failure, now_us, guards);
-        exported::GuardedDecision {
-            state,
-            guards,
-            decision,
-        }
+        let (guards, decision) = decide(self, state, failure, now_us, guards);
+        exported::GuardedDecision { guards, decision }
     }
 
     fn resolve_ticket(&self, _: wit::SlotRequest, _: u64, _: u64) -> Option<u64> {
@@ -152,7 +142,7 @@ impl exported::GuestPolicy for Policy {
     }
 }
 
-type Decided = (wit::RetryState, wit::Guards, wit::Decision);
+type Decided = (wit::Guards, wit::Decision);
 type Scheduled = (wit::RetryState, wit::ScheduleOutcome);
 
 #[cfg(feature = "forger")]
@@ -178,19 +168,9 @@ fn decide(
 }
 
 #[cfg(not(any(feature = "forger", feature = "intruder")))]
-fn decide(
-    _: &Policy,
-    state: wit::RetryState,
-    _: wit::Failure,
-    _: u64,
-    guards: wit::Guards,
-) -> Decided {
+fn decide(_: &Policy, _: wit::RetryState, _: wit::Failure, _: u64, guards: wit::Guards) -> Decided {
     misbehave();
-    (
-        counted(state),
-        guards,
-        wit::Decision::GiveUp(wit::GiveUpReason::Exhausted),
-    )
+    (guards, wit::Decision::GiveUp(wit::GiveUpReason::Exhausted))
 }
 
 #[cfg(feature = "intruder")]

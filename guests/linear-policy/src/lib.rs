@@ -200,15 +200,7 @@ impl Linear {
             state.auth_retried = true;
         }
         state.prev_delay_us = delay_us;
-        wit::Decision::Retry(wit::RetryDecision {
-            delay_us,
-            slot_request: self.coordinated.then(|| wit::SlotRequest {
-                earliest_us,
-                window: earliest_us / self.window_us(),
-                retry,
-                moves: 0,
-            }),
-        })
+        wit::Decision::Retry(delay_us)
     }
 
     /// Ticket `k` fires `k mod slot_count` slots after the earliest time.
@@ -274,14 +266,14 @@ impl exported::GuestPolicy for Linear {
             .collect()
     }
 
+    /// The host keeps the state (the core's bookkeeping); this policy's copy of it is dropped.
     fn decide(
         &self,
         mut state: wit::RetryState,
         failure: wit::Failure,
         now_us: u64,
-    ) -> exported::Decided {
-        let decision = self.on_failure(&mut state, &failure, now_us);
-        exported::Decided { state, decision }
+    ) -> wit::Decision {
+        self.on_failure(&mut state, &failure, now_us)
     }
 
     /// No breaker, no budget: the guards pass through untouched.
@@ -293,11 +285,7 @@ impl exported::GuestPolicy for Linear {
         guards: wit::Guards,
     ) -> exported::GuardedDecision {
         let decision = self.on_failure(&mut state, &failure, now_us);
-        exported::GuardedDecision {
-            state,
-            guards,
-            decision,
-        }
+        exported::GuardedDecision { guards, decision }
     }
 
     fn resolve_ticket(&self, request: wit::SlotRequest, ticket: u64, _seed: u64) -> Option<u64> {
@@ -316,22 +304,18 @@ impl exported::GuestPolicy for Linear {
         let decision = linear.on_failure(&mut state, &failure, clock::now_us());
         let outcome = match decision {
             wit::Decision::GiveUp(reason) => wit::ScheduleOutcome::GiveUp(reason),
-            wit::Decision::Retry(r) => {
-                let placed = match r.slot_request {
-                    None => Ok((r.delay_us, 0)),
-                    Some(_) => coordination::acquire_slot(
-                        &service,
-                        &operation,
-                        r.delay_us,
-                        linear.window_us(),
-                    )
-                    .map(|grant| {
-                        let fire_at = linear.fire_at_us(grant.earliest_us, grant.ticket);
-                        (
-                            fire_at.saturating_sub(grant.now_us),
-                            (grant.ticket % linear.slot_count) as u32,
-                        )
-                    }),
+            wit::Decision::Retry(delay_us) => {
+                let placed = if !linear.coordinated {
+                    Ok((delay_us, 0))
+                } else {
+                    coordination::acquire_slot(&service, &operation, delay_us, linear.window_us())
+                        .map(|grant| {
+                            let fire_at = linear.fire_at_us(grant.earliest_us, grant.ticket);
+                            (
+                                fire_at.saturating_sub(grant.now_us),
+                                (grant.ticket % linear.slot_count) as u32,
+                            )
+                        })
                 };
                 wit::ScheduleOutcome::Retry(match placed {
                     Ok((delay_us, slot)) => wit::ScheduledRetry {
@@ -341,9 +325,10 @@ impl exported::GuestPolicy for Linear {
                     },
                     // No coordinator: a slot drawn from the seed, on the local clock.
                     Err(_) => {
-                        let ticket = draw(state.seed, r.slot_request.map_or(0, |s| s.retry));
+                        // The retry this is: the state counts the failed call already.
+                        let ticket = draw(state.seed, state.calls);
                         wit::ScheduledRetry {
-                            delay_us: linear.fire_at_us(r.delay_us, ticket),
+                            delay_us: linear.fire_at_us(delay_us, ticket),
                             slot: (ticket % linear.slot_count) as u32,
                             fallback: true,
                         }

@@ -197,15 +197,6 @@ fn request_in(r: wit::SlotRequest) -> rc::SlotRequest {
     }
 }
 
-fn request_out(r: rc::SlotRequest) -> wit::SlotRequest {
-    wit::SlotRequest {
-        earliest_us: r.earliest_us,
-        window: r.window,
-        retry: r.retry,
-        moves: r.moves,
-    }
-}
-
 /// A slot from the host's coordinator — the same steps as the native host's `schedule_retry`:
 /// ask for the window holding now + delay, let the core resolve the ticket, move to the next
 /// window while one is full. The host bounds all acquisitions of this call by one deadline and
@@ -278,13 +269,7 @@ fn local_slot(
 
 fn decision_out(decision: rc::Decision) -> wit::Decision {
     match decision {
-        rc::Decision::Retry {
-            delay_us,
-            slot_request,
-        } => wit::Decision::Retry(wit::RetryDecision {
-            delay_us,
-            slot_request: slot_request.map(request_out),
-        }),
+        rc::Decision::Retry { delay_us, .. } => wit::Decision::Retry(delay_us),
         rc::Decision::GiveUp { reason: r } => wit::Decision::GiveUp(reason(r)),
     }
 }
@@ -381,13 +366,9 @@ impl exported::GuestPolicy for Policy {
             .collect()
     }
 
-    fn decide(&self, state: wit::RetryState, f: wit::Failure, now_us: u64) -> exported::Decided {
+    fn decide(&self, state: wit::RetryState, f: wit::Failure, now_us: u64) -> wit::Decision {
         let mut st = state_in(state);
-        let decision = st.on_failure(&self.policy, failure(f), now_us, rc::Guards::none());
-        exported::Decided {
-            state: state_out(&st),
-            decision: decision_out(decision),
-        }
+        decision_out(st.on_failure(&self.policy, failure(f), now_us, rc::Guards::none()))
     }
 
     fn decide_guarded(
@@ -423,7 +404,6 @@ impl exported::GuestPolicy for Policy {
             },
         );
         exported::GuardedDecision {
-            state: state_out(&st),
             guards: wit::Guards {
                 breaker: breaker.map(|b| b.to_bytes().to_vec()),
                 budget: budget.map(|b| b.to_bytes().to_vec()),

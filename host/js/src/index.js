@@ -197,8 +197,20 @@ function toWitFailure(f) {
 }
 
 function fromWitDecision(d) {
-  if (d.tag === "retry") return { retry: true, delayUs: micros(d.val.delayUs) };
+  if (d.tag === "retry") return { retry: true, delayUs: micros(d.val) };
   return { retry: false, reason: d.val.replaceAll("-", "_") };
+}
+
+// The state after a failed call that `d` (the component's decision) answered: the core's
+// `RetryState::record_failure`, restated because the component answers only the decision. The
+// parity test compares every state this makes with the core's, in the same run.
+function recordFailure(s, failure, d) {
+  const next = { ...s, calls: Math.min(s.calls + 1, 0xffff_ffff) };
+  if (d.tag === "retry") {
+    next.prevDelayUs = d.val;
+    if (failure.category === "auth-expired") next.authRetried = true;
+  }
+  return next;
 }
 
 function nowUs() {
@@ -242,8 +254,10 @@ export class Policy {
    * `{ retry: true, delayUs }` or `{ retry: false, reason }`.
    */
   decide(state, failure, at = nowUs()) {
-    const d = this.#inner.decide(toWitState(state), toWitFailure(failure), u64("nowUs", at));
-    return { state: fromWitState(d.state), decision: fromWitDecision(d.decision) };
+    const before = toWitState(state);
+    const failed = toWitFailure(failure);
+    const d = this.#inner.decide(before, failed, u64("nowUs", at));
+    return { state: fromWitState(recordFailure(before, failed, d)), decision: fromWitDecision(d) };
   }
 }
 

@@ -36,10 +36,17 @@ test("plans and decisions equal the native core's for 3 presets × 5 strategies 
     delays += expectedPlan.length;
     let state = policy.start({ seed, nowUs: BigInt(v.decisions[0].now_us) });
     for (const d of v.decisions) {
-      const failure = { category: d.category, serverDelayUs: d.server_delay_us === null ? undefined : BigInt(d.server_delay_us) };
+      const failure = {
+        category: d.category,
+        serverDelayUs: d.server_delay_us === null ? undefined : BigInt(d.server_delay_us),
+        tokenRefreshed: d.token_refreshed,
+      };
       const got = policy.decide(state, failure, BigInt(d.now_us));
       const expected = d.retry ? { retry: true, delayUs: Number(d.delay_us) } : { retry: false, reason: d.reason };
       assert.deepEqual(got.decision, expected, `${key} seed ${v.seed} after ${d.category}`);
+      const expectedState = { calls: d.state.calls, prevDelayUs: BigInt(d.state.prev_delay_us), authRetried: d.state.auth_retried };
+      const { calls, prevDelayUs, authRetried } = got.state;
+      assert.deepEqual({ calls, prevDelayUs, authRetried }, expectedState, `${key} seed ${v.seed} state after ${d.category}`);
       state = got.state;
       decisions++;
     }

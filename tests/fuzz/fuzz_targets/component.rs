@@ -18,7 +18,7 @@ use ricochet_core::{Decision, Guards, RetryState, RetryStateParts};
 use ricochet_fuzz::config::FuzzConfig;
 use ricochet_fuzz::scenario::{FuzzFailure, Step};
 use ricochet::component::{
-    decision_from_wit, failure_to_wit, state_from_wit, state_to_wit, wit, PolicyComponent, Sandbox,
+    decision_from_wit, failure_to_wit, state_to_wit, wit, PolicyComponent, Sandbox,
 };
 
 /// Decisions per input: a call of up to 8 attempts, each one crossing the boundary.
@@ -163,7 +163,8 @@ fuzz_target!(|input: Input| {
             .unwrap_or(fresh)
     });
 
-    let mut wasm_state = state_to_wit(&native_state);
+    // The host's state: the guest decides, the host moves it by the core's rule.
+    let mut host_state = native_state;
     let mut now_us = input.start_us;
     let mut advised_us = 0;
     for (step, failure) in input.failures.iter().take(MAX_FAILURES) {
@@ -178,20 +179,18 @@ fuzz_target!(|input: Input| {
                 budget: budget.as_mut(),
             },
         );
-        let (state, next_guards, decision) = call!(wasm.decide(
+        let (next_guards, decision) = call!(wasm.decide(
             &config,
-            wasm_state,
+            state_to_wit(&host_state),
             failure_to_wit(failure),
             now_us,
             &guards
         ))
         .expect("a valid config");
-        assert_eq!(
-            decision_from_wit(decision),
-            expected,
-            "decision at {now_us}"
-        );
-        assert_eq!(state_from_wit(&state), native_state, "state at {now_us}");
+        let decision = decision_from_wit(decision, &policy, &host_state, now_us);
+        assert_eq!(decision, expected, "decision at {now_us}");
+        host_state.record_failure(failure.category, &decision);
+        assert_eq!(host_state, native_state, "state at {now_us}");
         assert_eq!(
             next_guards.breaker,
             breaker.map(|b| b.to_bytes().to_vec()),
@@ -202,7 +201,7 @@ fuzz_target!(|input: Input| {
             budget.map(|b| b.to_bytes().to_vec()),
             "budget at {now_us}"
         );
-        (wasm_state, guards) = (state, next_guards);
+        guards = next_guards;
         match expected {
             Decision::Retry { delay_us, .. } => advised_us = delay_us,
             Decision::GiveUp { .. } => break,

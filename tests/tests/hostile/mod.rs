@@ -136,8 +136,6 @@ pub mod forger {
     pub const LONG_DELAY: u64 = 20;
     pub const NON_RETRYABLE: u64 = 21;
     pub const PAST_DEADLINE: u64 = 22;
-    pub const FORGED_PREV_DELAY: u64 = 23;
-    pub const AUTH_RESET: u64 = 24;
     pub const IGNORES_SERVER_DELAY: u64 = 25;
 }
 

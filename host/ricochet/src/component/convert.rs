@@ -150,21 +150,16 @@ pub fn failure_to_wit(f: rc::Failure) -> wit::Failure {
     }
 }
 
-/// A WIT decision as the core's.
-pub fn decision_from_wit(d: wit::Decision) -> rc::Decision {
+/// A WIT decision as the core's, for a call in `before` (not counting this failure yet) that
+/// failed at `now_us`: a retry's slot request is the core's rule for `policy`, not the guest's.
+pub fn decision_from_wit(
+    d: wit::Decision,
+    policy: &rc::Policy,
+    before: &rc::RetryState,
+    now_us: u64,
+) -> rc::Decision {
     match d {
-        wit::Decision::Retry(r) => rc::Decision::Retry {
-            delay_us: r.delay_us,
-            slot_request: r.slot_request.map(|s| rc::SlotRequest {
-                earliest_us: s.earliest_us,
-                window: s.window,
-                retry: s.retry,
-                moves: s.moves,
-                // The WIT record does not carry the deadline; the executor checks slots
-                // against the call's own.
-                latest_us: None,
-            }),
-        },
+        wit::Decision::Retry(delay_us) => before.retry_after(policy, now_us, delay_us),
         wit::Decision::GiveUp(reason) => rc::Decision::GiveUp {
             reason: reason_from_wit(reason),
         },

@@ -5,10 +5,11 @@
 //! trap; the executor then decides natively, on the state and guards as they were before the
 //! call. What is checked, and why:
 //!
-//! - **the state**: the failed call is counted (`calls` + 1), `seed` and `started-us` are kept;
-//!   a retry records its delay as `prev-delay-us` (it feeds decorrelated jitter) and sets
-//!   `auth-retried` only when it is the one retry of an expired credential — a policy cannot
-//!   hand itself a second auth retry, or feed the next decision a forged delay.
+//! - **the state** is not the guest's to write: it answers only "retry after d" or "give up, r",
+//!   and the host moves the state by the core's rule (the call counted; a retry's delay kept for
+//!   decorrelated jitter; the one auth retry used) and makes a coordinated retry's slot request
+//!   by the core's rule too — so a policy cannot hand itself a second auth retry, feed the next
+//!   decision a forged delay, or ask for a slot its delay does not give.
 //! - **a retry**: it comes before `max-attempts` calls; the core would retry this category at
 //!   all (asked of the core itself, not written twice); its delay is at most `max-delay`, or —
 //!   only when the failure carried a server delay no longer than `max-retry-after` — at least
@@ -26,9 +27,7 @@ use ricochet_core::breaker::CircuitBreaker;
 use ricochet_core::budget::RetryBudget;
 
 use super::guest_text::{sanitized, MAX_MESSAGE_BYTES};
-use super::{
-    decision_from_wit, failure_to_wit, state_from_wit, state_to_wit, wit, PolicyComponent,
-};
+use super::{decision_from_wit, failure_to_wit, state_to_wit, wit, PolicyComponent};
 use crate::engine::{DecideInput, EngineError, PlannedRetry, PolicyEngine};
 
 impl PolicyEngine for PolicyComponent {
@@ -64,7 +63,7 @@ impl PolicyEngine for PolicyComponent {
             budget: budget.as_ref().map(|b| b.to_bytes().to_vec()),
         };
         let backends = input.imports.unwrap_or(self.backends_arc());
-        let (next, next_guards, decision) = self
+        let (next_guards, decision) = self
             .decide_with(
                 backends,
                 input.config,
@@ -74,7 +73,7 @@ impl PolicyEngine for PolicyComponent {
                 &guard_bytes,
             )?
             .map_err(config_error)?;
-        let decision = checked(&input, state, &next, decision)?;
+        let decision = checked(&input, state, decision)?;
         // Check both guards before touching either, so an error leaves them as they were.
         // What one failure does to them is the core's rule (a transient failure is recorded, a
         // rejected request hands a half-open probe back): asked of the core, from the state
@@ -113,7 +112,7 @@ impl PolicyEngine for PolicyComponent {
         if let (Some(slot), Some(b)) = (budget, new_budget) {
             *slot = b;
         }
-        *state = state_from_wit(&next);
+        state.record_failure(input.failure.category, &decision);
         Ok(decision)
     }
 }
@@ -159,24 +158,14 @@ fn moved_guard<G: Copy + PartialEq>(
 fn checked(
     input: &DecideInput<'_>,
     before: &rc::RetryState,
-    after: &wit::RetryState,
     decision: wit::Decision,
 ) -> Result<rc::Decision, EngineError> {
-    let calls = before.calls().saturating_add(1);
-    if after.calls != calls {
-        return Err(invalid(format!(
-            "state counts {} calls after call {calls}",
-            after.calls
-        )));
-    }
-    if after.seed != before.seed() || after.started_us != before.started_us() {
-        return Err(invalid("state changed its seed or start time"));
-    }
-    let decision = decision_from_wit(decision);
+    let policy = input.policy;
+    let decision = decision_from_wit(decision, policy, before, input.now_us);
     let rc::Decision::Retry { delay_us, .. } = decision else {
         return Ok(decision);
     };
-    let policy = input.policy;
+    let calls = before.calls().saturating_add(1);
     let failure = input.failure;
     if calls >= policy.max_attempts() {
         return Err(invalid(format!(
@@ -228,20 +217,6 @@ fn checked(
                 "retry fires at {fire_at_us} µs, past the max_elapsed deadline at {deadline_us} µs"
             )));
         }
-    }
-    if after.prev_delay_us != delay_us {
-        return Err(invalid(format!(
-            "state records a previous delay of {} µs for a retry of {delay_us} µs",
-            after.prev_delay_us
-        )));
-    }
-    let auth_retried =
-        before.to_parts().auth_retried || failure.category == rc::ErrorCategory::AuthExpired;
-    if after.auth_retried != auth_retried {
-        return Err(invalid(format!(
-            "state says auth_retried = {} after this retry; it is {auth_retried}",
-            after.auth_retried
-        )));
     }
     Ok(decision)
 }

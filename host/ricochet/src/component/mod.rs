@@ -607,7 +607,9 @@ impl PolicyComponent {
         )
     }
 
-    /// `decide` through the component (`decide-guarded` when a guard goes in).
+    /// `decide` through the component (`decide-guarded` when a guard goes in): what the
+    /// guest decides for `state` (before this failure), and the guards it moved. The state's
+    /// bookkeeping is the caller's, by the core's rule ([`rc::RetryState::record_failure`]).
     pub fn decide(
         &self,
         config: &rc::RetryConfig,
@@ -615,10 +617,7 @@ impl PolicyComponent {
         failure: wit::Failure,
         now_us: u64,
         guards: &wit::Guards,
-    ) -> Result<
-        Result<(wit::RetryState, wit::Guards, wit::Decision), wit::ConfigError>,
-        ComponentError,
-    > {
+    ) -> Result<Result<(wit::Guards, wit::Decision), wit::ConfigError>, ComponentError> {
         self.decide_with(&self.backends, config, state, failure, now_us, guards)
     }
 
@@ -634,15 +633,12 @@ impl PolicyComponent {
         failure: wit::Failure,
         now_us: u64,
         guards: &wit::Guards,
-    ) -> Result<
-        Result<(wit::RetryState, wit::Guards, wit::Decision), wit::ConfigError>,
-        ComponentError,
-    > {
+    ) -> Result<Result<(wit::Guards, wit::Decision), wit::ConfigError>, ComponentError> {
         let scope = CallScope::new(config, None);
         let unguarded = config.circuit_breaker.is_none() && config.retry_budget.is_none();
         if unguarded && guards.breaker.is_none() && guards.budget.is_none() {
             return self.call_policy(backends, config, scope, |w, s, p| {
-                let d = w
+                let decision = w
                     .ricochet_retry_retry_policy()
                     .policy()
                     .call_decide(s, p, state, failure, now_us)?;
@@ -650,7 +646,7 @@ impl PolicyComponent {
                     breaker: None,
                     budget: None,
                 };
-                Ok((d.state, none, d.decision))
+                Ok((none, decision))
             });
         }
         self.call_policy(backends, config, scope, |w, s, p| {
@@ -658,7 +654,7 @@ impl PolicyComponent {
                 .ricochet_retry_retry_policy()
                 .policy()
                 .call_decide_guarded(s, p, state, failure, now_us, guards)?;
-            Ok((d.state, d.guards, d.decision))
+            Ok((d.guards, d.decision))
         })
     }
 

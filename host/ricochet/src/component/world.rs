@@ -197,7 +197,7 @@ pub(crate) fn check_functions(
     check!(
         "[method]policy.decide",
         (ResourceAny, wit::RetryState, wit::Failure, u64),
-        (exported::Decided,)
+        (wit::Decision,)
     );
     check!(
         "[method]policy.decide-guarded",
