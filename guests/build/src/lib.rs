@@ -298,6 +298,11 @@ fn build_guest(
         .env("CARGO_PROFILE_RELEASE_STRIP", "true")
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .args([
+            // Except the core, whose decisions are the hot path of every call: at opt-level 3
+            // a decision is ~80 instructions shorter, for 1.4 KB (the whole guest at 3: 30 %
+            // larger, no faster).
+            "--config",
+            "profile.release.package.ricochet-core.opt-level=3",
             "build",
             "--release",
             "--locked",
