@@ -537,12 +537,10 @@ where
     kept: R::Kept,
 }
 
-/// A first attempt under way: when the call started, its `retry` span, and what the end of the
-/// attempt and the retries need.
+/// A first attempt under way: when the call started (its `max_elapsed` deadline counts from
+/// it), its `retry` span, and what the end of the attempt and the retries need.
 struct Started {
     at: tokio::time::Instant,
-    /// When `max_elapsed` runs out (the attempt timeout is the settings').
-    deadline: Option<std::time::Instant>,
     span: tracing::Span,
     start: FirstStart,
 }
@@ -732,10 +730,8 @@ where
         Ok(done) => return Poll::Ready(finish(done)),
         Err(failure) => failure,
     };
-    let Started {
-        at, deadline, span, ..
-    } = started;
-    let clock = AttemptClock::resume(settings.attempt_timeout, deadline);
+    let Started { at, span, .. } = started;
+    let clock = AttemptClock::since(settings.attempt_timeout, policy.policy(), at);
     let mut retries: BoxResponseFuture<S::Response, S::Error> = Box::pin(async move {
         let policy = &settings.policy;
         let operation = settings.operation(&parts.method, parts.uri.path());
@@ -794,34 +790,24 @@ where
             return Some(finish(Err(refused)));
         }
     };
-    let clock = AttemptClock::start(settings.attempt_timeout, policy.policy());
+    let at = labels.started();
+    let clock = AttemptClock::since(settings.attempt_timeout, policy.policy(), at);
     let span = retry_span(service_name, operation);
     let request = Request::from_parts(first.parts.clone(), body);
     let sent = first.service.call(request);
     let limits = (clock.limit(), policy.first_limit());
-    let at = labels.started();
     // Each state built where it is set, so that it is moved once.
     match limits {
         (None, None) => state.set(State::Running {
             attempt: InSpan::new(sent, first_attempt_span(&span)),
-            started: Started {
-                at,
-                deadline: clock.deadline(),
-                span,
-                start,
-            },
+            started: Started { at, span, start },
         }),
         (layer, policy) => state.set(State::Limited {
             attempt: Box::pin(Timed::new(
                 InSpan::new(Timed::new(sent, layer), first_attempt_span(&span)),
                 policy,
             )),
-            started: Started {
-                at,
-                deadline: clock.deadline(),
-                span,
-                start,
-            },
+            started: Started { at, span, start },
         }),
     }
     None
@@ -1105,8 +1091,8 @@ where
     // caller's body here, and the next attempt sends it; a first try that succeeds never
     // touches the lock.
     let unsent: std::sync::Mutex<Option<R::Body>> = std::sync::Mutex::new(None);
-    let clock = AttemptClock::start(settings.attempt_timeout, policy.policy());
     let call = policy.call_labels(service_name, operation);
+    let clock = AttemptClock::since(settings.attempt_timeout, policy.policy(), call.started());
     let span = retry_span(service_name, operation);
     let template = service.clone();
     let first = || {
