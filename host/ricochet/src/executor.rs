@@ -671,6 +671,25 @@ impl RetryPolicy {
         Ok(FirstStart { first_try })
     }
 
+    /// [`begin_first_with`](Self::begin_first_with) for a call on `service` that started at
+    /// `started`, its operation named (by `operation`) only when the breaker or the metrics
+    /// need it.
+    #[cfg(feature = "tower")]
+    #[inline]
+    pub(crate) fn begin_first_since<'a, E>(
+        &'a self,
+        service: &'a str,
+        operation: impl FnOnce() -> &'a str,
+        started: Instant,
+        first_try: impl FnOnce(&RetryMetrics, &str, &str) -> Arc<FirstTry>,
+    ) -> Result<FirstStart, RetryError<E>> {
+        if !self.is_guarded() && matches!(self.metrics, MetricsChoice::Off) {
+            return Ok(FirstStart { first_try: None });
+        }
+        let call = self.call_labels_since(service, operation(), started);
+        self.begin_first_with(&call, first_try)
+    }
+
     /// The first attempt's limit: the policy's attempt timeout or `max_elapsed`, whichever is
     /// first (all of `max_elapsed` is left for the first call).
     #[inline]
@@ -1100,6 +1119,22 @@ pub(crate) fn retry_span(service: &str, operation: &str) -> tracing::Span {
         "retry",
         service,
         operation,
+        trace_id = tracing::field::Empty
+    )
+}
+
+/// The `retry` span of one call, its operation named (by `operation`) only when it is enabled.
+#[cfg(feature = "tower")]
+#[inline]
+pub(crate) fn retry_span_with<'a>(
+    service: &str,
+    operation: impl FnOnce() -> &'a str,
+) -> tracing::Span {
+    tracing::debug_span!(
+        target: TARGET,
+        "retry",
+        service,
+        operation = operation(),
         trace_id = tracing::field::Empty
     )
 }

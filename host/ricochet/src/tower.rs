@@ -109,7 +109,8 @@ use tracing::Instrument;
 use crate::bounded::{InSpan, Timed};
 use crate::coordination::BoxFuture;
 use crate::executor::{
-    first_attempt_span, retry_span, CallLabels, FirstFailure, FirstStart, RetryPolicy,
+    first_attempt_span, retry_span, retry_span_with, CallLabels, FirstFailure, FirstStart,
+    RetryPolicy,
 };
 use crate::http::idempotency::{
     collect, concat, fingerprint, idempotency_key, uri_text, Claim, Collected, Deduplicated,
@@ -775,14 +776,15 @@ where
     };
     let settings = &*first.settings;
     let policy = &settings.policy;
-    let operation = settings.operation_with(&first.parts.method, || first.parts.uri.path());
+    let parts = &first.parts;
+    // The operation's name is only needed by the breaker, the metrics and an enabled span.
+    let operation = || settings.operation_with(&parts.method, || parts.uri.path());
     let service_name = settings.service.as_str();
-    let labels = policy.call_labels(service_name, operation);
-    let method = &first.parts.method;
     let first_try = |metrics: &_, service: &_, operation: &_| {
-        settings.first_try(metrics, method, service, operation)
+        settings.first_try(metrics, &parts.method, service, operation)
     };
-    let start = match policy.begin_first_with(&labels, first_try) {
+    let at = tokio::time::Instant::now();
+    let start = match policy.begin_first_since(service_name, operation, at, first_try) {
         Ok(start) => start,
         Err(refused) => {
             *call = None;
@@ -790,9 +792,8 @@ where
             return Some(finish(Err(refused)));
         }
     };
-    let at = labels.started();
     let clock = AttemptClock::since(settings.attempt_timeout, policy.policy(), at);
-    let span = retry_span(service_name, operation);
+    let span = retry_span_with(service_name, operation);
     let request = Request::from_parts(first.parts.clone(), body);
     let sent = first.service.call(request);
     let limits = (clock.limit(), policy.first_limit());
