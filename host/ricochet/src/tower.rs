@@ -555,7 +555,7 @@ pin_project_lite::pin_project! {
     #[project_replace = StateReplaced]
     enum State<F, Body, Res, E> {
         /// Not polled yet.
-        Unsent { body: Option<Body> },
+        Unsent { body: Body },
         /// Sent, with no limit: the inner service's future in its `attempt` span.
         Running {
             #[pin]
@@ -634,15 +634,21 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if let StateProjection::Unsent { body } = this.state.as_mut().project() {
-            let body = body.take().expect("the first body");
+        if let StateProjection::Unsent { .. } = this.state.as_mut().project() {
+            let StateReplaced::Unsent { body } = this.state.as_mut().project_replace(State::Done)
+            else {
+                unreachable!("the call was unsent");
+            };
             if let Some(over) = start_first(this.call, this.state.as_mut(), body) {
                 return Poll::Ready(over);
             }
         }
         let outcome = match this.state.as_mut().project() {
-            StateProjection::Running { attempt, started } => {
-                let Poll::Ready(answer) = attempt.poll(cx) else {
+            StateProjection::Running {
+                mut attempt,
+                started,
+            } => {
+                let Poll::Ready(answer) = attempt.as_mut().poll(cx) else {
                     return Poll::Pending;
                 };
                 let failure = match &answer {
@@ -650,15 +656,16 @@ where
                     Err(_) => None,
                 };
                 // The common case, a response that is a success, takes the shortest way out:
-                // nothing around it, nothing moved but the response.
+                // nothing around it, nothing moved but the response. The attempt's future is
+                // dropped now, in its span; the rest of the call (its spans, the request kept
+                // for a retry) when this future is, as tower's `Retry` keeps its request.
                 if failure.is_none() && answer.is_ok() {
                     if let Some(call) = this.call.as_ref() {
                         let service = call.settings.service.as_str();
                         let policy = &call.settings.policy;
                         policy.first_succeeded(service, started.at, &started.start);
                     }
-                    this.state.set(State::Done);
-                    *this.call = None;
+                    attempt.finish();
                     return Poll::Ready(answer.map_err(CallError::Inner));
                 }
                 match answer {
@@ -759,7 +766,7 @@ where
 /// `Some` when the call is over (the breaker refused it).
 fn start_first<S, R, B, ResBody>(
     call: &mut Option<FirstCall<S, R, B>>,
-    mut state: Pin<&mut CallState<S, R, B>>,
+    state: Pin<&mut CallState<S, R, B>>,
     body: R::Body,
 ) -> Option<Result<Response<ResBody>, CallError<S::Error>>>
 where
@@ -788,7 +795,6 @@ where
         Ok(start) => start,
         Err(refused) => {
             *call = None;
-            state.set(State::Done);
             return Some(finish(Err(refused)));
         }
     };
@@ -797,20 +803,21 @@ where
     let request = Request::from_parts(first.parts.clone(), body);
     let sent = first.service.call(request);
     let limits = (clock.limit(), policy.first_limit());
-    // Each state built where it is set, so that it is moved once.
+    // Each state built where it is set, so that it is moved once (over `Done`, left by the
+    // body's taking: nothing to drop).
     match limits {
-        (None, None) => state.set(State::Running {
+        (None, None) => state.project_replace(State::Running {
             attempt: InSpan::new(sent, first_attempt_span(&span)),
             started: Started { at, span, start },
         }),
-        (layer, policy) => state.set(State::Limited {
+        (layer, policy) => state.project_replace(State::Limited {
             attempt: Box::pin(Timed::new(
                 InSpan::new(Timed::new(sent, layer), first_attempt_span(&span)),
                 policy,
             )),
             started: Started { at, span, start },
         }),
-    }
+    };
     None
 }
 
@@ -900,7 +907,7 @@ where
                 parts,
                 kept,
             }),
-            state: State::Unsent { body: Some(first) },
+            state: State::Unsent { body: first },
         }
     }
 }
