@@ -564,8 +564,18 @@ impl RetryPolicy {
         let call = self.call_labels(service, operation);
         // The first attempt holds little beyond the operation's future; the retry loop and its
         // state are set up only when it fails, on the heap, so that a first-try success never
-        // builds (or moves) them.
-        let failure = match self.first_attempt(&mut op, &call, &span).await {
+        // builds (or moves) them. It is `first_attempt` written out, so that the call is one
+        // state machine, not two.
+        let start = match self.begin_first(&call) {
+            Ok(start) => start,
+            Err(refused) => return Err(refused),
+        };
+        let attempt_span = first_attempt_span(&span);
+        let outcome = match self.first_limit() {
+            None => Ok(InSpan::new(op(), attempt_span).await),
+            limit => Bounded::new(op().instrument(attempt_span), limit).await,
+        };
+        let failure = match self.end_first(&call, start, outcome) {
             Ok(done) => return done,
             Err(failure) => failure,
         };
@@ -617,7 +627,9 @@ impl RetryPolicy {
     /// refused it); else its failure, for [`retry_after_failure`](Self::retry_after_failure).
     ///
     /// Not instrumented as a whole: the only events of a first attempt are the operation's,
-    /// inside its `attempt` span, a child of `retry_span`.
+    /// inside its `attempt` span, a child of `retry_span`. (`execute_classified` has it
+    /// written out.)
+    #[cfg(feature = "tower")]
     pub(crate) async fn first_attempt<T, E, Fut>(
         &self,
         op: impl FnOnce() -> Fut,
