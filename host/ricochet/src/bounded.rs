@@ -133,6 +133,16 @@ impl<F> InSpan<F> {
             span,
         }
     }
+
+    /// Drops the future (in the span, as `drop` does) once it is over, keeping the span; it
+    /// must not be polled again.
+    #[cfg(feature = "tower")]
+    #[inline]
+    pub(crate) fn finish(self: Pin<&mut Self>) {
+        let mut this = self.project();
+        let _entered = this.span.enter();
+        this.future.set(None);
+    }
 }
 
 impl<F: Future> Future for InSpan<F> {
@@ -144,7 +154,7 @@ impl<F: Future> Future for InSpan<F> {
         let _entered = this.span.enter();
         match this.future.as_pin_mut() {
             Some(future) => future.poll(cx),
-            None => unreachable!("dropped only with its span"),
+            None => panic!("polled after completion"),
         }
     }
 }

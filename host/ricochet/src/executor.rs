@@ -564,8 +564,18 @@ impl RetryPolicy {
         let call = self.call_labels(service, operation);
         // The first attempt holds little beyond the operation's future; the retry loop and its
         // state are set up only when it fails, on the heap, so that a first-try success never
-        // builds (or moves) them.
-        let failure = match self.first_attempt(&mut op, &call, &span).await {
+        // builds (or moves) them. It is `first_attempt` written out, so that the call is one
+        // state machine, not two.
+        let start = match self.begin_first(&call) {
+            Ok(start) => start,
+            Err(refused) => return Err(refused),
+        };
+        let attempt_span = first_attempt_span(&span);
+        let outcome = match self.first_limit() {
+            None => Ok(InSpan::new(op(), attempt_span).await),
+            limit => Bounded::new(op().instrument(attempt_span), limit).await,
+        };
+        let failure = match self.end_first(&call, start, outcome) {
             Ok(done) => return done,
             Err(failure) => failure,
         };
@@ -617,7 +627,9 @@ impl RetryPolicy {
     /// refused it); else its failure, for [`retry_after_failure`](Self::retry_after_failure).
     ///
     /// Not instrumented as a whole: the only events of a first attempt are the operation's,
-    /// inside its `attempt` span, a child of `retry_span`.
+    /// inside its `attempt` span, a child of `retry_span`. (`execute_classified` has it
+    /// written out.)
+    #[cfg(feature = "tower")]
     pub(crate) async fn first_attempt<T, E, Fut>(
         &self,
         op: impl FnOnce() -> Fut,
@@ -669,6 +681,25 @@ impl RetryPolicy {
             ft
         });
         Ok(FirstStart { first_try })
+    }
+
+    /// [`begin_first_with`](Self::begin_first_with) for a call on `service` that started at
+    /// `started`, its operation named (by `operation`) only when the breaker or the metrics
+    /// need it.
+    #[cfg(feature = "tower")]
+    #[inline]
+    pub(crate) fn begin_first_since<'a, E>(
+        &'a self,
+        service: &'a str,
+        operation: impl FnOnce() -> &'a str,
+        started: Instant,
+        first_try: impl FnOnce(&RetryMetrics, &str, &str) -> Arc<FirstTry>,
+    ) -> Result<FirstStart, RetryError<E>> {
+        if !self.is_guarded() && matches!(self.metrics, MetricsChoice::Off) {
+            return Ok(FirstStart { first_try: None });
+        }
+        let call = self.call_labels_since(service, operation(), started);
+        self.begin_first_with(&call, first_try)
     }
 
     /// The first attempt's limit: the policy's attempt timeout or `max_elapsed`, whichever is
@@ -1100,6 +1131,22 @@ pub(crate) fn retry_span(service: &str, operation: &str) -> tracing::Span {
         "retry",
         service,
         operation,
+        trace_id = tracing::field::Empty
+    )
+}
+
+/// The `retry` span of one call, its operation named (by `operation`) only when it is enabled.
+#[cfg(feature = "tower")]
+#[inline]
+pub(crate) fn retry_span_with<'a>(
+    service: &str,
+    operation: impl FnOnce() -> &'a str,
+) -> tracing::Span {
+    tracing::debug_span!(
+        target: TARGET,
+        "retry",
+        service,
+        operation = operation(),
         trace_id = tracing::field::Empty
     )
 }

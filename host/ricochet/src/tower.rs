@@ -109,7 +109,8 @@ use tracing::Instrument;
 use crate::bounded::{InSpan, Timed};
 use crate::coordination::BoxFuture;
 use crate::executor::{
-    first_attempt_span, retry_span, CallLabels, FirstFailure, FirstStart, RetryPolicy,
+    first_attempt_span, retry_span, retry_span_with, CallLabels, FirstFailure, FirstStart,
+    RetryPolicy,
 };
 use crate::http::idempotency::{
     collect, concat, fingerprint, idempotency_key, uri_text, Claim, Collected, Deduplicated,
@@ -537,12 +538,10 @@ where
     kept: R::Kept,
 }
 
-/// A first attempt under way: when the call started, its `retry` span, and what the end of the
-/// attempt and the retries need.
+/// A first attempt under way: when the call started (its `max_elapsed` deadline counts from
+/// it), its `retry` span, and what the end of the attempt and the retries need.
 struct Started {
     at: tokio::time::Instant,
-    /// When `max_elapsed` runs out (the attempt timeout is the settings').
-    deadline: Option<std::time::Instant>,
     span: tracing::Span,
     start: FirstStart,
 }
@@ -556,7 +555,7 @@ pin_project_lite::pin_project! {
     #[project_replace = StateReplaced]
     enum State<F, Body, Res, E> {
         /// Not polled yet.
-        Unsent { body: Option<Body> },
+        Unsent { body: Body },
         /// Sent, with no limit: the inner service's future in its `attempt` span.
         Running {
             #[pin]
@@ -635,15 +634,21 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if let StateProjection::Unsent { body } = this.state.as_mut().project() {
-            let body = body.take().expect("the first body");
+        if let StateProjection::Unsent { .. } = this.state.as_mut().project() {
+            let StateReplaced::Unsent { body } = this.state.as_mut().project_replace(State::Done)
+            else {
+                unreachable!("the call was unsent");
+            };
             if let Some(over) = start_first(this.call, this.state.as_mut(), body) {
                 return Poll::Ready(over);
             }
         }
         let outcome = match this.state.as_mut().project() {
-            StateProjection::Running { attempt, started } => {
-                let Poll::Ready(answer) = attempt.poll(cx) else {
+            StateProjection::Running {
+                mut attempt,
+                started,
+            } => {
+                let Poll::Ready(answer) = attempt.as_mut().poll(cx) else {
                     return Poll::Pending;
                 };
                 let failure = match &answer {
@@ -651,15 +656,16 @@ where
                     Err(_) => None,
                 };
                 // The common case, a response that is a success, takes the shortest way out:
-                // nothing around it, nothing moved but the response.
+                // nothing around it, nothing moved but the response. The attempt's future is
+                // dropped now, in its span; the rest of the call (its spans, the request kept
+                // for a retry) when this future is, as tower's `Retry` keeps its request.
                 if failure.is_none() && answer.is_ok() {
                     if let Some(call) = this.call.as_ref() {
                         let service = call.settings.service.as_str();
                         let policy = &call.settings.policy;
                         policy.first_succeeded(service, started.at, &started.start);
                     }
-                    this.state.set(State::Done);
-                    *this.call = None;
+                    attempt.finish();
                     return Poll::Ready(answer.map_err(CallError::Inner));
                 }
                 match answer {
@@ -732,10 +738,8 @@ where
         Ok(done) => return Poll::Ready(finish(done)),
         Err(failure) => failure,
     };
-    let Started {
-        at, deadline, span, ..
-    } = started;
-    let clock = AttemptClock::resume(settings.attempt_timeout, deadline);
+    let Started { at, span, .. } = started;
+    let clock = AttemptClock::since(settings.attempt_timeout, policy.policy(), at);
     let mut retries: BoxResponseFuture<S::Response, S::Error> = Box::pin(async move {
         let policy = &settings.policy;
         let operation = settings.operation(&parts.method, parts.uri.path());
@@ -762,7 +766,7 @@ where
 /// `Some` when the call is over (the breaker refused it).
 fn start_first<S, R, B, ResBody>(
     call: &mut Option<FirstCall<S, R, B>>,
-    mut state: Pin<&mut CallState<S, R, B>>,
+    state: Pin<&mut CallState<S, R, B>>,
     body: R::Body,
 ) -> Option<Result<Response<ResBody>, CallError<S::Error>>>
 where
@@ -779,51 +783,41 @@ where
     };
     let settings = &*first.settings;
     let policy = &settings.policy;
-    let operation = settings.operation_with(&first.parts.method, || first.parts.uri.path());
+    let parts = &first.parts;
+    // The operation's name is only needed by the breaker, the metrics and an enabled span.
+    let operation = || settings.operation_with(&parts.method, || parts.uri.path());
     let service_name = settings.service.as_str();
-    let labels = policy.call_labels(service_name, operation);
-    let method = &first.parts.method;
     let first_try = |metrics: &_, service: &_, operation: &_| {
-        settings.first_try(metrics, method, service, operation)
+        settings.first_try(metrics, &parts.method, service, operation)
     };
-    let start = match policy.begin_first_with(&labels, first_try) {
+    let at = tokio::time::Instant::now();
+    let start = match policy.begin_first_since(service_name, operation, at, first_try) {
         Ok(start) => start,
         Err(refused) => {
             *call = None;
-            state.set(State::Done);
             return Some(finish(Err(refused)));
         }
     };
-    let clock = AttemptClock::start(settings.attempt_timeout, policy.policy());
-    let span = retry_span(service_name, operation);
+    let clock = AttemptClock::since(settings.attempt_timeout, policy.policy(), at);
+    let span = retry_span_with(service_name, operation);
     let request = Request::from_parts(first.parts.clone(), body);
     let sent = first.service.call(request);
     let limits = (clock.limit(), policy.first_limit());
-    let at = labels.started();
-    // Each state built where it is set, so that it is moved once.
+    // Each state built where it is set, so that it is moved once (over `Done`, left by the
+    // body's taking: nothing to drop).
     match limits {
-        (None, None) => state.set(State::Running {
+        (None, None) => state.project_replace(State::Running {
             attempt: InSpan::new(sent, first_attempt_span(&span)),
-            started: Started {
-                at,
-                deadline: clock.deadline(),
-                span,
-                start,
-            },
+            started: Started { at, span, start },
         }),
-        (layer, policy) => state.set(State::Limited {
+        (layer, policy) => state.project_replace(State::Limited {
             attempt: Box::pin(Timed::new(
                 InSpan::new(Timed::new(sent, layer), first_attempt_span(&span)),
                 policy,
             )),
-            started: Started {
-                at,
-                deadline: clock.deadline(),
-                span,
-                start,
-            },
+            started: Started { at, span, start },
         }),
-    }
+    };
     None
 }
 
@@ -913,7 +907,7 @@ where
                 parts,
                 kept,
             }),
-            state: State::Unsent { body: Some(first) },
+            state: State::Unsent { body: first },
         }
     }
 }
@@ -1105,8 +1099,8 @@ where
     // caller's body here, and the next attempt sends it; a first try that succeeds never
     // touches the lock.
     let unsent: std::sync::Mutex<Option<R::Body>> = std::sync::Mutex::new(None);
-    let clock = AttemptClock::start(settings.attempt_timeout, policy.policy());
     let call = policy.call_labels(service_name, operation);
+    let clock = AttemptClock::since(settings.attempt_timeout, policy.policy(), call.started());
     let span = retry_span(service_name, operation);
     let template = service.clone();
     let first = || {

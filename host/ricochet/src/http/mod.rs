@@ -386,37 +386,43 @@ pub(crate) fn settle(
 
 /// The time an attempt may take: the attempt timeout, cut to what is left of the policy's
 /// `max_elapsed` (so a hanging upstream cannot hold a call past its deadline).
+///
+/// The deadline is on tokio's clock, as the attempts' timers and the policy's default clock
+/// are (the same as std's, except that it follows `tokio::time::pause()`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AttemptClock {
     timeout: Option<Duration>,
-    /// When `max_elapsed` runs out, from when the call started; the clock is read only when
-    /// there is a `max_elapsed`.
-    deadline: Option<std::time::Instant>,
+    /// When `max_elapsed` runs out, from when the call started.
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl AttemptClock {
+    /// The clock of a call starting now; the clock is read only when there is a `max_elapsed`.
     #[inline]
+    #[cfg_attr(not(feature = "reqwest"), allow(dead_code))] // the middleware's; the layer's calls start with their labels
     pub fn start(timeout: Option<Duration>, policy: &ricochet_core::Policy) -> Self {
         Self {
             timeout,
             deadline: policy
                 .max_elapsed_us()
-                .and_then(|us| std::time::Instant::now().checked_add(Duration::from_micros(us))),
+                .and_then(|us| tokio::time::Instant::now().checked_add(Duration::from_micros(us))),
         }
     }
 
-    /// The clock of a call whose first attempt had `deadline` ([`Self::deadline`]).
+    /// The clock of a call that started at `started`.
     #[inline]
     #[cfg_attr(not(feature = "tower"), allow(dead_code))] // the layer's first attempt; reqwest's is the executor's
-    pub fn resume(timeout: Option<Duration>, deadline: Option<std::time::Instant>) -> Self {
-        Self { timeout, deadline }
-    }
-
-    /// When the call's `max_elapsed` runs out, if it has one.
-    #[inline]
-    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // the layer's first attempt; reqwest's is the executor's
-    pub fn deadline(&self) -> Option<std::time::Instant> {
-        self.deadline
+    pub fn since(
+        timeout: Option<Duration>,
+        policy: &ricochet_core::Policy,
+        started: tokio::time::Instant,
+    ) -> Self {
+        Self {
+            timeout,
+            deadline: policy
+                .max_elapsed_us()
+                .and_then(|us| started.checked_add(Duration::from_micros(us))),
+        }
     }
 
     /// The limit for an attempt starting now; `None` for none.
@@ -424,7 +430,7 @@ impl AttemptClock {
     pub fn limit(&self) -> Option<Duration> {
         let left = self
             .deadline
-            .map(|deadline| deadline.saturating_duration_since(std::time::Instant::now()));
+            .map(|deadline| deadline.saturating_duration_since(tokio::time::Instant::now()));
         match (self.timeout, left) {
             (Some(t), Some(l)) => Some(t.min(l)),
             (t, l) => t.or(l),
