@@ -237,3 +237,50 @@ async fn a_current_thread_runtime_never_hangs_on_redis() {
         assert!(took <= DEADLINE + SLACK, "took {took:?}");
     }
 }
+
+/// A runtime's worker thread keeps the instance it called last (see `component_pool.rs`). When
+/// the component is dropped and the worker then exits, the instance — its store's state holding
+/// a live Redis coordinator — is dropped in the thread's exit, outside any runtime: no panic, no
+/// hang, and the coordinator goes with it.
+#[test]
+fn a_worker_that_exits_with_a_dropped_components_instance_drops_its_redis_backends() {
+    let server = RedisServer::spawn();
+    let settings = RedisSettings::parse(&server.url()).with_key_prefix(support::unique_prefix());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let coordinator = rt.block_on(async move {
+        tokio::spawn(async move {
+            let redis = Arc::new(RedisCoordinator::new(
+                RedisConnection::open(&settings).unwrap(),
+            ));
+            let coordinator = Arc::downgrade(&redis);
+            let bytes = guest(ricochet_test_support::guests::POLICY_COMPONENT, "policy");
+            let c = PolicyComponent::from_bytes(bytes, Sandbox::default())
+                .unwrap()
+                .with_coordinator(redis)
+                .with_coordination_deadline(Duration::from_secs(2));
+            let ((_, _, fallback), _) = tokio::task::block_in_place(|| schedule_once(&c, 3));
+            assert!(!fallback, "Redis answered");
+            drop(c);
+            coordinator
+        })
+        .await
+        .unwrap()
+    });
+    assert!(
+        coordinator.upgrade().is_some(),
+        "the worker keeps the dropped component's instance, and its coordinator"
+    );
+    rt.shutdown_timeout(Duration::from_secs(10));
+    let gone_by = Instant::now() + Duration::from_secs(10);
+    while coordinator.upgrade().is_some() && Instant::now() < gone_by {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        coordinator.upgrade().is_none(),
+        "the worker's exit dropped the instance"
+    );
+}
