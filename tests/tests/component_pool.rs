@@ -95,3 +95,22 @@ fn threads_calling_at_once_each_get_an_instance_and_the_pool_serves_the_rest() {
     let made = a.instances_created();
     assert!((1..=4).contains(&made), "{made} instances for 4 threads");
 }
+
+#[test]
+fn a_thread_that_exits_gives_its_instance_back_to_the_pool() {
+    // A thread per call (a thread-per-request server, `spawn_blocking` threads that time out):
+    // each exiting thread's instance goes back to the component's pool, so the next thread
+    // finds it instead of instantiating again.
+    let a = Arc::new(load());
+    for _ in 0..5 {
+        let a = a.clone();
+        std::thread::spawn(move || assert!(a.call_empty().unwrap()))
+            .join()
+            .unwrap();
+    }
+    assert_eq!(
+        a.instances_created(),
+        1,
+        "one instance, handed from thread to thread"
+    );
+}

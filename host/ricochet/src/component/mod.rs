@@ -9,8 +9,8 @@
 //! can call one component at once, each on its own instance. Each thread also keeps the instance
 //! it used last, of one component, so a thread that keeps calling the same component skips the
 //! pool's lock (two lock round trips cost ~24 ns, a tenth of a decision): at most one instance
-//! per thread. It outlives a dropped component until the thread releases an instance of another
-//! one, or exits.
+//! per thread, handed back to the pool when the thread exits. It outlives a dropped component
+//! until the thread releases an instance of another one, or exits.
 //!
 //! # Policies are made once
 //!
@@ -221,6 +221,16 @@ impl ThreadInstance {
     }
 }
 
+impl Drop for ThreadInstance {
+    /// A thread that exits hands its idle instance back to its component's pool, if the
+    /// component is still loaded, so a thread per call does not instantiate per call.
+    fn drop(&mut self) {
+        if let (Some(instance), Some(loaded)) = (self.instance.take(), self.owner.upgrade()) {
+            loaded.pool(instance);
+        }
+    }
+}
+
 thread_local! {
     static THREAD_INSTANCE: RefCell<ThreadInstance> = const {
         RefCell::new(ThreadInstance {
@@ -246,6 +256,16 @@ struct Loaded {
     )]
     idle: Mutex<Vec<Box<Instance>>>,
     instantiated: AtomicU64,
+}
+
+impl Loaded {
+    /// Keeps an instance in the pool, for a call on any thread.
+    fn pool(&self, instance: Box<Instance>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_INSTANCES {
+            idle.push(instance);
+        }
+    }
 }
 
 /// A loaded policy component: cheap to clone, safe to call from many threads.
@@ -320,7 +340,7 @@ impl PolicyComponent {
             .map_err(|e| ComponentError::WrongWorld(guest_error_text(&e)))?;
         let probe = probe_of(&mut store, &instance);
         self.loaded.instantiated.fetch_add(1, Ordering::Relaxed);
-        self.pool(Box::new(Instance {
+        self.loaded.pool(Box::new(Instance {
             store,
             world,
             policies: Vec::new(),
@@ -405,12 +425,12 @@ impl PolicyComponent {
     pub fn prewarm(&self) -> Result<(), ComponentError> {
         let _metered = self.metered();
         let instance = self.instantiate(&self.backends)?;
-        self.pool(instance);
+        self.loaded.pool(instance);
         Ok(())
     }
 
     /// Drops every idle instance: the pool's, and this thread's (another thread's own instance
-    /// goes when that thread next calls a component after this one is dropped, or exits).
+    /// is not reachable from here: it goes back to the pool when that thread exits).
     pub fn clear_idle(&self) {
         let _ = THREAD_INSTANCE.try_with(|cell| {
             if let Ok(mut slot) = cell.try_borrow_mut() {
@@ -541,15 +561,7 @@ impl PolicyComponent {
             }
         });
         if let Some(instance) = instance {
-            self.pool(instance);
-        }
-    }
-
-    /// Keeps an instance in the pool, for a call on any thread.
-    fn pool(&self, instance: Box<Instance>) {
-        let mut idle = self.loaded.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE_INSTANCES {
-            idle.push(instance);
+            self.loaded.pool(instance);
         }
     }
 
