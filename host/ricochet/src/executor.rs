@@ -1126,17 +1126,10 @@ impl RetryPolicy {
 /// The `retry` span of one call.
 #[inline]
 pub(crate) fn retry_span(service: &str, operation: &str) -> tracing::Span {
-    tracing::debug_span!(
-        target: TARGET,
-        "retry",
-        service,
-        operation,
-        trace_id = tracing::field::Empty
-    )
+    retry_span_with(service, || operation)
 }
 
 /// The `retry` span of one call, its operation named (by `operation`) only when it is enabled.
-#[cfg(feature = "tower")]
 #[inline]
 pub(crate) fn retry_span_with<'a>(
     service: &str,
