@@ -170,3 +170,71 @@ async fn a_cancelled_first_attempt_of_the_executor_is_dropped_in_its_span() {
     assert_eq!(seen.scope_of("polled"), IN_ATTEMPT);
     assert_eq!(seen.scope_of("dropped"), IN_ATTEMPT);
 }
+
+/// Answers `status` at once, logging its attempt's number when polled and dropped.
+struct Numbered {
+    attempt: u32,
+    status: u16,
+}
+
+impl Future for Numbered {
+    type Output = Result<Response<Full<Bytes>>, std::io::Error>;
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+        tracing::info!("polled {}", self.attempt);
+        let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
+        *response.status_mut() = http::StatusCode::from_u16(self.status).unwrap();
+        Poll::Ready(Ok(response))
+    }
+}
+
+impl Drop for Numbered {
+    fn drop(&mut self) {
+        tracing::info!("dropped {}", self.attempt);
+    }
+}
+
+/// A layer whose first attempt answers 503 and the second 200, with an attempt timeout or not.
+async fn fail_once_through_the_layer(attempt_timeout: Option<std::time::Duration>) -> Seen {
+    let (seen, subscriber) = watched();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let calls = Arc::new(Mutex::new(0_u32));
+    let inner = service_fn(move |_: Request<Full<Bytes>>| {
+        let mut calls = calls.lock().unwrap();
+        *calls += 1;
+        let status = if *calls == 1 { 503 } else { 200 };
+        Numbered {
+            attempt: *calls,
+            status,
+        }
+    });
+    let quick = RetryConfig {
+        initial_delay: 0.001,
+        coordination_enabled: false,
+        ..RetryConfig::default()
+    };
+    let policy = RetryPolicy::new(quick).unwrap().without_metrics();
+    let layer = RetryLayer::new(policy, "orders").clone_bodies();
+    let layer = match attempt_timeout {
+        Some(limit) => layer.attempt_timeout(limit),
+        None => layer,
+    };
+    let mut svc = layer.layer(inner);
+    let response = svc.ready().await.unwrap().call(get()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    seen
+}
+
+#[tokio::test]
+async fn a_failed_first_attempt_ends_in_its_span_and_the_retry_runs_in_the_calls_span() {
+    for attempt_timeout in [None, Some(std::time::Duration::from_secs(5))] {
+        let seen = fail_once_through_the_layer(attempt_timeout).await;
+        for event in ["polled 1", "dropped 1", "polled 2", "dropped 2"] {
+            assert_eq!(
+                seen.scope_of(event),
+                IN_ATTEMPT,
+                "{event} with attempt timeout {attempt_timeout:?}"
+            );
+        }
+    }
+}

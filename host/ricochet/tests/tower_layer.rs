@@ -780,3 +780,113 @@ async fn timed_out_attempts_are_timeout_errors_in_logs_and_metrics() {
     assert_eq!(failure_types(&registry), ["TimeoutError"]);
     drop(tx);
 }
+
+#[tokio::test]
+async fn every_retry_sends_the_first_attempts_head_each_header_value_in_its_order() {
+    let server = Scripted::start(vec![Answer::status(503), Answer::status(502)]).await;
+    let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
+    let mut request = get(&server.url("/v1/orders/7?expand=lines&expand=notes"));
+    let headers = request.headers_mut();
+    for value in ["a", "b", "c"] {
+        headers.append("x-trace", http::HeaderValue::from_static(value));
+    }
+    headers.insert("accept", http::HeaderValue::from_static("application/json"));
+    // Not UTF-8: opaque bytes go as they are.
+    headers.insert(
+        "x-opaque",
+        http::HeaderValue::from_bytes(b"\xff\xfe!").unwrap(),
+    );
+    headers.append("x-trace", http::HeaderValue::from_static("d"));
+    let response = svc.ready().await.unwrap().call(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 3);
+    for attempt in &seen {
+        assert_eq!(attempt.method, "GET");
+        assert_eq!(attempt.path, "/v1/orders/7?expand=lines&expand=notes");
+        let traces: Vec<_> = attempt.headers.get_all("x-trace").iter().collect();
+        assert_eq!(traces, ["a", "b", "c", "d"]);
+        assert_eq!(attempt.headers["x-opaque"].as_bytes(), b"\xff\xfe!");
+        // Everything else the client sent (host, accept, …) the same each time, in order.
+        assert_eq!(attempt.headers, seen[0].headers);
+    }
+}
+
+/// What an in-process inner service saw of each attempt's head (extensions and a header
+/// value's `sensitive` flag do not cross the wire).
+#[derive(Debug, Clone, PartialEq)]
+struct Head {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+    tenant: Option<Tenant>,
+    authorization_sensitive: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Tenant(&'static str);
+
+#[tokio::test]
+async fn a_retry_keeps_the_requests_extensions_version_and_sensitive_values() {
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = heads.clone();
+    let inner = tower::service_fn(move |request: Request<Full<Bytes>>| {
+        let mut heads = recorded.lock().unwrap();
+        heads.push(Head {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            headers: request.headers().clone(),
+            tenant: request.extensions().get::<Tenant>().cloned(),
+            authorization_sensitive: request.headers()["authorization"].is_sensitive(),
+        });
+        let status = if heads.len() < 3 { 503 } else { 200 };
+        async move {
+            let mut response = http::Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            Ok::<_, std::io::Error>(response)
+        }
+    });
+    let mut svc = RetryLayer::new(policy(), "orders")
+        .clone_bodies()
+        .layer(inner);
+    let mut secret = http::HeaderValue::from_static("Bearer s3cr3t");
+    secret.set_sensitive(true);
+    let request = Request::put("http://orders.internal/v1/orders/7")
+        .version(http::Version::HTTP_2)
+        .header("authorization", secret)
+        .header("x-trace", "a")
+        .header("x-trace", "b")
+        .extension(Tenant("acme"))
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let response = svc.ready().await.unwrap().call(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let heads = heads.lock().unwrap();
+    assert_eq!(heads.len(), 3);
+    assert_eq!(heads[0].method, http::Method::PUT);
+    assert_eq!(heads[0].version, http::Version::HTTP_2);
+    assert_eq!(heads[0].tenant, Some(Tenant("acme")));
+    assert!(heads[0].authorization_sensitive);
+    assert_eq!(heads[1], heads[0]);
+    assert_eq!(heads[2], heads[0]);
+}
+
+#[test]
+fn a_call_made_outside_the_runtime_within_an_attempt_timeout_runs_when_polled_in_it() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(Scripted::start(vec![Answer::status(503)]));
+    let mut svc = RetryLayer::new(policy(), "orders")
+        .attempt_timeout(Duration::from_secs(5))
+        .layer(rt.block_on(async { client::<Full<Bytes>>() }));
+    rt.block_on(svc.ready()).unwrap();
+    // `call` on this thread, outside the runtime: the attempt's timer cannot be made here.
+    let call = svc.call(get(&server.url("/a")));
+    let response = rt.block_on(call).unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(server.requests(), 2);
+}

@@ -58,6 +58,7 @@ impl Answer {
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub method: String,
+    /// The path and the query.
     pub path: String,
     pub headers: http::HeaderMap,
     /// The whole body, or `None` when the answer did not read it.
@@ -104,7 +105,11 @@ impl Scripted {
                                 let mut seen = record.lock().unwrap();
                                 seen.push(Seen {
                                     method: parts.method.to_string(),
-                                    path: parts.uri.path().to_string(),
+                                    path: parts
+                                        .uri
+                                        .path_and_query()
+                                        .map_or("", |p| p.as_str())
+                                        .to_string(),
                                     headers: parts.headers.clone(),
                                     body: None,
                                 });
