@@ -110,24 +110,45 @@ impl<F: Future> Future for Timed<F> {
 
 pin_project_lite::pin_project! {
     /// A future in a span, entered while it is polled and while it is dropped — what
-    /// `tracing::Instrumented` does, with a poll that the caller's future inlines.
-    pub(crate) struct InSpan<F> {
+    /// `tracing::Instrumented` does, with a poll that the caller's future inlines. The span is
+    /// a `tracing::Span`, or anything that [enters one](EnterSpan) (a call's first spans, kept
+    /// compact: the tower layer's `FirstSpans`).
+    pub(crate) struct InSpan<F, S = tracing::Span>
+    where
+        S: EnterSpan,
+    {
         #[pin]
         future: Option<F>,
-        span: tracing::Span,
+        span: S,
     }
 
-    impl<F> PinnedDrop for InSpan<F> {
+    impl<F, S> PinnedDrop for InSpan<F, S>
+    where
+        S: EnterSpan,
+    {
         fn drop(this: Pin<&mut Self>) {
             let mut this = this.project();
-            let _entered = this.span.enter();
+            let _entered = this.span.enter_span();
             this.future.set(None);
         }
     }
 }
 
-impl<F> InSpan<F> {
-    pub(crate) fn new(future: F, span: tracing::Span) -> Self {
+/// What an [`InSpan`] enters around each poll of its future and its drop.
+pub(crate) trait EnterSpan {
+    /// Enters the span, when there is one, until the guard is dropped.
+    fn enter_span(&self) -> Option<tracing::span::Entered<'_>>;
+}
+
+impl EnterSpan for tracing::Span {
+    #[inline]
+    fn enter_span(&self) -> Option<tracing::span::Entered<'_>> {
+        Some(self.enter())
+    }
+}
+
+impl<F, S: EnterSpan> InSpan<F, S> {
+    pub(crate) fn new(future: F, span: S) -> Self {
         Self {
             future: Some(future),
             span,
@@ -140,18 +161,28 @@ impl<F> InSpan<F> {
     #[inline]
     pub(crate) fn finish(self: Pin<&mut Self>) {
         let mut this = self.project();
-        let _entered = this.span.enter();
+        let _entered = this.span.enter_span();
         this.future.set(None);
+    }
+
+    /// [`finish`](Self::finish), then the span, taken out (`S::default()` left).
+    #[cfg(feature = "tower")]
+    pub(crate) fn finish_and_take(mut self: Pin<&mut Self>) -> S
+    where
+        S: Default,
+    {
+        self.as_mut().finish();
+        std::mem::take(self.project().span)
     }
 }
 
-impl<F: Future> Future for InSpan<F> {
+impl<F: Future, S: EnterSpan> Future for InSpan<F, S> {
     type Output = F::Output;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let _entered = this.span.enter();
+        let _entered = this.span.enter_span();
         match this.future.as_pin_mut() {
             Some(future) => future.poll(cx),
             None => panic!("polled after completion"),

@@ -106,7 +106,7 @@ use tower_service::Service;
 use bytes::Bytes;
 use tracing::Instrument;
 
-use crate::bounded::{InSpan, Timed};
+use crate::bounded::{EnterSpan, InSpan, Timed};
 use crate::coordination::BoxFuture;
 use crate::executor::{
     first_attempt_span, retry_span, retry_span_with, CallLabels, FirstFailure, FirstStart,
@@ -506,21 +506,22 @@ pub type BoxResponseFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, CallErr
 pin_project_lite::pin_project! {
     /// The future of a [`RetryService`] call without an idempotency store.
     ///
-    /// When the inner service was ready, the first attempt is polled in place — no allocation
-    /// unless a limit bounds it: a retried request's (sent at the first poll, after the
-    /// breaker's admission, within its time, in its `attempt` span), or the call of a request
-    /// that is not retried (sent by `call`, as tower's services do). Only when a retried
-    /// request's first attempt fails does the call move to the retry loop, on the heap; a call
-    /// whose service must first be made ready takes the heap at once.
+    /// When the inner service was ready, `call` sends the request to it, as tower's services
+    /// do, and the first attempt is polled in place — no allocation unless a limit bounds it:
+    /// a retried request's (after the breaker's admission, within its time, in its `attempt`
+    /// span), or the call of a request that is not retried. Only when a retried request's
+    /// first attempt fails does the call move to the retry loop, on the heap; a call whose
+    /// service must first be made ready takes the heap at once, and so does a call within a
+    /// limit made outside a tokio runtime (its timers are made when it is first polled).
     pub struct ResponseFuture<S, R, B>
     where
         S: Service<Request<R::Body>>,
         R: BodyStrategy<B>,
     {
-        // What the first attempt needs when it is first polled, and the retries after it.
+        // What the end of the first attempt needs, and the retries after it.
         call: Option<FirstCall<S, R, B>>,
         #[pin]
-        state: State<S::Future, R::Body, S::Response, S::Error>,
+        state: State<S::Future, S::Response, S::Error>,
     }
 }
 
@@ -534,38 +535,116 @@ where
     bodies: R,
     /// The ready service: the first attempt calls it, the retries clone it.
     service: S,
-    parts: http::request::Parts,
+    head: RequestHead,
     kept: R::Kept,
 }
 
+/// A retried request's head as it is kept for the retries, its headers in one allocation (a
+/// `HeaderMap`'s copy takes two, and its own size is four times a `Vec`'s): the first attempt
+/// sends the request's own head, and each retry gets a `HeaderMap` rebuilt from this copy.
+struct RequestHead {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    extensions: http::Extensions,
+}
+
+impl RequestHead {
+    /// A copy of `parts` for the retries.
+    fn keep(parts: &http::request::Parts) -> Self {
+        let mut headers = Vec::with_capacity(parts.headers.len());
+        for (name, value) in &parts.headers {
+            headers.push((name.clone(), value.clone()));
+        }
+        Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers,
+            extensions: parts.extensions.clone(),
+        }
+    }
+
+    /// The head of another attempt: the same method, URI, version, headers (every value, in
+    /// their order) and extensions.
+    fn parts(&self) -> http::request::Parts {
+        let (mut parts, ()) = Request::new(()).into_parts();
+        parts.method = self.method.clone();
+        parts.uri = self.uri.clone();
+        parts.version = self.version;
+        parts.headers.reserve(self.headers.len());
+        for (name, value) in &self.headers {
+            parts.headers.append(name.clone(), value.clone());
+        }
+        parts.extensions = self.extensions.clone();
+        parts
+    }
+}
+
+/// A call's `retry` span and its first `attempt` span, as its first attempt keeps them: on the
+/// heap when either of them records anything (a subscriber wants it, or `tracing`'s `log`
+/// feature logs it), else nothing. Two spans that record nothing are 80 bytes that every call's
+/// future would carry, and move at each of its caller's moves; one that records pays far more
+/// for being recorded than for the allocation.
+#[derive(Default)]
+struct FirstSpans(Option<Box<[tracing::Span; 2]>>);
+
+impl FirstSpans {
+    /// The spans of a call in `retry`: it, and its first `attempt` span.
+    #[inline]
+    fn new(retry: tracing::Span) -> Self {
+        let attempt = first_attempt_span(&retry);
+        if retry.is_none() && attempt.is_none() {
+            return Self(None);
+        }
+        Self(Some(Box::new([retry, attempt])))
+    }
+
+    /// The `retry` span, for the retries (the first `attempt` span closes).
+    fn into_retry(self) -> tracing::Span {
+        match self.0 {
+            Some(spans) => {
+                let [retry, _first_attempt] = *spans;
+                retry
+            }
+            None => tracing::Span::none(),
+        }
+    }
+}
+
+impl EnterSpan for FirstSpans {
+    /// The first `attempt` span.
+    #[inline]
+    fn enter_span(&self) -> Option<tracing::span::Entered<'_>> {
+        self.0.as_ref().map(|spans| spans[1].enter())
+    }
+}
+
 /// A first attempt under way: when the call started (its `max_elapsed` deadline counts from
-/// it), its `retry` span, and what the end of the attempt and the retries need.
+/// it) and what the end of the attempt and the retries need.
 struct Started {
     at: tokio::time::Instant,
-    span: tracing::Span,
     start: FirstStart,
 }
 
 pin_project_lite::pin_project! {
-    /// Where a call is: a retried request's body until the first poll, then its first attempt
-    /// (in place, or boxed with its timers when a limit bounds it); a request that is not
-    /// retried, on its way; or the heap (the retry loop, or a service that must first be made
-    /// ready).
+    /// Where a call is: a retried request's first attempt (in place, or boxed with its timers
+    /// when a limit bounds it); a request that is not retried, on its way; or the heap (the
+    /// retry loop, or a service that must first be made ready).
     #[project = StateProjection]
     #[project_replace = StateReplaced]
-    enum State<F, Body, Res, E> {
-        /// Not polled yet.
-        Unsent { body: Body },
+    enum State<F, Res, E> {
         /// Sent, with no limit: the inner service's future in its `attempt` span.
         Running {
             #[pin]
-            attempt: InSpan<F>,
+            attempt: InSpan<F, FirstSpans>,
             started: Started,
         },
         /// Sent, within the layer's limit (inside the span) and the policy's (outside it):
         /// the timers and the call together, in one allocation.
         Limited {
-            attempt: Pin<Box<LimitedAttempt<F>>>,
+            attempt: Pin<Box<LimitedFirst<F>>>,
             started: Started,
         },
         /// A request that is not retried, sent to a ready service: its call, nothing more.
@@ -580,13 +659,28 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// A first attempt within a limit: the policy's outside its span, the layer's inside it.
-type LimitedAttempt<F> = Timed<InSpan<Timed<F>>>;
+pin_project_lite::pin_project! {
+    /// A first attempt within a limit (the policy's outside its `attempt` span, the layer's
+    /// inside it), and its call's `retry` span.
+    struct LimitedFirst<F> {
+        #[pin]
+        attempt: Timed<InSpan<Timed<F>>>,
+        retry_span: tracing::Span,
+    }
+}
+
+impl<F: Future> Future for LimitedFirst<F> {
+    type Output = Result<Result<F::Output, Duration>, Duration>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().attempt.poll(cx)
+    }
+}
 
 /// The state of a call to `S` with bodies by `R`.
 type CallState<S, R, B> = State<
     <S as Service<Request<<R as BodyStrategy<B>>::Body>>>::Future,
-    <R as BodyStrategy<B>>::Body,
     <S as Service<Request<<R as BodyStrategy<B>>::Body>>>::Response,
     <S as Service<Request<<R as BodyStrategy<B>>::Body>>>::Error,
 >;
@@ -634,15 +728,6 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if let StateProjection::Unsent { .. } = this.state.as_mut().project() {
-            let StateReplaced::Unsent { body } = this.state.as_mut().project_replace(State::Done)
-            else {
-                unreachable!("the call was unsent");
-            };
-            if let Some(over) = start_first(this.call, this.state.as_mut(), body) {
-                return Poll::Ready(over);
-            }
-        }
         let outcome = match this.state.as_mut().project() {
             StateProjection::Running {
                 mut attempt,
@@ -687,7 +772,7 @@ where
             }
             StateProjection::Once { call } => return call.poll(cx).map_err(CallError::Inner),
             StateProjection::Boxed { future } => return future.as_mut().poll(cx),
-            StateProjection::Unsent { .. } | StateProjection::Done => {
+            StateProjection::Done => {
                 panic!("ResponseFuture polled after completion")
             }
         };
@@ -717,6 +802,13 @@ where
     B: Send + 'static,
     ResBody: Send + 'static,
 {
+    let span = match state.as_mut().project() {
+        StateProjection::Running { attempt, .. } => attempt.finish_and_take().into_retry(),
+        StateProjection::Limited { attempt, .. } => {
+            std::mem::replace(attempt.as_mut().project().retry_span, tracing::Span::none())
+        }
+        _ => unreachable!("the first attempt was running"),
+    };
     let started = match state.as_mut().project_replace(State::Done) {
         StateReplaced::Running { started, .. } | StateReplaced::Limited { started, .. } => started,
         _ => unreachable!("the first attempt was running"),
@@ -725,22 +817,23 @@ where
         settings,
         bodies,
         service,
-        parts,
+        head,
         kept,
     }) = call.take()
     else {
         unreachable!("the call was started");
     };
     let policy = &settings.policy;
-    let operation = settings.operation(&parts.method, parts.uri.path());
+    let operation = settings.operation(&head.method, head.uri.path());
     let labels = policy.call_labels_since(settings.service.as_str(), operation, started.at);
     let failure = match policy.end_first(&labels, started.start, outcome) {
         Ok(done) => return Poll::Ready(finish(done)),
         Err(failure) => failure,
     };
-    let Started { at, span, .. } = started;
+    let at = started.at;
     let clock = AttemptClock::since(settings.attempt_timeout, policy.policy(), at);
     let mut retries: BoxResponseFuture<S::Response, S::Error> = Box::pin(async move {
+        let parts = head.parts();
         let policy = &settings.policy;
         let operation = settings.operation(&parts.method, parts.uri.path());
         let labels = policy.call_labels_since(settings.service.as_str(), operation, at);
@@ -761,14 +854,17 @@ where
     polled
 }
 
-/// The first poll of a retried request: what `retry` does before its first attempt — the
-/// breaker's admission, the first-try metric, the spans, the limits — then the call, sent.
-/// `Some` when the call is over (the breaker refused it).
+/// A retried request sent to a ready service: what `retry` does before its first attempt —
+/// the breaker's admission, the first-try metric, the spans, the limits — then the call, sent
+/// (as tower's services send theirs: in `call`, its limits' timers made there too).
 fn start_first<S, R, B, ResBody>(
-    call: &mut Option<FirstCall<S, R, B>>,
-    state: Pin<&mut CallState<S, R, B>>,
+    settings: Arc<Settings>,
+    bodies: R,
+    mut service: S,
+    parts: http::request::Parts,
     body: R::Body,
-) -> Option<Result<Response<ResBody>, CallError<S::Error>>>
+    kept: R::Kept,
+) -> ResponseFuture<S, R, B>
 where
     R: BodyStrategy<B>,
     R::Body: Send + 'static,
@@ -778,47 +874,58 @@ where
     B: Send + 'static,
     ResBody: Send + 'static,
 {
-    let Some(first) = call.as_mut() else {
-        panic!("ResponseFuture polled after completion");
-    };
-    let settings = &*first.settings;
+    let at = tokio::time::Instant::now();
+    let clock = AttemptClock::since(settings.attempt_timeout, settings.policy.policy(), at);
+    let limits = (clock.limit(), settings.policy.first_limit());
+    if limits != (None, None) && tokio::runtime::Handle::try_current().is_err() {
+        // No runtime on this thread to make the limits' timers in: they are made at the first
+        // poll, on the general path, as the caller's runtime polls it.
+        return ResponseFuture::boxed(Box::pin(async move {
+            retry(&settings, &bodies, service, true, &parts, body, kept).await
+        }));
+    }
     let policy = &settings.policy;
-    let parts = &first.parts;
     // The operation's name is only needed by the breaker, the metrics and an enabled span.
     let operation = || settings.operation_with(&parts.method, || parts.uri.path());
     let service_name = settings.service.as_str();
     let first_try = |metrics: &_, service: &_, operation: &_| {
         settings.first_try(metrics, &parts.method, service, operation)
     };
-    let at = tokio::time::Instant::now();
     let start = match policy.begin_first_since(service_name, operation, at, first_try) {
         Ok(start) => start,
         Err(refused) => {
-            *call = None;
-            return Some(finish(Err(refused)));
+            return ResponseFuture::boxed(Box::pin(std::future::ready(finish(Err(refused)))))
         }
     };
-    let clock = AttemptClock::since(settings.attempt_timeout, policy.policy(), at);
-    let span = retry_span_with(service_name, operation);
-    let request = Request::from_parts(first.parts.clone(), body);
-    let sent = first.service.call(request);
-    let limits = (clock.limit(), policy.first_limit());
-    // Each state built where it is set, so that it is moved once (over `Done`, left by the
-    // body's taking: nothing to drop).
-    match limits {
-        (None, None) => state.project_replace(State::Running {
-            attempt: InSpan::new(sent, first_attempt_span(&span)),
-            started: Started { at, span, start },
-        }),
-        (layer, policy) => state.project_replace(State::Limited {
-            attempt: Box::pin(Timed::new(
-                InSpan::new(Timed::new(sent, layer), first_attempt_span(&span)),
-                policy,
-            )),
-            started: Started { at, span, start },
-        }),
+    let retry_span = retry_span_with(service_name, operation);
+    let head = RequestHead::keep(&parts);
+    let sent = service.call(Request::from_parts(parts, body));
+    let state = match limits {
+        (None, None) => State::Running {
+            attempt: InSpan::new(sent, FirstSpans::new(retry_span)),
+            started: Started { at, start },
+        },
+        (layer, policy) => State::Limited {
+            attempt: Box::pin(LimitedFirst {
+                attempt: Timed::new(
+                    InSpan::new(Timed::new(sent, layer), first_attempt_span(&retry_span)),
+                    policy,
+                ),
+                retry_span,
+            }),
+            started: Started { at, start },
+        },
     };
-    None
+    ResponseFuture {
+        call: Some(FirstCall {
+            settings,
+            bodies,
+            service,
+            head,
+            kept,
+        }),
+        state,
+    }
 }
 
 impl<S, R, D> RetryService<S, R, D>
@@ -899,16 +1006,7 @@ where
                 retry(&settings, &bodies, ready, is_ready, &parts, first, kept).await
             }));
         }
-        ResponseFuture {
-            call: Some(FirstCall {
-                settings,
-                bodies,
-                service: ready,
-                parts,
-                kept,
-            }),
-            state: State::Unsent { body: first },
-        }
+        start_first(settings, bodies, ready, parts, first, kept)
     }
 }
 
