@@ -671,13 +671,29 @@ async fn a_body_over_the_limit_that_no_attempt_read_is_retried_whole() {
     late.abort();
 }
 
-#[tokio::test]
-async fn the_executors_json_log_lines_name_the_http_failure() {
+/// The seed's JSON log lines of this thread, captured until the guards are dropped.
+///
+/// A second dispatcher lives as long as the capture: tracing caches each callsite's interest
+/// once, for the whole process, and while just one dispatcher is registered it asks only the
+/// registering thread's default (tokio-rs/tracing#3611) — so a sibling test without a
+/// subscriber that reaches a log line first (a give-up, say) would silence it here. With two,
+/// every registered dispatcher is asked.
+fn capture_lines() -> (
+    ricochet::logging::CapturedLines,
+    (tracing::Dispatch, tracing::subscriber::DefaultGuard),
+) {
     use tracing_subscriber::layer::SubscriberExt;
+    let anchor = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     let lines = ricochet::logging::CapturedLines::default();
     let subscriber =
         tracing_subscriber::registry().with(ricochet::logging::SeedJsonLayer::new(lines.clone()));
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let guard = tracing::subscriber::set_default(subscriber);
+    (lines, (anchor, guard))
+}
+
+#[tokio::test]
+async fn the_executors_json_log_lines_name_the_http_failure() {
+    let (lines, _capturing) = capture_lines();
     let server = Scripted::start(vec![Answer::status(503)]).await;
     let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
     let response = svc
@@ -723,11 +739,7 @@ fn failure_types(registry: &prometheus::Registry) -> Vec<String> {
 /// again after a timed-out attempt (which once gave up as `retry_after_too_long`).
 #[tokio::test]
 async fn timed_out_attempts_are_timeout_errors_in_logs_and_metrics() {
-    use tracing_subscriber::layer::SubscriberExt;
-    let lines = ricochet::logging::CapturedLines::default();
-    let subscriber =
-        tracing_subscriber::registry().with(ricochet::logging::SeedJsonLayer::new(lines.clone()));
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (lines, _capturing) = capture_lines();
 
     // Every attempt times out: retries run out.
     let registry = prometheus::Registry::new();
