@@ -684,22 +684,35 @@ impl RetryPolicy {
     }
 
     /// [`begin_first_with`](Self::begin_first_with) for a call on `service` that started at
-    /// `started`, its operation named (by `operation`) only when the breaker or the metrics
-    /// need it.
+    /// `started()`, its operation named (by `operation`) and its start read only when the
+    /// breaker or the metrics need them.
     #[cfg(feature = "tower")]
     #[inline]
     pub(crate) fn begin_first_since<'a, E>(
         &'a self,
         service: &'a str,
         operation: impl FnOnce() -> &'a str,
-        started: Instant,
+        started: impl FnOnce() -> Instant,
         first_try: impl FnOnce(&RetryMetrics, &str, &str) -> Arc<FirstTry>,
     ) -> Result<FirstStart, RetryError<E>> {
         if !self.is_guarded() && matches!(self.metrics, MetricsChoice::Off) {
             return Ok(FirstStart { first_try: None });
         }
-        let call = self.call_labels_since(service, operation(), started);
+        let call = self.call_labels_since(service, operation(), started());
         self.begin_first_with(&call, first_try)
+    }
+
+    /// Whether anything reads when a call started: its metrics (the durations), a `max_elapsed`
+    /// (the deadline), a policy engine (the state it decides on). A host that reports nothing
+    /// else of it — the HTTP layer, whose errors carry no elapsed time — need not read the
+    /// clock for it (a clock read is ~25 ns on a VM, more than the rest of a first attempt's
+    /// bookkeeping), and starts the retries' clock when the first attempt fails.
+    #[cfg(feature = "tower")]
+    #[inline]
+    pub(crate) fn reads_call_start(&self) -> bool {
+        !matches!(self.metrics, MetricsChoice::Off)
+            || self.policy.max_elapsed_us().is_some()
+            || self.engine.is_some()
     }
 
     /// The first attempt's limit: the policy's attempt timeout or `max_elapsed`, whichever is
@@ -728,22 +741,28 @@ impl RetryPolicy {
         Some(retry_after)
     }
 
-    /// A first attempt that succeeded, for a call on `service` that started at `started`: the
-    /// guards and the first-try metrics hear of it.
+    /// A first attempt that succeeded, for a call on `service` that started at `started()`
+    /// (read only for the metrics): the guards and the first-try metrics hear of it.
     #[inline]
-    pub(crate) fn first_succeeded(&self, service: &str, started: Instant, start: &FirstStart) {
+    pub(crate) fn first_succeeded(
+        &self,
+        service: &str,
+        started: impl FnOnce() -> Instant,
+        start: &FirstStart,
+    ) {
         if self.is_guarded() || start.first_try.is_some() {
-            self.report_first_success(service, started, start);
+            let took = start.first_try.as_ref().map(|_| started().elapsed());
+            self.report_first_success(service, took, start);
         }
     }
 
-    fn report_first_success(&self, service: &str, started: Instant, start: &FirstStart) {
+    fn report_first_success(&self, service: &str, took: Option<Duration>, start: &FirstStart) {
         if self.is_guarded() {
             let now_us = self.clock.now_us();
             self.with_guards(service, |g| RetryState::new(0, 0).on_success(now_us, g));
         }
-        if let Some(ft) = &start.first_try {
-            ft.success(started.elapsed().as_secs_f64());
+        if let (Some(ft), Some(took)) = (&start.first_try, took) {
+            ft.success(took.as_secs_f64());
         }
     }
 
@@ -759,7 +778,7 @@ impl RetryPolicy {
     ) -> Result<Result<T, RetryError<E>>, FirstFailure<E>> {
         match outcome {
             Ok(Ok(value)) => {
-                self.first_succeeded(call.service, call.started, &start);
+                self.first_succeeded(call.service, || call.started, &start);
                 Ok(Ok(value))
             }
             Ok(Err(e)) => Err(FirstFailure {

@@ -621,10 +621,11 @@ impl EnterSpan for FirstSpans {
     }
 }
 
-/// A first attempt under way: when the call started (its `max_elapsed` deadline counts from
-/// it) and what the end of the attempt and the retries need.
+/// A first attempt under way: when the call started, when anything reads it (see
+/// `RetryPolicy::reads_call_start`: the metrics, a `max_elapsed` deadline, a policy engine),
+/// and what the end of the attempt and the retries need.
 struct Started {
-    at: tokio::time::Instant,
+    at: Option<tokio::time::Instant>,
     start: FirstStart,
 }
 
@@ -748,7 +749,9 @@ where
                     if let Some(call) = this.call.as_ref() {
                         let service = call.settings.service.as_str();
                         let policy = &call.settings.policy;
-                        policy.first_succeeded(service, started.at, &started.start);
+                        let at = started.at;
+                        let start = || at.unwrap_or_else(tokio::time::Instant::now);
+                        policy.first_succeeded(service, start, &started.start);
                     }
                     attempt.finish();
                     return Poll::Ready(answer.map_err(CallError::Inner));
@@ -825,13 +828,14 @@ where
     };
     let policy = &settings.policy;
     let operation = settings.operation(&head.method, head.uri.path());
-    let labels = policy.call_labels_since(settings.service.as_str(), operation, started.at);
+    // A call whose start nothing read starts now, as far as its retries know.
+    let at = started.at.unwrap_or_else(tokio::time::Instant::now);
+    let labels = policy.call_labels_since(settings.service.as_str(), operation, at);
     let failure = match policy.end_first(&labels, started.start, outcome) {
         Ok(done) => return Poll::Ready(finish(done)),
         Err(failure) => failure,
     };
-    let at = started.at;
-    let clock = AttemptClock::since(settings.attempt_timeout, policy.policy(), at);
+    let clock = AttemptClock::since(settings.attempt_timeout, policy.policy(), Some(at));
     let mut retries: BoxResponseFuture<S::Response, S::Error> = Box::pin(async move {
         let parts = head.parts();
         let policy = &settings.policy;
@@ -874,7 +878,10 @@ where
     B: Send + 'static,
     ResBody: Send + 'static,
 {
-    let at = tokio::time::Instant::now();
+    let at = settings
+        .policy
+        .reads_call_start()
+        .then(tokio::time::Instant::now);
     let clock = AttemptClock::since(settings.attempt_timeout, settings.policy.policy(), at);
     let limits = (clock.limit(), settings.policy.first_limit());
     if limits != (None, None) && tokio::runtime::Handle::try_current().is_err() {
@@ -891,7 +898,8 @@ where
     let first_try = |metrics: &_, service: &_, operation: &_| {
         settings.first_try(metrics, &parts.method, service, operation)
     };
-    let start = match policy.begin_first_since(service_name, operation, at, first_try) {
+    let started = || at.unwrap_or_else(tokio::time::Instant::now);
+    let start = match policy.begin_first_since(service_name, operation, started, first_try) {
         Ok(start) => start,
         Err(refused) => {
             return ResponseFuture::boxed(Box::pin(std::future::ready(finish(Err(refused)))))
@@ -1198,7 +1206,11 @@ where
     // touches the lock.
     let unsent: std::sync::Mutex<Option<R::Body>> = std::sync::Mutex::new(None);
     let call = policy.call_labels(service_name, operation);
-    let clock = AttemptClock::since(settings.attempt_timeout, policy.policy(), call.started());
+    let clock = AttemptClock::since(
+        settings.attempt_timeout,
+        policy.policy(),
+        Some(call.started()),
+    );
     let span = retry_span(service_name, operation);
     let template = service.clone();
     let first = || {

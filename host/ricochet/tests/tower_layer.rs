@@ -902,3 +902,35 @@ fn a_call_made_outside_the_runtime_within_an_attempt_timeout_runs_when_polled_in
     assert_eq!(response.status(), 200);
     assert_eq!(server.requests(), 2);
 }
+
+#[tokio::test]
+async fn max_elapsed_counts_from_the_calls_start_not_from_its_first_failure() {
+    // The first attempt takes 1.5 s to fail, the second hangs: a deadline counted from the
+    // call's start cuts the call at 2 s, one counted from the first failure would at 3.5 s.
+    let server = Scripted::start(vec![
+        Answer::status(503).after(Duration::from_millis(1500)),
+        Answer::status(200).after(Duration::from_secs(20)),
+    ])
+    .await;
+    let policy = RetryPolicy::new(RetryConfig {
+        max_elapsed: Some(2.0),
+        ..config()
+    })
+    .unwrap()
+    .without_metrics();
+    let mut svc = RetryLayer::new(policy, "orders").layer(client::<Full<Bytes>>());
+    let started = Instant::now();
+    let result = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/a")))
+        .await;
+    let took = started.elapsed();
+    assert!(matches!(result, Err(CallError::TimedOut(_))), "{result:?}");
+    assert_eq!(server.requests(), 2);
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_millis(3000),
+        "cut at {took:?}"
+    );
+}

@@ -409,19 +409,22 @@ impl AttemptClock {
         }
     }
 
-    /// The clock of a call that started at `started`.
+    /// The clock of a call that started at `started` (`None`: its start was not read, for
+    /// nothing reads it without a `max_elapsed`; with one, the call starts now).
     #[inline]
     #[cfg_attr(not(feature = "tower"), allow(dead_code))] // the layer's first attempt; reqwest's is the executor's
     pub fn since(
         timeout: Option<Duration>,
         policy: &ricochet_core::Policy,
-        started: tokio::time::Instant,
+        started: Option<tokio::time::Instant>,
     ) -> Self {
         Self {
             timeout,
-            deadline: policy
-                .max_elapsed_us()
-                .and_then(|us| started.checked_add(Duration::from_micros(us))),
+            deadline: policy.max_elapsed_us().and_then(|us| {
+                started
+                    .unwrap_or_else(tokio::time::Instant::now)
+                    .checked_add(Duration::from_micros(us))
+            }),
         }
     }
 
