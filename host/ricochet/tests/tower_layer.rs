@@ -204,6 +204,41 @@ async fn hostile_delay_headers_count_as_absent() {
 }
 
 #[tokio::test]
+async fn repeated_delay_header_lines_are_all_read() {
+    // Two `Retry-After` lines that disagree: the longer one holds (a retry never comes sooner
+    // than the server asked). `RateLimit` lines are one list (RFC 9110 §5.3): the second
+    // line's exhausted quota, whose window resets in a second, holds too.
+    let answers = [
+        Answer::status(429)
+            .header("retry-after", "0")
+            .header("retry-after", "1"),
+        Answer::status(429)
+            .header("ratelimit", "\"burst\";r=5;t=0")
+            .header("ratelimit", "\"day\";r=0;t=1"),
+    ];
+    for answer in answers {
+        let server = Scripted::start(vec![answer.clone()]).await;
+        let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
+        let started = Instant::now();
+        let response = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(get(&server.url("/a")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(server.requests(), 2);
+        assert!(
+            started.elapsed() >= Duration::from_millis(950),
+            "{:?}: retried after {:?}",
+            answer.headers,
+            started.elapsed()
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_400_is_not_retried() {
     let server = Scripted::start(vec![Answer::status(400)]).await;
     let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());

@@ -23,7 +23,8 @@
 //! - `4xx` and `5xx`: a failure, classified by [`HttpError`] (statuses onto the seed's
 //!   categories; `Retry-After`, `RateLimit` and `X-RateLimit-Reset` read by the core's parsers).
 //!   Delay header values that are not UTF-8 or longer than [`MAX_DELAY_HEADER_BYTES`] count as
-//!   absent.
+//!   absent. Every line of a delay header is read: `RateLimit` lines are joined into one list,
+//!   and of repeated `Retry-After` (or `X-RateLimit-Reset`) lines the longest delay holds.
 //! - A gRPC response (`content-type: application/grpc…`, feature `tonic`) carrying a non-zero
 //!   `grpc-status` in its headers — a Trailers-Only answer — is classified by its code (see
 //!   [`crate::grpc`]), with `grpc-retry-pushback-ms` as the server's delay; a gRPC response
@@ -75,10 +76,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::{HeaderMap, Method, StatusCode};
+use ricochet_core::retry_after::{parse_server_delay, ServerDelayHeader};
 use ricochet_core::ErrorCategory;
 
 use crate::bounded::Timed;
 use crate::classify::{Classification, Classify, HttpError};
+use crate::coordination::wall_clock_us;
 use crate::executor::{AttemptError, RetryError, RetryPolicy};
 use crate::metrics::{FirstTry, RetryMetrics};
 
@@ -335,17 +338,43 @@ pub(crate) fn classify_response(
 }
 
 /// A `4xx` or `5xx` response classified, its delay headers read by the core's parsers.
+///
+/// Every line of a delay header is read, not only the first: `RateLimit` is a list, so its
+/// lines are one value joined with `", "` (RFC 9110 §5.3), and of several lines of a field
+/// that holds one value (`Retry-After`, `X-RateLimit-Reset`) the longest delay holds, so
+/// that a retry never comes sooner than any of them asked.
 fn classify_error_status(status: StatusCode, headers: &HeaderMap) -> Option<ResponseFailure> {
-    let readable = |name: &str| {
+    let lines = |name: &'static str| {
         headers
-            .get(name)
+            .get_all(name)
+            .iter()
             .filter(|v| v.len() <= MAX_DELAY_HEADER_BYTES)
-            .and_then(|v| v.to_str().ok())
+            .filter_map(|v| v.to_str().ok())
     };
-    let delay_headers = ["retry-after", "ratelimit", "x-ratelimit-reset"]
-        .into_iter()
-        .filter_map(|name| readable(name).map(|v| (name, v)));
-    let error = HttpError::from_headers(status.as_u16(), delay_headers);
+    let now_us = wall_clock_us();
+    let longest = |name: &'static str, header: ServerDelayHeader| {
+        lines(name)
+            .max_by_key(|v| parse_server_delay(header, v, now_us))
+            .map(str::to_owned)
+    };
+    let ratelimit = lines("ratelimit").collect::<Vec<_>>().join(", ");
+    let delay_headers = [
+        (
+            "retry-after",
+            longest("retry-after", ServerDelayHeader::RetryAfter),
+        ),
+        ("ratelimit", (!ratelimit.is_empty()).then_some(ratelimit)),
+        (
+            "x-ratelimit-reset",
+            longest("x-ratelimit-reset", ServerDelayHeader::XRateLimitReset),
+        ),
+    ];
+    let error = HttpError::from_headers(
+        status.as_u16(),
+        delay_headers
+            .iter()
+            .filter_map(|(name, value)| Some((*name, value.as_deref()?))),
+    );
     Some(ResponseFailure {
         class: error.classify(),
         summary: error.to_string(),
