@@ -27,7 +27,8 @@
 //! `grpc-retry-pushback-ms` (read by the core's [`parse_grpc_pushback`]): a non-negative value is
 //! the server's delay (the core takes it when it is longer than its own backoff, and gives up
 //! when it is longer than `max_retry_after`); a negative or malformed one means *do not retry
-//! this call*, whatever its code. A6 also resets the backoff after a pushback; ricochet's
+//! this call*, whatever its code. Every line of it is read: one that says "do not retry" holds
+//! over the others, else the longest delay. A6 also resets the backoff after a pushback; ricochet's
 //! schedule goes on.
 //!
 //! # With tonic (feature `tonic`)
@@ -112,31 +113,43 @@ mod with_tonic {
     use crate::classify::{Classification, Classify};
     use crate::http::{ResponseFailure, MAX_DELAY_HEADER_BYTES};
 
+    /// What the pushback lines of one answer ask for, `None` when there are none. Every line
+    /// is read: one that says "do not retry" holds over the others, else the longest delay.
+    fn pushback<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Option<GrpcPushback> {
+        lines.map(pushback_line).reduce(|a, b| match (a, b) {
+            (GrpcPushback::RetryAfterUs(a), GrpcPushback::RetryAfterUs(b)) => {
+                GrpcPushback::RetryAfterUs(a.max(b))
+            }
+            _ => GrpcPushback::DoNotRetry,
+        })
+    }
+
+    /// One pushback line. Not UTF-8 (or absurdly long) is malformed, and malformed pushback
+    /// means "do not retry".
+    fn pushback_line(raw: &[u8]) -> GrpcPushback {
+        match std::str::from_utf8(raw) {
+            Ok(value) if raw.len() <= MAX_DELAY_HEADER_BYTES => parse_grpc_pushback(value),
+            _ => GrpcPushback::DoNotRetry,
+        }
+    }
+
     /// A status and its pushback onto a classification.
-    fn classify_code(code: i32, pushback: Option<&[u8]>) -> Classification {
+    fn classify_code(code: i32, pushback: Option<GrpcPushback>) -> Classification {
         let category = code_category(code).unwrap_or(ErrorCategory::BusinessLogic);
         let class = Classification::new(category);
-        let Some(raw) = pushback else {
-            return class;
-        };
-        // Not UTF-8 (or absurdly long) is malformed, and malformed pushback means "do not retry".
-        let value = (raw.len() <= MAX_DELAY_HEADER_BYTES)
-            .then(|| std::str::from_utf8(raw).ok())
-            .flatten();
-        match value.map(parse_grpc_pushback) {
+        match pushback {
+            None => class,
             Some(GrpcPushback::RetryAfterUs(us)) => {
                 Classification::with_server_delay(category, Some(Duration::from_micros(us)))
             }
-            Some(GrpcPushback::DoNotRetry) | None => class.final_failure(),
+            Some(GrpcPushback::DoNotRetry) => class.final_failure(),
         }
     }
 
     impl Classify for tonic::Status {
         fn classify(&self) -> Classification {
-            let pushback = self
-                .metadata()
-                .get(PUSHBACK_HEADER)
-                .map(|v| v.as_encoded_bytes());
+            let lines = self.metadata().get_all(PUSHBACK_HEADER);
+            let pushback = pushback(lines.iter().map(|v| v.as_encoded_bytes()));
             classify_code(self.code() as i32, pushback)
         }
     }
@@ -164,10 +177,10 @@ mod with_tonic {
         if code == 0 {
             return Some(None);
         }
-        let pushback = headers.get(PUSHBACK_HEADER).map(|v| v.as_bytes());
-        let class = classify_code(code, pushback);
+        let lines = headers.get_all(PUSHBACK_HEADER);
+        let class = classify_code(code, pushback(lines.iter().map(|v| v.as_bytes())));
         let mut summary = format!("gRPC {}", code_name(code).unwrap_or("UNKNOWN"));
-        if let Some(p) = pushback {
+        if let Some(p) = headers.get(PUSHBACK_HEADER).map(|v| v.as_bytes()) {
             let shown = String::from_utf8_lossy(&p[..p.len().min(32)]);
             summary.push_str(&format!(" ({PUSHBACK_HEADER}: {shown})"));
         }

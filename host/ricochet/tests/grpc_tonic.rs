@@ -256,6 +256,22 @@ async fn tonic_status_classifies_for_the_executor() {
         (ErrorCategory::ServiceUnavailable, None, true),
         "a negative pushback is a final failure of its own category, not a server delay"
     );
+    // Every pushback entry counts: a "do not retry" among them holds, else the longest delay.
+    let repeated = |values: [&str; 2]| {
+        let mut metadata = MetadataMap::new();
+        for value in values {
+            metadata.append("grpc-retry-pushback-ms", value.parse().unwrap());
+        }
+        Status::with_metadata(Code::Unavailable, "pushed back", metadata).classify()
+    };
+    assert!(repeated(["250", "-1"]).do_not_retry);
+    let longest = repeated(["1000", "250"]);
+    assert_eq!(longest.server_delay, Some(Duration::from_secs(1)));
+    assert!(!longest.do_not_retry);
+    assert_eq!(
+        repeated(["250", "1000"]).server_delay,
+        Some(Duration::from_secs(1))
+    );
 
     // The executor around a plain generated client.
     let server = GrpcServer::start(vec![Status::unavailable("a"), Status::unavailable("b")]).await;
@@ -388,5 +404,18 @@ mod hostile {
             2,
             "5 ms: retried"
         );
+        // Two pushback lines that disagree: the server asked not to retry in one of them.
+        assert_eq!(
+            calls_made(grpc(b"14", Some(b"5")).header("grpc-retry-pushback-ms", "-1")).await,
+            1,
+            "5 ms, then -1: do not retry"
+        );
+        for value in ["+5", "5ms", "0x5", "4294967301"] {
+            assert_eq!(
+                calls_made(grpc(b"14", Some(value.as_bytes()))).await,
+                1,
+                "{value}: malformed, do not retry"
+            );
+        }
     }
 }
