@@ -239,6 +239,31 @@ async fn repeated_delay_header_lines_are_all_read() {
 }
 
 #[tokio::test]
+async fn the_other_names_of_the_reset_headers_are_read() {
+    // The earlier drafts' `RateLimit-Reset` and Twitter's `X-Rate-Limit-Reset`: the core reads
+    // both, and an Envoy import counts on `RateLimit-Reset` being honoured.
+    for name in ["ratelimit-reset", "x-rate-limit-reset"] {
+        let server = Scripted::start(vec![Answer::status(429).header(name, "1")]).await;
+        let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
+        let started = Instant::now();
+        let response = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(get(&server.url("/a")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(server.requests(), 2);
+        assert!(
+            started.elapsed() >= Duration::from_millis(950),
+            "{name}: retried after {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_400_is_not_retried() {
     let server = Scripted::start(vec![Answer::status(400)]).await;
     let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());

@@ -21,7 +21,8 @@
 //!
 //! - `2xx` and `3xx`: success.
 //! - `4xx` and `5xx`: a failure, classified by [`HttpError`] (statuses onto the seed's
-//!   categories; `Retry-After`, `RateLimit` and `X-RateLimit-Reset` read by the core's parsers).
+//!   categories; `Retry-After`, `RateLimit` (or `RateLimit-Reset`) and `X-RateLimit-Reset` (or
+//!   `X-Rate-Limit-Reset`) read by the core's parsers).
 //!   Delay header values that are not UTF-8 or longer than [`MAX_DELAY_HEADER_BYTES`] count as
 //!   absent. Every line of a delay header is read: `RateLimit` lines are joined into one list,
 //!   and of repeated `Retry-After` (or `X-RateLimit-Reset`) lines the longest delay holds.
@@ -342,7 +343,9 @@ pub(crate) fn classify_response(
 /// Every line of a delay header is read, not only the first: `RateLimit` is a list, so its
 /// lines are one value joined with `", "` (RFC 9110 §5.3), and of several lines of a field
 /// that holds one value (`Retry-After`, `X-RateLimit-Reset`) the longest delay holds, so
-/// that a retry never comes sooner than any of them asked.
+/// that a retry never comes sooner than any of them asked. The other names the core knows
+/// are read too: the earlier drafts' `RateLimit-Reset` (when there is no `RateLimit`) and
+/// Twitter's `X-Rate-Limit-Reset`.
 fn classify_error_status(status: StatusCode, headers: &HeaderMap) -> Option<ResponseFailure> {
     let lines = |name: &'static str| {
         headers
@@ -352,21 +355,30 @@ fn classify_error_status(status: StatusCode, headers: &HeaderMap) -> Option<Resp
             .filter_map(|v| v.to_str().ok())
     };
     let now_us = wall_clock_us();
-    let longest = |name: &'static str, header: ServerDelayHeader| {
-        lines(name)
+    let longest = |names: &[&'static str], header: ServerDelayHeader| {
+        names
+            .iter()
+            .flat_map(|&name| lines(name))
             .max_by_key(|v| parse_server_delay(header, v, now_us))
             .map(str::to_owned)
     };
     let ratelimit = lines("ratelimit").collect::<Vec<_>>().join(", ");
+    let ratelimit = match ratelimit.is_empty() {
+        false => Some(ratelimit),
+        true => longest(&["ratelimit-reset"], ServerDelayHeader::RateLimit),
+    };
     let delay_headers = [
         (
             "retry-after",
-            longest("retry-after", ServerDelayHeader::RetryAfter),
+            longest(&["retry-after"], ServerDelayHeader::RetryAfter),
         ),
-        ("ratelimit", (!ratelimit.is_empty()).then_some(ratelimit)),
+        ("ratelimit", ratelimit),
         (
             "x-ratelimit-reset",
-            longest("x-ratelimit-reset", ServerDelayHeader::XRateLimitReset),
+            longest(
+                &["x-ratelimit-reset", "x-rate-limit-reset"],
+                ServerDelayHeader::XRateLimitReset,
+            ),
         ),
     ];
     let error = HttpError::from_headers(
