@@ -457,3 +457,49 @@ fn export_refuses_what_envoy_cannot_take() {
         "the default policy's slots and jitter are notes"
     );
 }
+
+fn envoy_error(name: &str, text: &str) -> String {
+    Document::parse(name, text)
+        .and_then(|d| import_envoy(&d))
+        .expect_err(text)
+        .to_string()
+}
+
+fn grpc_error(name: &str, text: &str) -> String {
+    Document::parse(name, text)
+        .and_then(|d| import_grpc_service_config(&d))
+        .expect_err(text)
+        .to_string()
+}
+
+/// A gRPC service config with one retry policy for service `s`, `fields` added to it.
+fn retry_policy_with(fields: &str) -> String {
+    format!(
+        r#"{{"methodConfig": [{{"name": [{{"service": "s"}}], "retryPolicy": {{"initialBackoff": "1s", "maxBackoff": "2s", "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"], {fields}}}}}]}}"#
+    )
+}
+
+#[test]
+fn a_key_given_twice_is_an_error_naming_it() {
+    // Neither the first nor the last value may win quietly.
+    let error = envoy_error(
+        "r.json",
+        r#"{"retry_on": "5xx", "num_retries": 3, "num_retries": 0}"#,
+    );
+    assert!(
+        error.contains("duplicate") && error.contains("num_retries"),
+        "{error}"
+    );
+    let error = grpc_error(
+        "c.yaml",
+        "methodConfig:\n- name: [{service: s}]\n  retryPolicy:\n    maxAttempts: 3\n    maxAttempts: 9\n    initialBackoff: 1s\n    maxBackoff: 2s\n    backoffMultiplier: 2\n    retryableStatusCodes: [UNAVAILABLE]\n",
+    );
+    assert!(
+        error.contains("duplicate") && error.contains("maxAttempts"),
+        "{error}"
+    );
+    assert!(
+        error.starts_with("c.yaml:4") && error.contains("methodConfig[0].retryPolicy"),
+        "the map's line and path: {error}"
+    );
+}

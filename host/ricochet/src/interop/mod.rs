@@ -278,9 +278,17 @@ impl<'de> serde::Deserialize<'de> for Node {
                 Ok(Node::List(items))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Node, A::Error> {
+                // A key given twice is an error (gRPC's JSON reader refuses it too): neither
+                // value may win quietly.
                 let mut entries = Vec::new();
-                while let Some((k, v)) = a.next_entry::<String, Node>()? {
-                    entries.push((k, v));
+                let mut keys = std::collections::HashSet::new();
+                while let Some(k) = a.next_key::<String>()? {
+                    if !keys.insert(k.clone()) {
+                        return Err(serde::de::Error::custom(format_args!(
+                            "duplicate key `{k}`"
+                        )));
+                    }
+                    entries.push((k, a.next_value()?));
                 }
                 Ok(Node::Map(entries))
             }
