@@ -503,3 +503,20 @@ fn a_key_given_twice_is_an_error_naming_it() {
         "the map's line and path: {error}"
     );
 }
+
+#[test]
+fn out_of_range_numbers_are_named_as_given() {
+    // 2^32 attempts is not "fewer than 2"; 2^40 tokens is not u32::MAX.
+    let error = grpc_error("c.json", &retry_policy_with(r#""maxAttempts": 4294967296"#));
+    assert!(
+        error.contains("maxAttempts: 4294967296") && !error.contains("at least 2"),
+        "{error}"
+    );
+    let throttled = format!(
+        r#"{{"retryThrottling": {{"maxTokens": 1099511627776, "tokenRatio": 0.1}}, {}"#,
+        &retry_policy_with(r#""maxAttempts": 3"#)[1..]
+    );
+    let error = grpc_error("c.json", &throttled);
+    assert!(error.contains("1099511627776"), "{error}");
+    assert!(!error.contains("4294967295"), "{error}");
+}

@@ -93,7 +93,10 @@ fn read_throttling(reader: &mut Reader<'_>, node: &Node, at: &Path<'_>) -> Optio
     let mut token_ratio = None;
     let walked = each_entry(node, at, |k, v, p| match k {
         "maxTokens" => match whole_number(v) {
-            Ok(n) => max_tokens = Some(n.min(u64::from(u32::MAX)) as u32),
+            Ok(n) => match u32::try_from(n) {
+                Ok(tokens) => max_tokens = Some(tokens),
+                Err(_) => reader.error(p, format!("{n}: A6 allows at most 1000 tokens")),
+            },
             Err(e) => reader.error(p, e),
         },
         "tokenRatio" => match v {
@@ -257,13 +260,18 @@ fn read_retry_policy(
     let mut listed = Vec::new();
     let walked = each_entry(node, at, |k, v, p| match k {
         "maxAttempts" => match whole_number(v) {
-            Ok(n) if n >= 2 && n <= u64::from(u32::MAX) => {
-                if n > A6_MAX_ATTEMPTS {
-                    reader.note(p, format!("{n}: gRPC clients cap maxAttempts at {A6_MAX_ATTEMPTS} unless configured otherwise; ricochet makes all {n}"));
-                }
-                config.max_attempts = Some(n as u32);
+            Ok(n) if n < 2 => {
+                reader.error(p, format!("{n}: A6 requires maxAttempts of at least 2"))
             }
-            Ok(n) => reader.error(p, format!("{n}: A6 requires maxAttempts of at least 2")),
+            Ok(n) => match u32::try_from(n) {
+                Ok(attempts) => {
+                    if n > A6_MAX_ATTEMPTS {
+                        reader.note(p, format!("{n}: gRPC clients cap maxAttempts at {A6_MAX_ATTEMPTS} unless configured otherwise; ricochet makes all {n}"));
+                    }
+                    config.max_attempts = Some(attempts);
+                }
+                Err(_) => reader.error(p, format!("{n} attempts is out of range")),
+            },
             Err(e) => reader.error(p, e),
         },
         "initialBackoff" => match duration(v) {
