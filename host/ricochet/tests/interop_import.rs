@@ -520,3 +520,18 @@ fn out_of_range_numbers_are_named_as_given() {
     assert!(error.contains("1099511627776"), "{error}");
     assert!(!error.contains("4294967295"), "{error}");
 }
+
+#[test]
+fn a_method_named_by_two_method_configs_is_an_error() {
+    // gRPC rejects a service config that names a method twice, whether or not the first
+    // entry has a retryPolicy: importing the second would retry what gRPC never runs.
+    let text = r#"{"methodConfig": [
+        {"name": [{"service": "s", "method": "M"}], "timeout": "1s"},
+        {"name": [{"service": "s", "method": "M"}], "retryPolicy": {"maxAttempts": 3, "initialBackoff": "1s", "maxBackoff": "2s", "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}
+    ]}"#;
+    let error = grpc_error("c.json", text);
+    assert!(
+        error.contains("s/M") && error.contains("two methodConfigs"),
+        "{error}"
+    );
+}

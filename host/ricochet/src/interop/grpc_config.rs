@@ -18,7 +18,7 @@
 //! error when that category is not transient (`ABORTED` is a `BusinessLogicError`, like
 //! `INTERNAL` and `ALREADY_EXISTS`), a note when it is.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ricochet_core::budget::BudgetConfig;
@@ -68,6 +68,7 @@ pub fn import_grpc_service_config(doc: &Document) -> Result<Imported, ImportErro
         }
     }
     let mut policies = BTreeMap::new();
+    let mut named = BTreeSet::new();
     for (k, v) in entries {
         if k != "methodConfig" {
             continue;
@@ -79,7 +80,7 @@ pub fn import_grpc_service_config(doc: &Document) -> Result<Imported, ImportErro
         };
         for (i, item) in items.iter().enumerate() {
             let here = Path::Index(&path, i);
-            read_method_config(&mut reader, item, &here, budget, &mut policies);
+            read_method_config(&mut reader, item, &here, budget, &mut named, &mut policies);
         }
     }
     if policies.is_empty() && reader.errors.is_empty() {
@@ -175,11 +176,14 @@ fn names(reader: &mut Reader<'_>, node: &Node, at: &Path<'_>) -> Vec<String> {
     out
 }
 
+/// Reads one `methodConfig`; `named` holds the names of every one before it, with a
+/// `retryPolicy` or not (gRPC rejects a config that names a method twice).
 fn read_method_config(
     reader: &mut Reader<'_>,
     node: &Node,
     at: &Path<'_>,
     budget: Option<BudgetConfig>,
+    named: &mut BTreeSet<String>,
     policies: &mut BTreeMap<String, ImportedPolicy>,
 ) {
     let errors_before = reader.errors.len();
@@ -202,6 +206,16 @@ fn read_method_config(
         reader.error(at, format!("expected a map, got {kind}"));
         return;
     }
+    method_names.retain(|name| {
+        let first = named.insert(name.clone());
+        if !first {
+            reader.error(
+                at,
+                format!("`{name}` is named by two methodConfigs (gRPC rejects such a config)"),
+            );
+        }
+        first
+    });
     let Some((retry_node, _)) = retry else {
         reader.note(
             at,
@@ -222,13 +236,6 @@ fn read_method_config(
         reader.error(at, "a methodConfig needs a `name`");
     }
     for name in method_names {
-        if policies.contains_key(&name) {
-            reader.error(
-                at,
-                format!("`{name}` is named by two methodConfigs (gRPC rejects such a config)"),
-            );
-            continue;
-        }
         policies.insert(
             name,
             ImportedPolicy {
