@@ -535,3 +535,33 @@ fn a_method_named_by_two_method_configs_is_an_error() {
         "{error}"
     );
 }
+
+#[test]
+fn durations_finer_than_a_nanosecond_are_errors() {
+    // Protobuf JSON durations carry at most nine fractional digits: a tenth digit is not a
+    // duration, and must not quietly become zero (no timeout at all) or lose its tail.
+    let error = envoy_error(
+        "r.json",
+        r#"{"retry_on": "5xx", "per_try_timeout": "0.0000000001s"}"#,
+    );
+    assert!(
+        error.contains("per_try_timeout") && error.contains("0.0000000001s"),
+        "{error}"
+    );
+    for (field, text) in [
+        (
+            "timeout",
+            r#"{"methodConfig": [{"name": [{"service": "s"}], "timeout": "0.0000000001s", "retryPolicy": {"maxAttempts": 3, "initialBackoff": "1s", "maxBackoff": "2s", "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]}"#.to_string(),
+        ),
+        (
+            "perAttemptRecvTimeout",
+            retry_policy_with(r#""maxAttempts": 3, "perAttemptRecvTimeout": "1.0000000001s""#),
+        ),
+    ] {
+        let error = grpc_error("c.json", &text);
+        assert!(
+            error.contains(field) && error.contains("0000000001s"),
+            "{error}"
+        );
+    }
+}

@@ -552,6 +552,13 @@ pub(crate) fn duration(node: &Node) -> Result<Duration, String> {
                 && number.bytes().all(|b| b.is_ascii_digit() || b == b'.')
                 && number.bytes().filter(|&b| b == b'.').count() <= 1
                 && number != ".";
+            // Protobuf durations are to the nanosecond: a tenth digit is not rounded away.
+            let fraction = number.split_once('.').map_or("", |(_, f)| f);
+            if ok && fraction.len() > 9 {
+                return Err(format!(
+                    "{s:?} is finer than a nanosecond: a duration has at most nine fractional digits"
+                ));
+            }
             let seconds: f64 = if ok {
                 number
                     .parse()
