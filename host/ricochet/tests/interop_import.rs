@@ -565,3 +565,25 @@ fn durations_finer_than_a_nanosecond_are_errors() {
         );
     }
 }
+
+#[test]
+fn a_token_ratio_with_more_than_three_decimals_is_an_error() {
+    // A6: "Up to 3 decimal places are supported"; a gRPC client would not use 0.1234.
+    let throttled = |ratio: &str| {
+        format!(
+            r#"{{"retryThrottling": {{"maxTokens": 10, "tokenRatio": {ratio}}}, {}"#,
+            &retry_policy_with(r#""maxAttempts": 3"#)[1..]
+        )
+    };
+    let error = grpc_error("c.json", &throttled("0.1234"));
+    assert!(
+        error.contains("tokenRatio") && error.contains("0.1234"),
+        "{error}"
+    );
+    for ratio in ["0.1", "0.123", "2.5"] {
+        let doc = Document::parse("c.json", &throttled(ratio)).unwrap();
+        let imported = import_grpc_service_config(&doc).unwrap();
+        let budget = imported.policies["s"].config.retry_budget.unwrap();
+        assert_eq!(budget.token_ratio.to_string(), ratio);
+    }
+}

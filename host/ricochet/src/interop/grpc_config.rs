@@ -10,7 +10,7 @@
 //! | `retryableStatusCodes` (names or numbers) | `retry_on`: each code's category ([`crate::grpc`]); `UNAVAILABLE` adds `ConnectionError` (a channel reports a failed connection as UNAVAILABLE) |
 //! | `perAttemptRecvTimeout` | [`ImportedPolicy::attempt_timeout`] (a note: a policy file has no field for it) |
 //! | `methodConfig.timeout` | `max_elapsed` (A6: the deadline covers every attempt) |
-//! | `retryThrottling` (`maxTokens`, `tokenRatio`) | `retry_budget` on every policy (A6 throttles per server; ricochet's budget is per service) |
+//! | `retryThrottling` (`maxTokens`, `tokenRatio`) | `retry_budget` on every policy (A6 throttles per server; ricochet's budget is per service); a `tokenRatio` of more than 3 decimal places is an error (A6 supports 3) |
 //! | `hedgingPolicy` | an error: ricochet does not hedge |
 //! | `waitForReady`, `maxRequestMessageBytes`, `maxResponseMessageBytes`, `loadBalancingConfig`, `loadBalancingPolicy`, `healthCheckConfig` | notes: not retry settings, not imported |
 //!
@@ -101,6 +101,13 @@ fn read_throttling(reader: &mut Reader<'_>, node: &Node, at: &Path<'_>) -> Optio
             Err(e) => reader.error(p, e),
         },
         "tokenRatio" => match v {
+            // A6: "Up to 3 decimal places are supported"; a client reads no more of them.
+            // A number of three places is the f64 nearest to its thousandths.
+            Node::Number(r) if r.is_finite() && (r * 1000.0).round() / 1000.0 != *r => reader
+                .error(
+                    p,
+                    format!("{r}: A6 supports at most 3 decimal places in tokenRatio"),
+                ),
             Node::Number(r) => token_ratio = Some(*r),
             other => reader.error(p, format!("expected a number, got {}", other.kind())),
         },
