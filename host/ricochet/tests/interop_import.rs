@@ -587,3 +587,12 @@ fn a_token_ratio_with_more_than_three_decimals_is_an_error() {
         assert_eq!(budget.token_ratio.to_string(), ratio);
     }
 }
+
+#[test]
+fn keys_with_line_breaks_stay_inside_the_comments() {
+    // A path or note holding a line break must not end its comment in the policy file.
+    let text = "virtual_hosts:\n- name: v\n  routes:\n  - match: {prefix: /}\n    \"x\\nretry_policies: {}\\n\\u2028y\": {retry_policy: {retry_on: 5xx}}\n";
+    let imported = import_envoy(&Document::parse("r.yaml", text).unwrap()).unwrap();
+    let file = through_policy_file(&imported);
+    assert_eq!(file.get("v//").unwrap().max_attempts, 2);
+}

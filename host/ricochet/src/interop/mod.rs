@@ -161,16 +161,16 @@ impl Imported {
         {
             let mut out = String::from("# Imported by ricochet.\n");
             for (name, p) in &self.policies {
-                out.push_str(&format!("# policy `{name}`: from {}\n", p.source));
+                comment(&mut out, &format!("policy `{name}`: from {}", p.source));
                 if let Some(t) = p.attempt_timeout {
-                    out.push_str(&format!(
-                        "#   per-attempt timeout {}s: a policy file has no field for it; give it to RetryLayer::attempt_timeout or `ricochet run --attempt-timeout`\n",
+                    comment(&mut out, &format!(
+                        "  per-attempt timeout {}s: a policy file has no field for it; give it to RetryLayer::attempt_timeout or `ricochet run --attempt-timeout`",
                         t.as_secs_f64()
                     ));
                 }
             }
             for n in &self.notes {
-                out.push_str(&format!("# note: {n}\n"));
+                comment(&mut out, &format!("note: {n}"));
             }
             match serde_yaml_ng::to_string(&file) {
                 Ok(yaml) => out.push_str(&yaml),
@@ -183,6 +183,22 @@ impl Imported {
             serde_json::to_string_pretty(&file).unwrap_or_else(|_| file.to_string())
         }
     }
+}
+
+/// `text` as one comment line: the document's keys and values in it (a path, a name) may hold
+/// line breaks, which are escaped so that the comment cannot end early and its rest be read
+/// as policy file (YAML 1.1 breaks lines at NEL, LS and PS too).
+#[cfg(feature = "yaml")]
+fn comment(out: &mut String, text: &str) {
+    out.push_str("# ");
+    for c in text.chars() {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\n');
 }
 
 /// The fields a partial config sets (nulls left out).
