@@ -309,6 +309,41 @@ async fn a_post_is_retried_only_with_an_idempotency_key() {
 }
 
 #[tokio::test]
+async fn a_key_that_is_not_visible_ascii_or_a_lowercase_method_is_not_retried() {
+    // An Idempotency-Key of obs-text bytes is no key (the store ignores it, and a server that
+    // reads it as a Structured Field string refuses it): the POST goes once. Methods are
+    // case-sensitive: `get` is an extension method, not GET.
+    let hostile_key = Request::post("/")
+        .header(
+            "idempotency-key",
+            http::HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+        )
+        .body(Full::new(Bytes::from_static(b"amount=5")))
+        .unwrap();
+    let lowercase = Request::builder()
+        .method(http::Method::from_bytes(b"get").unwrap())
+        .uri("/")
+        .body(Full::default())
+        .unwrap();
+    for request in [hostile_key, lowercase] {
+        let server = Scripted::start(vec![Answer::status(503)]).await;
+        let (mut parts, body) = request.into_parts();
+        parts.uri = server.url("/charge").parse().unwrap();
+        let method = parts.method.clone();
+        let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
+        let response = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::from_parts(parts, body))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 503, "{method}");
+        assert_eq!(server.requests(), 1, "{method}: sent once");
+    }
+}
+
+#[tokio::test]
 async fn an_opt_in_retries_posts_without_a_key_and_patch_follows_post() {
     let server = Scripted::start(vec![Answer::status(503), Answer::status(503)]).await;
     let mut plain = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
