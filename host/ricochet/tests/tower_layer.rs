@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::Request;
-use http_body::Body;
+use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -461,6 +461,78 @@ async fn a_streaming_body_that_ended_within_the_limit_is_sent_again_whole() {
     assert!(seen
         .iter()
         .all(|s| s.body.as_deref() == Some(&b"one two three"[..])));
+}
+
+/// A body of one data frame, then trailers.
+struct WithTrailers(Option<Frame<Bytes>>, Option<Frame<Bytes>>);
+
+impl Body for WithTrailers {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let next = self.0.take().or_else(|| self.1.take());
+        std::task::Poll::Ready(next.map(Ok))
+    }
+}
+
+#[tokio::test]
+async fn bodies_at_the_limit_are_kept_and_one_byte_more_is_sent_once() {
+    const LIMIT: usize = 16;
+    for (len, streamed, sent) in [
+        (LIMIT, false, 2),
+        (LIMIT + 1, false, 1),
+        (LIMIT, true, 2),
+        (LIMIT + 1, true, 1),
+        (0, true, 2),
+    ] {
+        let server = Scripted::start(vec![Answer::status(503)]).await;
+        let mut svc = RetryLayer::new(policy(), "uploads")
+            .body_limit(LIMIT)
+            .layer(client::<http_body_util::Either<Full<Bytes>, ChannelBody>>());
+        let bytes = vec![b'b'; len];
+        let body = if streamed {
+            let (tx, body) = ChannelBody::new();
+            for chunk in bytes.chunks(5) {
+                tx.send(Ok(Bytes::copy_from_slice(chunk))).await.unwrap();
+            }
+            http_body_util::Either::Right(body)
+        } else {
+            http_body_util::Either::Left(Full::new(Bytes::from(bytes.clone())))
+        };
+        let put = Request::put(server.url("/blob")).body(body).unwrap();
+        svc.ready().await.unwrap().call(put).await.unwrap();
+        let seen = server.seen();
+        assert_eq!(seen.len(), sent, "{len} bytes, streamed: {streamed}");
+        assert!(
+            seen.iter().all(|s| s.body.as_deref() == Some(&bytes[..])),
+            "{len} bytes: whole every time"
+        );
+    }
+
+    // Trailers end a body as well: it is kept, and sent again whole.
+    let server = Scripted::start(vec![Answer::status(503)]).await;
+    let mut svc = RetryLayer::new(policy(), "uploads").layer(client::<WithTrailers>());
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", http::HeaderValue::from_static("abc"));
+    let body = WithTrailers(
+        Some(Frame::data(Bytes::from_static(b"payload"))),
+        Some(Frame::trailers(trailers)),
+    );
+    let put = Request::put(server.url("/blob"))
+        .header("te", "trailers")
+        .body(body)
+        .unwrap();
+    let response = svc.ready().await.unwrap().call(put).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2);
+    assert!(seen
+        .iter()
+        .all(|s| s.body.as_deref() == Some(&b"payload"[..])));
 }
 
 #[tokio::test]
