@@ -596,3 +596,18 @@ fn keys_with_line_breaks_stay_inside_the_comments() {
     let file = through_policy_file(&imported);
     assert_eq!(file.get("v//").unwrap().max_attempts, 2);
 }
+
+#[test]
+fn a_bad_field_is_reported_once_not_also_as_missing() {
+    // The field is there; what is wrong is its value, and that is all the error says.
+    let error = grpc_error("c.json", &retry_policy_with(r#""maxAttempts": 1"#));
+    assert_eq!(error.lines().count(), 1, "{error}");
+    assert!(error.contains("maxAttempts: 1: A6 requires"), "{error}");
+    let throttled = format!(
+        r#"{{"retryThrottling": {{"maxTokens": -1, "tokenRatio": 0.1}}, {}"#,
+        &retry_policy_with(r#""maxAttempts": 3"#)[1..]
+    );
+    let error = grpc_error("c.json", &throttled);
+    assert_eq!(error.lines().count(), 1, "{error}");
+    assert!(error.contains("retryThrottling.maxTokens"), "{error}");
+}

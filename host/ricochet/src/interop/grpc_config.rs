@@ -118,7 +118,10 @@ fn read_throttling(reader: &mut Reader<'_>, node: &Node, at: &Path<'_>) -> Optio
         return None;
     }
     let (Some(max_tokens), Some(token_ratio)) = (max_tokens, token_ratio) else {
-        reader.error(at, "maxTokens and tokenRatio are both required");
+        // A field that is there but wrong has its own error already.
+        if node.get("maxTokens").is_none() || node.get("tokenRatio").is_none() {
+            reader.error(at, "maxTokens and tokenRatio are both required");
+        }
         return None;
     };
     let budget = BudgetConfig {
@@ -270,7 +273,6 @@ fn read_retry_policy(
         ..PartialRetryConfig::default()
     };
     let mut attempt_timeout = None;
-    let mut codes_seen = false;
     let mut listed = Vec::new();
     let walked = each_entry(node, at, |k, v, p| match k {
         "maxAttempts" => match whole_number(v) {
@@ -309,7 +311,6 @@ fn read_retry_policy(
             other => reader.error(p, format!("expected a number, got {}", other.kind())),
         },
         "retryableStatusCodes" => {
-            codes_seen = true;
             let (set, codes) = read_codes(reader, v, p);
             config.retry_on = Some(set);
             listed = codes;
@@ -328,14 +329,15 @@ fn read_retry_policy(
         reader.error(at, format!("expected a map, got {kind}"));
         return None;
     }
-    for (field, set) in [
-        ("maxAttempts", config.max_attempts.is_some()),
-        ("initialBackoff", config.initial_delay.is_some()),
-        ("maxBackoff", config.max_delay.is_some()),
-        ("backoffMultiplier", config.exponential_base.is_some()),
-        ("retryableStatusCodes", codes_seen),
+    // A field that is there but wrong has its own error already.
+    for field in [
+        "maxAttempts",
+        "initialBackoff",
+        "maxBackoff",
+        "backoffMultiplier",
+        "retryableStatusCodes",
     ] {
-        if !set {
+        if node.get(field).is_none() {
             reader.error(at, format!("{field} is required (A6)"));
         }
     }
