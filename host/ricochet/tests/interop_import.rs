@@ -611,3 +611,25 @@ fn a_bad_field_is_reported_once_not_also_as_missing() {
     assert_eq!(error.lines().count(), 1, "{error}");
     assert!(error.contains("retryThrottling.maxTokens"), "{error}");
 }
+
+#[test]
+fn export_never_rounds_a_positive_duration_to_zero() {
+    // Envoy reads `0s` as "none" (a per-try timeout) or refuses it (a base interval): a
+    // positive value is written to the nanosecond, and never as zero.
+    let config = RetryConfig {
+        initial_delay: 0.0000001,
+        max_delay: 0.0000001,
+        ..RetryConfig::default()
+    };
+    let export = export_envoy(&config, Some(Duration::from_nanos(1))).unwrap();
+    let rp = &export.retry_policy;
+    assert_eq!(rp["retry_back_off"]["base_interval"], "0.0000001s");
+    assert_eq!(rp["retry_back_off"]["max_interval"], "0.0000001s");
+    assert_eq!(rp["per_try_timeout"], "0.000000001s");
+    let text = serde_json::to_string(rp).unwrap();
+    let back = import_envoy(&Document::parse("exported.json", &text).unwrap()).unwrap();
+    assert_eq!(
+        back.policies["envoy"].attempt_timeout,
+        Some(Duration::from_nanos(1))
+    );
+}

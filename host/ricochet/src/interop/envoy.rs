@@ -653,8 +653,11 @@ impl EnvoyExport {
 }
 
 fn seconds(d: f64) -> String {
-    // Protobuf JSON durations: decimal seconds with an `s`, no exponent.
-    let mut s = format!("{d:.6}");
+    // Protobuf JSON durations: decimal seconds with an `s`, no exponent, to the nanosecond.
+    // A positive value is never written as `0s`, which Envoy reads as "none" (a per-try
+    // timeout) or refuses (a base interval).
+    let d = if d > 0.0 { d.max(1e-9) } else { d };
+    let mut s = format!("{d:.9}");
     while s.ends_with('0') {
         s.pop();
     }
