@@ -1147,13 +1147,21 @@ where
         }
         Claim::Refused(refusal) => return Err(CallError::Idempotency(refusal)),
     };
+    // The store deduplicates the request; whether it is retried is the method's (and key's)
+    // rule, as without a store.
+    let retried = settings.retries(&parts.method, &parts.headers);
     let (result, stored) = call
         .renewing(token.as_ref(), async {
-            let response =
-                match retry(&settings, &bodies, service, is_ready, &parts, first, kept).await {
-                    Ok(response) => response,
-                    Err(e) => return (Err(e), None),
-                };
+            let sent = if retried {
+                retry(&settings, &bodies, service, is_ready, &parts, first, kept).await
+            } else {
+                drop(kept);
+                send_once(service, is_ready, Request::from_parts(parts.clone(), first)).await
+            };
+            let response = match sent {
+                Ok(response) => response,
+                Err(e) => return (Err(e), None),
+            };
             if classify_response(response.status(), response.headers()).is_some() {
                 return (Ok(response.map(IdempotentBody::live)), None);
             }

@@ -112,3 +112,42 @@ async fn tower_recorded_bodies_are_read_ahead_for_the_fingerprint() {
         "whole"
     );
 }
+
+/// A store deduplicates a keyed request; it does not make one retryable that is not: an
+/// extension method (or a lowercase `post`, which is one) with a key is sent once, as without
+/// a store and as through the middleware.
+#[tokio::test]
+async fn tower_a_keyed_request_of_a_method_that_is_never_retried_is_sent_once() {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use ricochet::tower::RetryLayer;
+    use tower::{Layer, Service, ServiceExt};
+    use tower_server::{Answer, Scripted};
+
+    for method in ["LOCK", "post"] {
+        let server = Scripted::start(vec![Answer::status(503)]).await;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        let policy = ricochet::RetryPolicy::new(ricochet::RetryConfig {
+            initial_delay: 0.001,
+            max_delay: 0.01,
+            coordination_enabled: false,
+            ..ricochet::RetryConfig::default()
+        })
+        .unwrap()
+        .without_metrics();
+        let mut svc = RetryLayer::new(policy, "dav")
+            .idempotency_store(store())
+            .layer(client);
+        let request = http::Request::builder()
+            .method(http::Method::from_bytes(method.as_bytes()).unwrap())
+            .uri(server.url("/file"))
+            .header("idempotency-key", scenario::fresh_key("lock").as_str())
+            .body(Full::new(Bytes::from_static(b"owner")))
+            .unwrap();
+        let response = svc.ready().await.unwrap().call(request).await.unwrap();
+        assert_eq!(response.status(), 503, "{method}");
+        assert_eq!(server.requests(), 1, "{method}: sent once");
+    }
+}

@@ -16,6 +16,8 @@
 //!   [`IdempotencyOptions::wait`]) and then gets its response, or runs itself if the first
 //!   failed; past the wait it is [`IdempotencyRefusal::InProgress`];
 //! - the same key with another method, URI or body is [`IdempotencyRefusal::KeyReused`];
+//! - the request is retried by the rules it has without a store ([`crate::http`]): a keyed
+//!   `POST` is, a `CONNECT` or an extension method is sent once, deduplicated all the same;
 //! - a success (`2xx`, `3xx`) is stored for the policy's `idempotency_ttl` (or
 //!   [`IdempotencyOptions::ttl`]); any other outcome releases the key, so a later request may
 //!   run. The response body is read whole before the call returns, up to
