@@ -633,3 +633,31 @@ fn export_never_rounds_a_positive_duration_to_zero() {
         Some(Duration::from_nanos(1))
     );
 }
+
+#[test]
+fn a_megabyte_of_bad_keys_is_answered_at_once() {
+    // Each error's line is found by reading the document: every one of 100 000 of them took
+    // minutes. The first hundred are described, the rest counted.
+    let mut text = String::from("retry_on: 5xx\n");
+    let mut keys = 0;
+    while text.len() < ricochet::interop::MAX_DOCUMENT_BYTES - 32 {
+        text.push_str(&format!("k{keys}: 1\n"));
+        keys += 1;
+    }
+    let started = std::time::Instant::now();
+    let errors = Document::parse("keys.yaml", &text)
+        .and_then(|d| import_envoy(&d))
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    assert_eq!(errors.0.len(), ricochet::interop::MAX_SHOWN_ERRORS + 1);
+    assert_eq!(errors.0[0].line, Some(2), "{}", errors.0[0]);
+    assert!(errors.0[0]
+        .message
+        .contains("unknown retry_policy field `k0`"));
+    let last = errors.0.last().unwrap().to_string();
+    assert!(
+        last.contains(&format!("and {} more errors", keys - 100)),
+        "{last}"
+    );
+    assert!(elapsed < Duration::from_secs(60), "{elapsed:?}");
+}

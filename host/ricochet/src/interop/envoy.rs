@@ -125,7 +125,7 @@ pub fn import_envoy(doc: &Document) -> Result<Imported, ImportErrors> {
             }
             policies.insert(unique, policy);
         }
-        if policies.is_empty() && reader.errors.is_empty() {
+        if policies.is_empty() && reader.error_count() == 0 {
             reader.error(root.path(), "no `retry_policy` found in this document");
         }
     }
@@ -223,7 +223,7 @@ fn read_retry_policy(
     at: &Path<'_>,
     route_timeout: Option<&Node>,
 ) -> Option<ImportedPolicy> {
-    let errors_before = reader.errors.len();
+    let errors_before = reader.error_count();
     let mut config = PartialRetryConfig {
         max_attempts: Some(2),
         initial_delay: Some(DEFAULT_BASE_INTERVAL.as_secs_f64()),
@@ -351,7 +351,7 @@ fn read_retry_policy(
     }
     let retry_on = read_conditions(reader, at, conditions, codes, &config);
     config.retry_on = Some(retry_on);
-    if reader.errors.len() == errors_before {
+    if reader.error_count() == errors_before {
         if let Err(e) = config.apply(RetryConfig::default()).validate() {
             reader.error(at, format!("the imported policy is invalid: {e}"));
         }
@@ -359,7 +359,7 @@ fn read_retry_policy(
     for (path, message) in notes {
         reader.notes.push(Note { path, message });
     }
-    (reader.errors.len() == errors_before).then(|| ImportedPolicy {
+    (reader.error_count() == errors_before).then(|| ImportedPolicy {
         config,
         attempt_timeout,
         source: path_string(at),

@@ -83,7 +83,7 @@ pub fn import_grpc_service_config(doc: &Document) -> Result<Imported, ImportErro
             read_method_config(&mut reader, item, &here, budget, &mut named, &mut policies);
         }
     }
-    if policies.is_empty() && reader.errors.is_empty() {
+    if policies.is_empty() && reader.error_count() == 0 {
         reader.error(root.path(), "no methodConfig with a retryPolicy found");
     }
     reader.finish(policies)
@@ -196,7 +196,7 @@ fn read_method_config(
     named: &mut BTreeSet<String>,
     policies: &mut BTreeMap<String, ImportedPolicy>,
 ) {
-    let errors_before = reader.errors.len();
+    let errors_before = reader.error_count();
     let mut method_names = Vec::new();
     let mut retry: Option<(&Node, String)> = None;
     let mut max_elapsed = None;
@@ -239,7 +239,7 @@ fn read_method_config(
     else {
         return;
     };
-    if reader.errors.len() != errors_before {
+    if reader.error_count() != errors_before {
         return;
     }
     if method_names.is_empty() {
@@ -264,7 +264,7 @@ fn read_retry_policy(
     max_elapsed: Option<f64>,
     budget: Option<BudgetConfig>,
 ) -> Option<(PartialRetryConfig, Option<Duration>)> {
-    let errors_before = reader.errors.len();
+    let errors_before = reader.error_count();
     let mut config = PartialRetryConfig {
         jitter: Some(true),
         strategy: Some(JitterStrategy::Full),
@@ -341,7 +341,7 @@ fn read_retry_policy(
             reader.error(at, format!("{field} is required (A6)"));
         }
     }
-    if reader.errors.len() != errors_before {
+    if reader.error_count() != errors_before {
         return None;
     }
     let full = config.apply(RetryConfig::default());
@@ -349,7 +349,7 @@ fn read_retry_policy(
         Ok(policy) => compare(reader, at, &policy, &listed),
         Err(e) => reader.error(at, format!("the imported policy is invalid: {e}")),
     }
-    (reader.errors.len() == errors_before).then_some((config, attempt_timeout))
+    (reader.error_count() == errors_before).then_some((config, attempt_timeout))
 }
 
 /// The categories of the listed codes, and the codes.

@@ -440,10 +440,16 @@ impl fmt::Display for Path<'_> {
     }
 }
 
+/// Errors described in full; past these, errors are only counted. Finding an error's line
+/// reads the document: describing each of a megabyte of bad keys would take minutes.
+pub const MAX_SHOWN_ERRORS: usize = 100;
+
 /// Collects errors and notes while a document is read.
 pub(crate) struct Reader<'d> {
     doc: &'d Document,
-    pub errors: Vec<ImportError>,
+    errors: Vec<ImportError>,
+    /// Errors past [`MAX_SHOWN_ERRORS`], counted.
+    unshown: usize,
     pub notes: Vec<Note>,
 }
 
@@ -452,8 +458,14 @@ impl<'d> Reader<'d> {
         Self {
             doc,
             errors: Vec::new(),
+            unshown: 0,
             notes: Vec::new(),
         }
+    }
+
+    /// How many errors were found so far, shown or not.
+    pub fn error_count(&self) -> usize {
+        self.errors.len() + self.unshown
     }
 
     pub fn root(&self) -> At<'d> {
@@ -500,6 +512,10 @@ impl<'d> Reader<'d> {
     }
 
     pub fn error(&mut self, at: &Path<'_>, message: impl Into<String>) {
+        if self.errors.len() >= MAX_SHOWN_ERRORS {
+            self.unshown += 1;
+            return;
+        }
         let line = self.line(at);
         self.errors.push(ImportError {
             file: (!self.doc.name.is_empty()).then(|| self.doc.name.clone()),
@@ -522,6 +538,17 @@ impl<'d> Reader<'d> {
     ) -> Result<Imported, ImportErrors> {
         // In document order, as far as lines are known (stable: same-line errors keep theirs).
         self.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        if self.unshown > 0 {
+            self.errors.push(ImportError {
+                file: (!self.doc.name.is_empty()).then(|| self.doc.name.clone()),
+                line: None,
+                path: "(document)".into(),
+                message: format!(
+                    "and {} more errors (the first {MAX_SHOWN_ERRORS} are shown)",
+                    self.unshown
+                ),
+            });
+        }
         if self.errors.is_empty() {
             Ok(Imported {
                 policies,
