@@ -661,3 +661,29 @@ fn a_megabyte_of_bad_keys_is_answered_at_once() {
     );
     assert!(elapsed < Duration::from_secs(60), "{elapsed:?}");
 }
+
+#[test]
+fn a_megabyte_of_routes_of_one_name_is_answered_at_once() {
+    // Each policy of a name already taken tried every suffix before its own: 15 000 routes
+    // named alike took 17 s in release.
+    let mut text = String::from(r#"{"virtual_hosts": [{"name": "v", "routes": ["#);
+    let mut routes = 0;
+    while text.len() < ricochet::interop::MAX_DOCUMENT_BYTES - 200 {
+        if routes > 0 {
+            text.push(',');
+        }
+        text.push_str(
+            r#"{"name": "r", "match": {}, "route": {"retry_policy": {"retry_on": "5xx"}}}"#,
+        );
+        routes += 1;
+    }
+    text.push_str("]}]}");
+    let started = std::time::Instant::now();
+    let imported = import_envoy(&Document::parse("routes.json", &text).unwrap()).unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(imported.policies.len(), routes);
+    assert!(imported.policies.contains_key("v/r"));
+    assert!(imported.policies.contains_key(&format!("v/r#{routes}")));
+    // About a second in a test build, 41 s before.
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+}

@@ -116,12 +116,15 @@ pub fn import_envoy(doc: &Document) -> Result<Imported, ImportErrors> {
             &mut reader,
             &mut found,
         );
+        // The next suffix of each name, so that a thousand routes of one name do not each
+        // try every suffix before theirs.
+        let mut next: BTreeMap<String, usize> = BTreeMap::new();
         for (name, policy) in found {
+            let n = next.entry(name.clone()).or_insert(1);
             let mut unique = name.clone();
-            let mut n = 2;
             while policies.contains_key(&unique) {
+                *n += 1;
                 unique = format!("{name}#{n}");
-                n += 1;
             }
             policies.insert(unique, policy);
         }
