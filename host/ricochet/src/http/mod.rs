@@ -361,9 +361,10 @@ fn classify_error_status(status: StatusCode, headers: &HeaderMap) -> Option<Resp
             .map(str::to_owned)
     };
     let ratelimit = lines("ratelimit").collect::<Vec<_>>().join(", ");
-    let ratelimit = match ratelimit.is_empty() {
-        false => Some(ratelimit),
-        true => longest(&["ratelimit-reset"], ServerDelayHeader::RateLimit),
+    let ratelimit = if ratelimit.is_empty() {
+        longest(&["ratelimit-reset"], ServerDelayHeader::RateLimit)
+    } else {
+        Some(ratelimit)
     };
     let delay_headers = [
         (
