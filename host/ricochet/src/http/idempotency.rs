@@ -142,13 +142,16 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Option<String> {
     usable_key(headers).map(str::to_string)
 }
 
-/// The request's `Idempotency-Key` when it is usable: visible ASCII (and spaces), not blank.
-/// The one rule for both what makes a `POST` retryable and what keys the store, so that no
-/// request is retried on a key the store would not deduplicate it by.
+/// The request's `Idempotency-Key` when it is usable: one field line, visible ASCII (and
+/// spaces), not blank. Two lines are no key: the field is a Structured Field item, which a
+/// server ignores when it is given twice. The one rule for both what makes a `POST`
+/// retryable and what keys the store, so that no request is retried on a key the store would
+/// not deduplicate it by.
 #[inline]
 pub(crate) fn usable_key(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(super::IDEMPOTENCY_KEY)?.to_str().ok()?.trim();
-    (!value.is_empty()).then_some(value)
+    let mut lines = headers.get_all(super::IDEMPOTENCY_KEY).iter();
+    let value = lines.next()?.to_str().ok()?.trim();
+    (!value.is_empty() && lines.next().is_none()).then_some(value)
 }
 
 /// SHA-256 of the method, the URI and the body, hex: what makes two requests "the same".

@@ -12,8 +12,9 @@
 //! A retry sends a request again, so only requests that may safely arrive twice are retried
 //! (RFC 9110 §9.2.2): `GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE` and `TRACE`. `POST` and `PATCH`
 //! are retried only when they carry an `Idempotency-Key` header (the IETF httpapi draft: the
-//! server deduplicates by it) that is not blank and is visible ASCII (a key of other bytes is
-//! no key), or when the caller opts in with `retry_non_idempotent()`. Any
+//! server deduplicates by it) that is one field line, not blank and visible ASCII (a key of
+//! other bytes, or two keys, is no key), or when the caller opts in with
+//! `retry_non_idempotent()`. Any
 //! other method (`CONNECT`, extensions) is never retried. A request that is not retried goes
 //! straight to the inner service, once, untouched: no body recording, no delay, no metrics —
 //! as tower's `Retry` does when its policy declines to clone a request.
