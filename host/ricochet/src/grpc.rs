@@ -166,13 +166,16 @@ mod with_tonic {
         if !is_grpc || status != http::StatusCode::OK {
             return None;
         }
-        let Some(raw) = headers.get("grpc-status") else {
+        let mut statuses = headers.get_all("grpc-status").iter();
+        let Some(raw) = statuses.next() else {
             return Some(None);
         };
-        // gRPC: a status that is not a number is UNKNOWN.
+        // gRPC: a status that is not a number is UNKNOWN; so are two statuses, which no
+        // reading can choose between (the call may have succeeded).
         let code = std::str::from_utf8(raw.as_bytes())
             .ok()
             .and_then(|s| s.parse::<i32>().ok())
+            .filter(|_| statuses.next().is_none())
             .unwrap_or(2);
         if code == 0 {
             return Some(None);

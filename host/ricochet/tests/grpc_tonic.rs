@@ -404,6 +404,12 @@ mod hostile {
             2,
             "5 ms: retried"
         );
+        // Two statuses are no status: UNKNOWN, not retried (the call may have succeeded).
+        assert_eq!(
+            calls_made(grpc(b"14", None).header("grpc-status", "0")).await,
+            1,
+            "UNAVAILABLE and OK: UNKNOWN"
+        );
         // Two pushback lines that disagree: the server asked not to retry in one of them.
         assert_eq!(
             calls_made(grpc(b"14", Some(b"5")).header("grpc-retry-pushback-ms", "-1")).await,
