@@ -152,7 +152,9 @@ async fn a_429_with_an_http_date_waits_until_that_date() {
 
 #[tokio::test]
 async fn a_retry_after_beyond_the_cap_gives_up_at_once_with_the_429() {
-    for huge in ["3600", "99999999999999999999999999"] {
+    // 300 digits are delay-seconds too, however long: the server asked for forever.
+    let long = "1".repeat(300);
+    for huge in ["3600", "99999999999999999999999999", long.as_str()] {
         let server = Scripted::start(vec![Answer::status(429).header("retry-after", huge)]).await;
         let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
         let started = Instant::now();
@@ -174,8 +176,8 @@ async fn a_retry_after_beyond_the_cap_gives_up_at_once_with_the_429() {
 
 #[tokio::test]
 async fn hostile_delay_headers_count_as_absent() {
-    // Not UTF-8, negative, a fraction, 300 bytes of digits: the policy's own backoff applies.
-    let long = "1".repeat(300);
+    // Not UTF-8, negative, a fraction, 300 bytes of a date: the policy's own backoff applies.
+    let long = format!("{} {}", "Sun,".repeat(74), "GMT");
     let hostile: [&[u8]; 4] = [b"\xff\xfe1", b"-5", b"1.5", long.as_bytes()];
     for value in hostile {
         let server = Scripted::start(vec![

@@ -26,7 +26,7 @@
 //!   categories; `Retry-After`, `RateLimit` (or `RateLimit-Reset`) and `X-RateLimit-Reset` (or
 //!   `X-Rate-Limit-Reset`) read by the core's parsers).
 //!   Delay header values that are not UTF-8 or longer than [`MAX_DELAY_HEADER_BYTES`] count as
-//!   absent. Every line of a delay header is read: `RateLimit` lines are joined into one list,
+//!   absent, except a longer one of digits only: delay-seconds beyond any cap, which gives up. Every line of a delay header is read: `RateLimit` lines are joined into one list,
 //!   and of repeated `Retry-After` (or `X-RateLimit-Reset`) lines the longest delay holds.
 //! - A gRPC response (`content-type: application/grpc…`, feature `tonic`) carrying a non-zero
 //!   `grpc-status` in its headers — a Trailers-Only answer — is classified by its code (see
@@ -97,7 +97,8 @@ use idempotency::Deduplication;
 /// `Idempotency-Key`).
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-/// Longest delay header value that is read: a real `Retry-After` is under 30 bytes.
+/// Longest delay header value that is read: a real `Retry-After` is under 30 bytes. A longer
+/// value of digits only is read too (as more seconds than any cap allows).
 pub const MAX_DELAY_HEADER_BYTES: usize = 256;
 
 /// Why a call through a retrying HTTP client returned no response.
@@ -346,11 +347,17 @@ pub(crate) fn classify_response(
 /// are read too: the earlier drafts' `RateLimit-Reset` (when there is no `RateLimit`) and
 /// Twitter's `X-Rate-Limit-Reset`.
 fn classify_error_status(status: StatusCode, headers: &HeaderMap) -> Option<ResponseFailure> {
+    // A long value of digits only is delay-seconds all the same (the core saturates it, and
+    // it is beyond any cap): the server asked for longer than anything, not for nothing.
+    let readable = |v: &http::HeaderValue| {
+        v.len() <= MAX_DELAY_HEADER_BYTES
+            || v.as_bytes().trim_ascii().iter().all(u8::is_ascii_digit)
+    };
     let lines = |name: &'static str| {
         headers
             .get_all(name)
             .iter()
-            .filter(|v| v.len() <= MAX_DELAY_HEADER_BYTES)
+            .filter(|v| readable(v))
             .filter_map(|v| v.to_str().ok())
     };
     let now_us = wall_clock_us();
