@@ -1,7 +1,7 @@
 //! `ricochet import` and `ricochet export`: policies from and to Envoy and gRPC service configs,
 //! on the library's `interop` module.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 use ricochet::config_file::load_policy;
 use ricochet::interop::{
     export_envoy, import_envoy, import_grpc_service_config, Document, ImportErrors, Imported, Note,
+    MAX_DOCUMENT_BYTES,
 };
 
 /// What `import` reads.
@@ -69,22 +70,33 @@ pub struct ExportArgs {
     pub strict: bool,
 }
 
+/// The document's name and text. At most one byte past the cap is read, so that standard
+/// input without end (or `/dev/zero`) is refused rather than read until memory runs out.
 fn read_input(file: &PathBuf) -> Result<(String, String)> {
-    if file.as_os_str() == "-" {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-            .context("reading standard input")?;
-        return Ok(("-".into(), text));
+    let (name, source): (String, Box<dyn Read>) = if file.as_os_str() == "-" {
+        ("-".into(), Box::new(std::io::stdin()))
+    } else {
+        let opened =
+            std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+        (file.display().to_string(), Box::new(opened))
+    };
+    let mut bytes = Vec::new();
+    source
+        .take(MAX_DOCUMENT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {name}"))?;
+    if bytes.len() > MAX_DOCUMENT_BYTES {
+        anyhow::bail!(
+            "{name}: more than {MAX_DOCUMENT_BYTES} bytes (a config document may hold at most {MAX_DOCUMENT_BYTES})"
+        );
     }
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
-            "{}: not UTF-8 text (invalid byte at offset {})",
-            file.display(),
+            "{name}: not UTF-8 text (invalid byte at offset {})",
             e.utf8_error().valid_up_to()
         )
     })?;
-    Ok((file.display().to_string(), text))
+    Ok((name, text))
 }
 
 fn report(errors: &ImportErrors, what: &str) -> ExitCode {

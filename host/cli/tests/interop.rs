@@ -174,3 +174,35 @@ fn export_envoy_writes_a_retry_policy_that_imports_back() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn an_endless_input_is_refused_after_a_megabyte() {
+    // `ricochet import envoy -` fed without end (or given /dev/zero) must stop reading at the
+    // document cap, not read until memory runs out: 64 MiB are offered, and the import has
+    // refused (closing its end of the pipe) long before they are all written.
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = ricochet()
+        .args(["import", "envoy", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let line = [b'#'; 1024];
+    let written = (0..64 * 1024)
+        .take_while(|_| stdin.write_all(&line).is_ok())
+        .count();
+    drop(stdin);
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains("more than 1048576 bytes"), "{err}");
+    assert!(written < 64 * 1024, "all 64 MiB were read");
+    if Path::new("/dev/zero").exists() {
+        let o = run(&["import", "grpc", "/dev/zero"]);
+        assert!(!o.status.success());
+        assert!(text(&o.stderr).contains("more than 1048576 bytes"));
+    }
+}
