@@ -687,3 +687,25 @@ fn a_megabyte_of_routes_of_one_name_is_answered_at_once() {
     // About a second in a test build, 41 s before.
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
 }
+
+#[test]
+fn errors_and_notes_print_no_raw_control_characters() {
+    // A key of the document is part of a path and of a message: on a terminal, `ESC[2J` would
+    // clear the screen and a line break would forge a line of the report.
+    let text = "{\"retry_on\": \"5xx\", \"\\u001b[2J\\nfake: line\": 1}";
+    let errors = Document::parse("r.json", text)
+        .and_then(|d| import_envoy(&d))
+        .unwrap_err();
+    let shown = errors.to_string();
+    assert!(!shown.chars().any(char::is_control), "{shown:?}");
+    assert!(shown.contains("\\u{1b}[2J\\nfake: line"), "{shown}");
+    let text = "virtual_hosts:\n- name: v\n  routes:\n  - match: {prefix: /}\n    \"\\e[31m\\u202e\": {retry_policy: {retry_on: 5xx}}\n";
+    let imported = import_envoy(&Document::parse("r.yaml", text).unwrap()).unwrap();
+    for note in &imported.notes {
+        let shown = note.to_string();
+        assert!(
+            !shown.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "{shown:?}"
+        );
+    }
+}

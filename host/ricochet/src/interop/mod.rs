@@ -39,7 +39,7 @@ pub mod envoy;
 pub mod grpc_config;
 
 use std::collections::BTreeMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 use ricochet_core::PartialRetryConfig;
@@ -81,7 +81,28 @@ pub struct Note {
 
 impl fmt::Display for Note {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
+        write!(f, "{}: {}", Escaped(&self.path), Escaped(&self.message))
+    }
+}
+
+/// Text from a document shown safely: a key can hold anything, and printed raw a control
+/// character would act on the terminal (`ESC[2J`), a line break forge a line of the report or
+/// end a comment, and a bidirectional override reorder what is read. Each is escaped (`\n`,
+/// `\u{1b}`, `\u{202e}`).
+struct Escaped<'a>(&'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            let unsafe_char = c.is_control()
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if unsafe_char {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -101,13 +122,13 @@ pub struct ImportError {
 impl fmt::Display for ImportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(file) = &self.file {
-            f.write_str(file)?;
+            Escaped(file).fmt(f)?;
             if let Some(line) = self.line {
                 write!(f, ":{line}")?;
             }
             f.write_str(": ")?;
         }
-        write!(f, "{}: {}", self.path, self.message)
+        write!(f, "{}: {}", Escaped(&self.path), Escaped(&self.message))
     }
 }
 
@@ -190,15 +211,7 @@ impl Imported {
 /// as policy file (YAML 1.1 breaks lines at NEL, LS and PS too).
 #[cfg(feature = "yaml")]
 fn comment(out: &mut String, text: &str) {
-    out.push_str("# ");
-    for c in text.chars() {
-        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out.push('\n');
+    out.push_str(&format!("# {}\n", Escaped(text)));
 }
 
 /// The fields a partial config sets (nulls left out).
