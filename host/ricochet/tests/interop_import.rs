@@ -709,3 +709,19 @@ fn errors_and_notes_print_no_raw_control_characters() {
         );
     }
 }
+
+#[test]
+fn a_status_below_400_that_envoy_retries_is_a_note() {
+    // Envoy retries any listed status, a 302 too; to ricochet it is a success. Fewer retries
+    // than the source are a note, never a silent drop.
+    let text = r#"{"retry_on": "retriable-status-codes", "retriable_status_codes": [302, 503]}"#;
+    let imported = import_envoy(&Document::parse("r.json", text).unwrap()).unwrap();
+    assert!(
+        imported
+            .notes
+            .iter()
+            .any(|n| n.message.contains("302") && n.message.contains("ricochet does not")),
+        "{:?}",
+        imported.notes
+    );
+}

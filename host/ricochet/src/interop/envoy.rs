@@ -585,7 +585,12 @@ fn compare(
     let retried = |c: ErrorCategory| core_retries(&policy, c);
     let mut more_transient = Vec::new();
     let mut more_final: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
-    let mut fewer = Vec::new();
+    // Envoy retries any status it is given; below 400 ricochet sees a success.
+    let mut fewer: Vec<String> = wants
+        .statuses
+        .range(..400)
+        .map(|s| format!("{s} (a success to ricochet)"))
+        .collect();
     for s in 400u16..=599 {
         let c = http_status_category(s);
         match (retried(c), wants.statuses.contains(&s)) {
