@@ -725,3 +725,23 @@ fn a_status_below_400_that_envoy_retries_is_a_note() {
         imported.notes
     );
 }
+
+#[test]
+fn an_authentication_failure_retried_by_the_source_is_a_note() {
+    // gRPC retries a listed UNAUTHENTICATED (Envoy a listed 401) up to every attempt; ricochet
+    // retries it once, and only after a token refresh: a translation that is not exact.
+    let doc = Document::parse(
+        "c.json",
+        r#"{"methodConfig": [{"name": [{"service": "s"}], "retryPolicy": {"maxAttempts": 3, "initialBackoff": "1s", "maxBackoff": "2s", "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE", "UNAUTHENTICATED"]}}]}"#,
+    )
+    .unwrap();
+    let imported = import_grpc_service_config(&doc).unwrap();
+    assert!(has_note(&imported, "token refresh"), "{:?}", imported.notes);
+    let doc = Document::parse(
+        "r.json",
+        r#"{"retry_on": "retriable-status-codes", "retriable_status_codes": [401, 503]}"#,
+    )
+    .unwrap();
+    let imported = import_envoy(&doc).unwrap();
+    assert!(has_note(&imported, "token refresh"), "{:?}", imported.notes);
+}

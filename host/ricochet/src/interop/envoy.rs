@@ -585,6 +585,9 @@ fn compare(
     let retried = |c: ErrorCategory| core_retries(&policy, c);
     let mut more_transient = Vec::new();
     let mut more_final: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    if wants.statuses.contains(&401) || wants.codes.contains(&16) {
+        reader.note(at, super::grpc_config::AUTH_NOTE);
+    }
     // Envoy retries any status it is given; below 400 ricochet sees a success.
     let mut fewer: Vec<String> = wants
         .statuses

@@ -31,6 +31,9 @@ use super::{
 };
 use crate::grpc::{code_from_name, code_name, CODES};
 
+/// An authentication failure the source retries like any other.
+pub(crate) const AUTH_NOTE: &str = "UNAUTHENTICATED (401): ricochet retries it once, and only after a token refresh (RetryPolicy::with_token_refresh), where the source retries it like any listed failure";
+
 /// A6's default client-side cap on `maxAttempts`.
 const A6_MAX_ATTEMPTS: u64 = 5;
 
@@ -343,6 +346,9 @@ fn read_retry_policy(
     }
     if reader.error_count() != errors_before {
         return None;
+    }
+    if listed.contains(&16) {
+        reader.note(at, AUTH_NOTE);
     }
     let full = config.apply(RetryConfig::default());
     match full.validate() {
