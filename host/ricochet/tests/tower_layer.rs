@@ -175,6 +175,32 @@ async fn a_retry_after_beyond_the_cap_gives_up_at_once_with_the_429() {
 }
 
 #[tokio::test]
+async fn http_dates_in_the_past_the_far_future_or_malformed() {
+    // A date gone by asks for no wait; one in year 9999 is past any cap (give up with the 429);
+    // an hour of 25 is no date (the policy's backoff). None may sleep.
+    for (date, status, requests) in [
+        ("Sun, 06 Nov 1994 08:49:37 GMT", 200, 2),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 429, 1),
+        ("Sun, 06 Nov 1994 25:49:37 GMT", 200, 2),
+        ("Sunday, 06-Nov-94 08:49:37 GMT", 200, 2),
+    ] {
+        let server = Scripted::start(vec![Answer::status(429).header("retry-after", date)]).await;
+        let mut svc = RetryLayer::new(policy(), "orders").layer(client::<Full<Bytes>>());
+        let started = Instant::now();
+        let response = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(get(&server.url("/a")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{date}");
+        assert_eq!(server.requests(), requests, "{date}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{date}");
+    }
+}
+
+#[tokio::test]
 async fn hostile_delay_headers_count_as_absent() {
     // Not UTF-8, negative, a fraction, 300 bytes of a date: the policy's own backoff applies.
     let long = format!("{} {}", "Sun,".repeat(74), "GMT");
