@@ -745,3 +745,67 @@ fn an_authentication_failure_retried_by_the_source_is_a_note() {
     let imported = import_envoy(&doc).unwrap();
     assert!(has_note(&imported, "token refresh"), "{:?}", imported.notes);
 }
+
+#[test]
+fn absurd_values_are_errors_naming_their_field() {
+    // Each error names the field it is about (and, where it is one, the value).
+    for (fields, named) in [
+        (r#""maxAttempts": 0"#, "maxAttempts: 0"),
+        (r#""maxAttempts": 3.5"#, "maxAttempts: 3.5"),
+        (r#""maxAttempts": "three""#, "maxAttempts: \"three\""),
+        (
+            r#""maxAttempts": 3, "perAttemptRecvTimeout": "-0s""#,
+            "\"-0s\"",
+        ),
+        (
+            r#""maxAttempts": 3, "perAttemptRecvTimeout": "1e30s""#,
+            "\"1e30s\"",
+        ),
+        (
+            r#""maxAttempts": 3, "perAttemptRecvTimeout": "5""#,
+            "\"5\" is not a duration",
+        ),
+        (
+            r#""maxAttempts": 3, "perAttemptRecvTimeout": 5"#,
+            "perAttemptRecvTimeout: expected a duration",
+        ),
+        (
+            r#""maxAttempts": 3, "hedge": true"#,
+            "unknown retryPolicy field `hedge`",
+        ),
+    ] {
+        let error = grpc_error("c.json", &retry_policy_with(fields));
+        assert!(error.contains(named), "{fields}: {error}");
+    }
+    let base = |multiplier: &str| {
+        format!(
+            r#"{{"methodConfig": [{{"name": [{{"service": "s"}}], "retryPolicy": {{"maxAttempts": 3, "initialBackoff": "1s", "maxBackoff": "2s", "backoffMultiplier": {multiplier}, "retryableStatusCodes": ["UNAVAILABLE"]}}}}]}}"#
+        )
+    };
+    for multiplier in ["0", "-2", "\"2\"", "null"] {
+        let error = grpc_error("c.json", &base(multiplier));
+        assert!(error.contains("backoffMultiplier"), "{multiplier}: {error}");
+    }
+    let yaml = "methodConfig:\n- name: [{service: s}]\n  retryPolicy: {maxAttempts: .nan, initialBackoff: 1s, maxBackoff: 2s, backoffMultiplier: .inf, retryableStatusCodes: [UNAVAILABLE]}\n";
+    let error = grpc_error("c.yaml", yaml);
+    assert!(
+        error.contains("maxAttempts: NaN") && error.contains("backoffMultiplier: inf"),
+        "{error}"
+    );
+    // Nesting past the parsers' depth, and YAML aliases that multiply: errors, not a stack
+    // overflow or a billion nodes.
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    assert!(grpc_error("c.json", &deep).contains("recursion limit"));
+    assert!(grpc_error("c.yaml", &deep).contains("recursion limit"));
+    let mut laughs = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    for (name, prev) in ["b", "c", "d", "e", "f", "g", "h", "i"]
+        .iter()
+        .zip(["a", "b", "c", "d", "e", "f", "g", "h"])
+    {
+        laughs.push_str(&format!(
+            "{name}: &{name} [{}]\n",
+            vec![format!("*{prev}"); 10].join(", ")
+        ));
+    }
+    assert!(grpc_error("c.yaml", &laughs).contains("repetition limit"));
+}
