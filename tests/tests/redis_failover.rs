@@ -73,6 +73,10 @@ async fn a_master_killed_mid_call_stalls_neither_the_calls_nor_their_duplicates(
                 .await
         })
     };
+    // The premise: the holder's claim reached the replica before its master died (on a loaded
+    // machine it may still be on its way after 500 ms, and then the promoted replica has no
+    // claim at all — another test).
+    wait_replicated(&cluster, victim);
     cluster.nodes[victim].kill9();
 
     // Meanwhile coordination keeps its deadline on every call (a fallback while it fails over).
@@ -169,4 +173,44 @@ async fn a_master_killed_mid_call_stalls_neither_the_calls_nor_their_duplicates(
     let dropping = Instant::now();
     drop((policy, coordinator, store));
     assert!(dropping.elapsed() < Duration::from_secs(1));
+}
+
+/// Waits until every replica of node `master` has processed all of its replication stream, as
+/// the replicas themselves report it (the master hears their offsets only once a second).
+fn wait_replicated(cluster: &RedisCluster, master: usize) {
+    let number = |info: &str, field: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = cluster.nodes[master].cli(&["INFO", "replication"]);
+        let sent = number(&info, "master_repl_offset:").expect("a master's offset");
+        let replicas: Vec<u16> = info
+            .lines()
+            .filter(|line| line.starts_with("slave") && line.contains("port="))
+            .filter_map(|line| line.split(',').find_map(|kv| kv.strip_prefix("port=")))
+            .filter_map(|port| port.parse().ok())
+            .collect();
+        let caught_up = !replicas.is_empty()
+            && replicas.iter().all(|port| {
+                cluster
+                    .nodes
+                    .iter()
+                    .find(|n| n.port == *port)
+                    .is_some_and(|n| {
+                        let info = n.cli(&["INFO", "replication"]);
+                        number(&info, "slave_repl_offset:").is_some_and(|done| done >= sent)
+                    })
+            });
+        if caught_up {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replicas of node {master} never caught up: {info}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
