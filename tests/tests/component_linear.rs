@@ -214,6 +214,7 @@ fn its_imports_reach_the_hosts_clock_coordinator_metrics_and_log() {
     let failure = failure_to_wit(Failure::new(ErrorCategory::ServiceUnavailable));
     let mut state = state_to_wit(&RetryState::new(9, 0));
     let mut outcomes = Vec::new();
+    let _anchor = ricochet_test_support::interest_anchor(); // see its docs
     tracing::subscriber::with_default(subscriber, || {
         for _ in 0..3 {
             let (next, outcome) = component

@@ -214,6 +214,7 @@ async fn metrics_and_logs_match_the_seed_exactly() {
         use tracing_subscriber::layer::SubscriberExt;
         tracing_subscriber::registry().with(SeedJsonLayer::new(lines.clone()))
     };
+    let _anchor = ricochet_test_support::interest_anchor(); // see its docs
     let _guard = tracing::subscriber::set_default(subscriber);
 
     // Scripted: /a fails twice then succeeds; /b always 502 (3 attempts, exhausted); /c is 404.

@@ -298,6 +298,7 @@ fn log_lines_are_cut_and_counted() {
     let subscriber = tracing_subscriber::registry().with(SeedJsonLayer::new(lines.clone()));
     let c = intruder();
     // 100 lines whose four text fields are 1 MiB each: 400 MiB of log from one call.
+    let _anchor = ricochet_test_support::interest_anchor(); // see its docs
     tracing::subscriber::with_default(subscriber, || {
         decide(&c, attack(LOGS, 100, 1 << 20));
     });

@@ -83,6 +83,7 @@ fn spans_per_call_and_per_attempt_and_the_seeds_lines() {
         .enable_all()
         .build()
         .unwrap();
+    let _anchor = ricochet_test_support::interest_anchor(); // see its docs
     tracing::subscriber::with_default(subscriber, || {
         assert_eq!(runtime.block_on(flaky(&policy())), "done");
     });
@@ -147,6 +148,7 @@ fn the_current_opentelemetry_span_names_the_trace() {
         TraceState::default(),
     );
     let cx = Context::current().with_remote_span_context(span);
+    let _anchor = ricochet_test_support::interest_anchor(); // see its docs
     tracing::subscriber::with_default(subscriber, || {
         let _attached = cx.attach();
         assert_eq!(runtime.block_on(flaky(&policy())), "done");

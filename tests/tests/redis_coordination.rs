@@ -489,6 +489,7 @@ async fn auth_works_and_the_password_never_shows_in_errors_debug_or_logs() {
         .with_writer(logs.clone())
         .with_max_level(tracing::Level::TRACE)
         .finish();
+    let _anchor = ricochet_test_support::interest_anchor(); // see its docs
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let policy = RetryConfig::DEFAULT.validate().unwrap();
@@ -647,6 +648,7 @@ async fn a_password_with_reserved_characters_never_shows() {
         .with_writer(logs.clone())
         .with_max_level(tracing::Level::TRACE)
         .finish();
+    let _anchor = ricochet_test_support::interest_anchor(); // see its docs
     let _guard = tracing::subscriber::set_default(subscriber);
     let policy = RetryConfig::DEFAULT.validate().unwrap();
     let registry = Registry::new();

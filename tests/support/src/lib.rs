@@ -28,3 +28,14 @@ pub use redis::{free_port, port_open, single, unique_prefix, RedisCluster, Redis
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
+
+/// A dispatcher that records nothing, to hold while a test captures events with a thread-local
+/// subscriber (`set_default`, `with_default`).
+///
+/// tracing caches each callsite's interest once, for the whole process, and while just one
+/// dispatcher is registered it asks only the default of the thread that reaches the callsite
+/// first (tokio-rs/tracing#3611): a sibling test without a subscriber that reaches a log line
+/// first makes it silent for the capturing test too. With two registered, every one is asked.
+pub fn interest_anchor() -> tracing::Dispatch {
+    tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default())
+}
