@@ -23,7 +23,7 @@
 //! | 400, 413, 414, 415, 422, 431, 501, 505 | `Validation` | no |
 //! | 409 and every other status | `BusinessLogic` | no |
 
-use crate::retry_after::{parse_server_delay, ServerDelayHeader};
+use crate::retry_after::{parse_server_delay_lines, ServerDelayHeader};
 use crate::{ErrorCategory, Failure};
 
 /// The category of a failed response's status (see the module docs for the table). A 503 is
@@ -56,7 +56,9 @@ pub struct DelayHeaders<'a> {
 
 impl DelayHeaders<'_> {
     /// The server's delay in µs from `now_unix_us`, from the first header that parses (garbage
-    /// counts as absent).
+    /// counts as absent). A value joined from several lines (`0, 1`) is read by
+    /// [`parse_server_delay_lines`](crate::retry_after::parse_server_delay_lines): its longest
+    /// delay.
     #[must_use]
     pub fn server_delay_us(&self, now_unix_us: u64) -> Option<u64> {
         [
@@ -65,7 +67,7 @@ impl DelayHeaders<'_> {
             (ServerDelayHeader::XRateLimitReset, self.x_ratelimit_reset),
         ]
         .into_iter()
-        .find_map(|(h, v)| v.and_then(|v| parse_server_delay(h, v, now_unix_us)))
+        .find_map(|(h, v)| v.and_then(|v| parse_server_delay_lines(h, v, now_unix_us)))
     }
 }
 

@@ -80,6 +80,54 @@ pub fn parse_server_delay(header: ServerDelayHeader, value: &str, now_unix_us: u
     }
 }
 
+/// A delay header's value as a client library may hand it over when the server sent the field
+/// more than once: its lines joined with `", "` (the Fetch API's `Headers.get`, Python's HTTP
+/// libraries, RFC 9110 §5.3). Returns the longest delay among the members that parse by
+/// `header`'s parser, so that a retry never comes sooner than any line asked; `None` when none
+/// does.
+///
+/// A value that parses whole is read as it is — one HTTP-date holds a comma, and a `RateLimit`
+/// value is a list its own parser reads whole (it is never split here). Otherwise the value is
+/// split at its commas, a day name (`Sun`, `Sunday`) staying with the rest of its date:
+/// `0, 1` is 1 s; `Sun, 06 Nov 1994 08:49:37 GMT, 5` is 5 s; `abc, 2` is 2 s.
+#[must_use]
+pub fn parse_server_delay_lines(
+    header: ServerDelayHeader,
+    value: &str,
+    now_unix_us: u64,
+) -> Option<u64> {
+    if let Some(delay_us) = parse_server_delay(header, value, now_unix_us) {
+        return Some(delay_us);
+    }
+    if header == ServerDelayHeader::RateLimit || !value.contains(',') {
+        return None;
+    }
+    let mut longest: Option<u64> = None;
+    let mut rest = value;
+    loop {
+        let (mut member, mut after) = match rest.split_once(',') {
+            Some((member, after)) => (member, Some(after)),
+            None => (rest, None),
+        };
+        let name = trim_ows(member);
+        if DAY_NAMES.contains(&name) || DAY_NAMES_LONG.contains(&name) {
+            // `Sun, 06 Nov …`: the member runs to the comma after the date.
+            if let Some(date) = after {
+                let date_len = date.find(',').unwrap_or(date.len());
+                member = &rest[..member.len() + 1 + date_len];
+                after = date.get(date_len + 1..).filter(|_| date_len < date.len());
+            }
+        }
+        if let Some(delay_us) = parse_server_delay(header, member, now_unix_us) {
+            longest = Some(longest.map_or(delay_us, |l| l.max(delay_us)));
+        }
+        match after {
+            Some(next) => rest = next,
+            None => return longest,
+        }
+    }
+}
+
 /// Retry-After (RFC 9110 §10.2.3): delay-seconds (`1*DIGIT`) or an HTTP-date. Returns the delay
 /// in µs from `now_unix_us` (0 when the date is in the past). `None` for garbage, negative
 /// numbers, fractions, empty. Huge delay-seconds (more digits than fit) saturate to `u64::MAX` µs
@@ -1047,6 +1095,61 @@ mod tests {
             parse_http_date("Sun Nov 06 08:49:37 1994", NOW),
             Some(RFC_EXAMPLE)
         );
+    }
+
+    #[test]
+    fn joined_lines_read_their_longest_member() {
+        let s = |secs: u64| Some(secs * US_PER_SEC);
+        let ra = ServerDelayHeader::RetryAfter;
+        let x = ServerDelayHeader::XRateLimitReset;
+        let later = "Sat, 28 Nov 2026 00:00:10 GMT"; // NOW + 10 s
+        let rfc850 = "Saturday, 28-Nov-26 00:00:20 GMT"; // NOW + 20 s
+        let cases: [(ServerDelayHeader, &str, Option<u64>); 15] = [
+            (ra, "0, 1", s(1)),
+            (ra, "1, 0", s(1)),
+            (ra, " 3 ,\t2 ", s(3)),
+            (ra, "abc, 2", s(2)),
+            (ra, "2, -5, 1.5", s(2)),
+            (ra, later, s(10)),
+            (ra, "Sat, 28 Nov 2026 00:00:10 GMT, 5", s(10)),
+            (ra, "5, Sat, 28 Nov 2026 00:00:10 GMT", s(10)),
+            (ra, "Sun, 06 Nov 1994 08:49:37 GMT, 5", s(5)), // gone by: 0
+            (
+                ra,
+                "Sat, 28 Nov 2026 00:00:10 GMT, Saturday, 28-Nov-26 00:00:20 GMT",
+                s(20),
+            ),
+            (ra, "Sat, 28 Nov 2026 00:00:10 GMT, Sat", s(10)),
+            (ra, ",, ,", None),
+            (ra, "Sun,Sun,Sun, GMT", None),
+            (x, "5, 10", s(10)),
+            (ServerDelayHeader::RateLimit, "abc, 2", None),
+        ];
+        for (header, value, want) in cases {
+            assert_eq!(
+                parse_server_delay_lines(header, value, NOW),
+                want,
+                "{value:?}"
+            );
+        }
+        assert_eq!(parse_server_delay_lines(ra, rfc850, NOW), s(20));
+        // One value reads as the single-value parser reads it.
+        for value in [
+            "12",
+            " 7 ",
+            "",
+            "abc",
+            "-5",
+            later,
+            rfc850,
+            "Sat Nov 28 00:00:10 2026",
+        ] {
+            assert_eq!(
+                parse_server_delay_lines(ra, value, NOW),
+                parse_retry_after(value, NOW),
+                "{value:?}"
+            );
+        }
     }
 
     #[test]

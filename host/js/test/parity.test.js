@@ -101,6 +101,13 @@ test("Retry-After in all three HTTP-date forms, RateLimit and X-RateLimit-Reset,
     serverDelayUs: 1_000_000,
     tokenRefreshed: false,
   });
+  // A field the server sent twice reaches `Headers.get` joined ("0, 1"): its longest line holds,
+  // as in the Rust layer (a retry never sooner than any line asked).
+  const twice = new Headers([["retry-after", "0"], ["retry-after", "1"]]);
+  assert.equal(twice.get("retry-after"), "0, 1");
+  assert.equal(r.classify(429, twice, now).serverDelayUs, 1_000_000);
+  const dates = new Headers([["retry-after", "Sun, 06 Nov 1994 08:49:39 GMT"], ["retry-after", "1"]]);
+  assert.equal(r.classify(429, dates, now).serverDelayUs, 2_000_000);
   assert.equal(r.classify(503, {}, now).category, "service_unavailable_error");
   assert.equal(r.classify(400, {}, now).category, "validation_error");
   assert.equal(r.classify(204, {}, now), undefined);
