@@ -112,3 +112,15 @@ def test_breaker_and_budget_are_the_cores():
     budget.on_failure()
     assert not budget.can_retry()
     assert _core.CircuitBreaker.for_config(RetryConfig()) is None
+
+
+def test_a_delay_header_given_line_by_line_takes_its_longest_line() -> None:
+    # aiohttp's CIMultiDict hands over each field line; httpx joins them ("0, 1"): either way the
+    # longest line holds, as in the Rust layer, so a retry never comes sooner than any line asked.
+    for pairs in (
+        [("Retry-After", "1"), ("Retry-After", "0")],
+        [("Retry-After", "0"), ("Retry-After", "1")],
+        [("Retry-After", "0, 1")],
+    ):
+        _, delay_us = _core.classify_http(429, pairs)
+        assert delay_us == 1_000_000, pairs

@@ -232,20 +232,28 @@ impl HttpError {
         }
     }
 
-    /// A failed response, picking the delay headers out of `(name, value)` pairs.
+    /// A failed response, picking the delay headers out of `(name, value)` pairs. A header
+    /// given more than once (a client library that hands over each field line, as aiohttp's
+    /// `CIMultiDict` does) has its values joined with `", "`, which the core reads as a list: the
+    /// longest delay holds, so a retry never comes sooner than any line asked.
     pub fn from_headers<'a>(
         status: u16,
         headers: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Self {
         let mut e = Self::status(status);
         for (name, value) in headers {
-            match ServerDelayHeader::from_name(name) {
-                Some(ServerDelayHeader::RetryAfter) => e.retry_after = Some(value.to_string()),
-                Some(ServerDelayHeader::RateLimit) => e.ratelimit = Some(value.to_string()),
-                Some(ServerDelayHeader::XRateLimitReset) => {
-                    e.x_ratelimit_reset = Some(value.to_string())
+            let slot = match ServerDelayHeader::from_name(name) {
+                Some(ServerDelayHeader::RetryAfter) => &mut e.retry_after,
+                Some(ServerDelayHeader::RateLimit) => &mut e.ratelimit,
+                Some(ServerDelayHeader::XRateLimitReset) => &mut e.x_ratelimit_reset,
+                None => continue,
+            };
+            match slot {
+                Some(joined) => {
+                    joined.push_str(", ");
+                    joined.push_str(value);
                 }
-                None => {}
+                None => *slot = Some(value.to_string()),
             }
         }
         e
@@ -517,6 +525,32 @@ mod tests {
             e.classify().server_delay,
             None,
             "only throttling carries a delay"
+        );
+    }
+
+    #[test]
+    fn a_delay_header_given_line_by_line_takes_its_longest_line() {
+        for lines in [
+            [("Retry-After", "1"), ("retry-after", "0")],
+            [("Retry-After", "0"), ("retry-after", "1")],
+        ] {
+            let e = HttpError::from_headers(429, lines);
+            assert_eq!(
+                e.classify().server_delay,
+                Some(Duration::from_secs(1)),
+                "{lines:?}"
+            );
+        }
+        let e = HttpError::from_headers(
+            429,
+            [("X-RateLimit-Reset", "5"), ("x-ratelimit-reset", "2")],
+        );
+        assert_eq!(e.classify().server_delay, Some(Duration::from_secs(5)));
+        let e = HttpError::from_headers(429, [("Retry-After", "soon"), ("Retry-After", "2")]);
+        assert_eq!(
+            e.classify().server_delay,
+            Some(Duration::from_secs(2)),
+            "a bad line is skipped"
         );
     }
 
