@@ -57,8 +57,7 @@ pub struct DelayHeaders<'a> {
 impl DelayHeaders<'_> {
     /// The server's delay in µs from `now_unix_us`, from the first header that parses (garbage
     /// counts as absent). A value joined from several lines (`0, 1`) is read by
-    /// [`parse_server_delay_lines`]: its longest
-    /// delay.
+    /// [`parse_server_delay_lines`]: its longest delay.
     #[must_use]
     pub fn server_delay_us(&self, now_unix_us: u64) -> Option<u64> {
         [
